@@ -1,0 +1,1 @@
+//! (chat) filled in by its issue.

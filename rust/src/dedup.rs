@@ -1,0 +1,1 @@
+//! (dedup) filled in by its issue.

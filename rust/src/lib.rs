@@ -1,0 +1,26 @@
+//! Ladle's Rust core.
+//!
+//! Pure Rust: nothing here knows about Python except `python.rs`, which is compiled
+//! only with the `python` feature. Each area is a module that `cargo test` checks on
+//! its own.
+//!
+//! - [`error`]: the one error enum every module returns.
+//! - [`chat`]: chat-template rendering (minijinja, transformers-compatible).
+//! - [`tokenize`]: tokenization with loss masks.
+//! - [`pack`]: sequence packing (best-fit / first-fit decreasing).
+//! - [`dedup`]: exact and MinHash near-duplicate detection.
+//! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
+//! - [`hashing`]: content fingerprints used by the caches.
+
+pub mod chat;
+pub mod dedup;
+pub mod error;
+pub mod hashing;
+pub mod nf4;
+pub mod pack;
+pub mod tokenize;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{LadleError, Result};

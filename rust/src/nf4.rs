@@ -1,0 +1,1 @@
+//! (nf4) filled in by its issue.

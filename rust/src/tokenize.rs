@@ -1,0 +1,1 @@
+//! (tokenize) filled in by its issue.
