@@ -37,10 +37,11 @@ class ModelSection(Section):
         description="`nf4`: pre-quantize the base once into Ladle's cache (Rust, streaming) and "
         "load it as a bitsandbytes 4-bit model. Needs `train.adapter: qlora`.",
     )
-    attn_implementation: Literal["sdpa", "eager"] = Field(
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa",
-        description="Attention kernel. Both isolate packed documents by position_ids when the "
-        "KV cache is off (Ladle turns it off for training).",
+        description="Attention kernel. All three isolate packed documents by position_ids when "
+        "the KV cache is off (Ladle turns it off for training); flash_attention_2 needs a GPU "
+        "and the flash-attn package.",
     )
     trust_remote_code: bool = Field(
         False, description="Allow model code from the checkpoint. Off: weights only."
@@ -208,6 +209,9 @@ class TrainSection(Section):
     )
     save_every: int = Field(
         100, ge=0, description="Checkpoint every N steps (0 = only at the end)."
+    )
+    keep_checkpoints: int = Field(
+        2, ge=0, description="Keep the newest N checkpoints (0 = keep all); older ones are deleted."
     )
     log_every: int = Field(1, ge=1, description="Write metrics every N steps.")
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "none"]] = Field(

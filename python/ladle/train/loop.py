@@ -1,0 +1,243 @@
+"""The training loop: plain PyTorch, nothing it does not need.
+
+One optimizer step = this rank's micro-batches of the planned step (gradient
+accumulation), each forward under autocast, each backward of ``loss_sum * world /
+step_units`` (so accumulation and DDP average over the step's trained tokens exactly
+like one big batch), gradient clipping, AdamW, scheduler. Gradient all-reduce happens
+once per step (``no_sync`` on the other micro-batches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ladle.train import checkpoint
+from ladle.train.distributed import Dist
+from ladle.train.manifest import MetricsLog, Trackers
+from ladle.train.rows import MicroBatch, Step
+
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What ``on_step`` hooks see after each optimizer step (on every rank)."""
+
+    step: int  # optimizer steps done
+    loss: float  # this step's loss, averaged over all ranks
+    rank: int
+    rows: tuple[int, ...]  # row indices this rank trained on in this step
+
+
+StepHook = Callable[[StepInfo], None]
+
+
+class Objective(Protocol):
+    packed: bool
+    name: str
+    lengths: np.ndarray
+    units: np.ndarray
+
+    def batch(self, rows: Any, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+    def loss(
+        self, model: Any, core: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class LoopConfig:
+    device: torch.device
+    autocast: torch.dtype | None
+    max_grad_norm: float
+    log_every: int
+    save_every: int
+    keep_checkpoints: int
+    run_dir: Path
+    progress: bool
+    on_step: StepHook | None = None
+
+
+@dataclass
+class LoopResult:
+    losses: list[float] = field(default_factory=list)  # every step run by this process
+    tokens: int = 0
+    units: int = 0
+    train_s: float = 0.0  # wall time of the steps run in this process (not model loading)
+    steps_run: int = 0
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def run(
+    *,
+    model: Any,
+    core: Any,
+    objective: Objective,
+    plan: list[Step],
+    start_step: int,
+    start_tokens: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    dist: Dist,
+    cfg: LoopConfig,
+    metrics: MetricsLog | None,
+    trackers: Trackers | None,
+) -> LoopResult:
+    params = [p for p in core.parameters() if p.requires_grad]
+    result = LoopResult(tokens=start_tokens)
+    model.train()
+    t0 = time.perf_counter()
+    session_tokens = 0
+    with _progress(cfg.progress and dist.main, len(plan), start_step) as bar:
+        for s in range(start_step, len(plan)):
+            step = plan[s]
+            ts = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            loss_sum, extras = _accumulate(model, core, objective, step, dist, cfg)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            keys = sorted(extras)
+            totals = dist.sum([loss_sum, *(extras[k] for k in keys)], cfg.device)
+            units = max(step.units, 1)
+            loss = totals[0] / units
+            result.losses.append(loss)
+            result.tokens += step.tokens
+            result.units += step.units
+            result.steps_run += 1
+            session_tokens += step.tokens
+            now = time.perf_counter()
+            result.train_s = now - t0
+            done = s + 1
+            if dist.main and (done % cfg.log_every == 0 or done == len(plan)):
+                row: dict[str, Any] = {
+                    "step": done,
+                    "epoch": step.epoch,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "tokens": result.tokens,
+                    "loss_tokens": step.units if objective.name == "sft" else None,
+                    "tokens_per_s": round(session_tokens / max(now - t0, 1e-9), 1),
+                    "step_s": round(now - ts, 4),
+                }
+                for k, v in zip(keys, totals[1:], strict=True):
+                    row[k] = v / units
+                row = {k: v for k, v in row.items() if v is not None}
+                if metrics is not None:
+                    metrics.write(row)
+                if trackers is not None:
+                    trackers.log(row)
+            if cfg.save_every and done % cfg.save_every == 0 and done < len(plan):
+                _checkpoint(done, step, result.tokens, model=core, optimizer=optimizer,
+                            scheduler=scheduler, dist=dist, cfg=cfg)
+            if bar is not None:
+                bar(done, loss, session_tokens / max(now - t0, 1e-9))
+            if cfg.on_step is not None:
+                mine = step.shards[dist.rank]
+                cfg.on_step(StepInfo(done, loss, dist.rank, tuple(r for mb in mine for r in mb.rows)))
+    return result
+
+
+def _accumulate(
+    model: Any, core: Any, objective: Objective, step: Step, dist: Dist, cfg: LoopConfig
+) -> tuple[float, dict[str, float]]:
+    mine: tuple[MicroBatch, ...] = step.shards[dist.rank]
+    scale = dist.world / max(step.units, 1)
+    loss_sum = 0.0
+    extras: dict[str, float] = defaultdict(float)
+    for k, mb in enumerate(mine):
+        batch = objective.batch(mb.rows, cfg.device)
+        last = k == len(mine) - 1
+        sync = contextlib.nullcontext() if (last or dist.world == 1) else model.no_sync()
+        with sync:
+            with autocast(cfg.device, cfg.autocast):
+                loss, more = objective.loss(model, core, batch)
+            (loss * scale).backward()
+        loss_sum += float(loss.detach())
+        for key, v in more.items():
+            extras[key] += v
+    return loss_sum, extras
+
+
+def _checkpoint(done: int, step: Step, tokens: int, *, model: Any, optimizer: Any,
+                scheduler: Any, dist: Dist, cfg: LoopConfig) -> None:
+    rngs = dist.gather(checkpoint.rng_state())
+    if dist.main:
+        checkpoint.save(cfg.run_dir, done, model=model, optimizer=optimizer, scheduler=scheduler,
+                        rng_states=rngs, position={"epoch": step.epoch, "tokens": tokens},
+                        keep=cfg.keep_checkpoints)
+    dist.barrier()
+
+
+@torch.no_grad()
+def evaluate(model: Any, core: Any, objective: Objective, plan: list[Step], dist: Dist,
+             cfg: LoopConfig) -> dict[str, float]:
+    """Mean loss over the eval rows (and the objective's extras), all ranks together."""
+    was = model.training
+    model.eval()
+    loss_sum = 0.0
+    extras: dict[str, float] = defaultdict(float)
+    units = 0
+    try:
+        for step in plan:
+            units += step.units
+            for mb in step.shards[dist.rank]:
+                batch = objective.batch(mb.rows, cfg.device)
+                with autocast(cfg.device, cfg.autocast):
+                    loss, more = objective.loss(core, core, batch)
+                loss_sum += float(loss)
+                for k, v in more.items():
+                    extras[k] += v
+    finally:
+        model.train(was)
+    keys = sorted(extras)
+    totals = dist.sum([loss_sum, *(extras[k] for k in keys)], cfg.device)
+    out = {"eval_loss": totals[0] / max(units, 1)}
+    out.update({f"eval_{k}": v / max(units, 1) for k, v in zip(keys, totals[1:], strict=True)})
+    return out
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, start: int) -> Iterator[Callable[[int, float, float], None] | None]:
+    """A rich progress bar with loss, tokens/s and ETA (stderr; off when not wanted)."""
+    if not enabled or total == 0:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(file=sys.stderr)) as prog:
+        task = prog.add_task("train", total=total, completed=start, loss="-", tps="-")
+
+        def update(done: int, loss: float, tps: float) -> None:
+            prog.update(task, completed=done, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+
+        yield update

@@ -1,0 +1,296 @@
+"""``train(recipe, rows) -> RunResult``: one run folder from a recipe and prepared rows.
+
+Run folder::
+
+    RUN/
+      run.json            resolved recipe + data fingerprint, written first (resume checks it)
+      checkpoints/        step-NNNNNNNN/ (weights, optimizer, scheduler, RNG, position)
+      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO rewards)
+      tensorboard/        when train.report_to has tensorboard (the default)
+      adapter/ | model/   peft adapter (or full weights) + tokenizer + chat template
+      loss_curve.png
+      manifest.json       written last: its presence means the run finished
+
+A folder is never silently overwritten: an existing one is an error unless
+``output.overwrite`` (replace it) or ``resume`` (continue it) is given.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ladle.errors import TrainError
+from ladle.paths import atomic_dir, atomic_write_text
+from ladle.recipe.schema import Recipe
+from ladle.train import adapters, checkpoint, distributed, loop, manifest
+from ladle.train import model as model_mod
+from ladle.train.dpo import DPO
+from ladle.train.rows import DPO_COLUMNS, TokenTable, plan_steps, sft_table, to_table
+from ladle.train.sft import PackedSFT, PaddedSFT
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    output: Path  # adapter/ (peft) or model/ (full fine-tuning)
+    steps: int  # optimizer steps in the plan
+    final_loss: float | None
+    losses: list[float]  # loss of every step run by this process (resumed: from the resume on)
+    eval: dict[str, float]
+    tokens: int
+    tokens_per_s: float
+    wall_s: float
+    manifest: dict[str, Any]
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    name = recipe.output.run_name or f"{recipe.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    return Path(recipe.output.dir) / name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _snapshot(recipe: Recipe) -> dict[str, Any]:
+    """The recipe parts that decide the run (output location and logging cadence excluded)."""
+    snap = recipe.model_dump(mode="json", exclude={"output", "evaluate"})
+    for k in ("log_every", "report_to", "save_every", "keep_checkpoints", "threads"):
+        snap["train"].pop(k, None)
+    return snap
+
+
+def _prepare_folder(run_dir: Path, recipe: Recipe, resume: bool, d: distributed.Dist) -> bool:
+    """Check (all ranks) then clear (rank 0) the run folder. Returns True when resuming."""
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not resume and not recipe.output.overwrite:
+        raise TrainError(
+            f"run folder {run_dir} already exists; pass --resume to continue it, set "
+            "output.overwrite: true to replace it, or choose another output.run_name"
+        )
+    if exists and resume:
+        if not (run_dir / "run.json").is_file():
+            raise TrainError(f"{run_dir} is not a Ladle run folder (no run.json): cannot resume")
+        if (run_dir / "manifest.json").is_file():
+            raise TrainError(f"run {run_dir} already finished (manifest.json present)")
+    d.barrier()
+    if exists and not resume and d.main:
+        shutil.rmtree(run_dir)  # output.overwrite: the user asked for it
+    d.barrier()
+    return exists and resume
+
+
+def _objective(recipe: Recipe, table: Any, pad_id: int) -> Any:
+    if recipe.train.method == "dpo":
+        return DPO(TokenTable(table, DPO_COLUMNS), recipe.train.dpo, recipe.data.max_length)
+    tt = sft_table(table)
+    return PaddedSFT(tt, pad_id) if recipe.data.packing == "none" else PackedSFT(tt)
+
+
+def _plan(recipe: Recipe, obj: Any, world: int, *, training: bool) -> list[Any]:
+    t = recipe.train
+    return plan_steps(
+        lengths=obj.lengths,
+        units=obj.units,
+        packed=obj.packed and recipe.train.method == "sft",
+        micro_batch_tokens=t.micro_batch_tokens or recipe.data.max_length,
+        micro_batch_size=t.micro_batch_size,
+        grad_accum=t.grad_accum if training else 1,
+        world_size=world,
+        epochs=t.epochs if training else 1.0,
+        max_steps=t.max_steps if training else None,
+        seed=recipe.seed,
+        shuffle=recipe.data.shuffle and training,
+    )
+
+
+def train(
+    recipe: Recipe,
+    train_rows: Any,
+    eval_rows: Any = None,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    *,
+    progress: bool | None = None,
+    on_step: loop.StepHook | None = None,
+) -> RunResult:
+    """Train per ``recipe`` on prepared rows and write one run folder.
+
+    ``train_rows``/``eval_rows``: a pyarrow Table, a list of dicts, a polars frame, a
+    ``datasets.Dataset`` or a path (prepared folder or Parquet) holding packed SFT rows
+    (``input_ids``, ``labels``, ``position_ids`` and/or ``seq_lengths``) or DPO triples
+    (``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids``).
+    ``on_step(StepInfo)`` runs on every rank after each optimizer step (progress
+    reporting, early stopping by raising, tests that kill the process mid-run).
+    Under ``torchrun``/``accelerate launch`` every rank calls this; rank 0 writes.
+    """
+    wall0 = time.perf_counter()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    device = model_mod.pick_device()
+    d = distributed.init(device)
+    try:
+        return _train(recipe, train_rows, eval_rows, output_dir, resume, progress, on_step,
+                      device, d, wall0)
+    finally:
+        d.close()
+
+
+def _train(recipe: Recipe, train_rows: Any, eval_rows: Any, output_dir: str | Path | None,
+           resume: bool, progress: bool | None, on_step: loop.StepHook | None,
+           device: torch.device, d: distributed.Dist, wall0: float) -> RunResult:
+    import sys
+
+    run_dir = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
+    autocast = model_mod.autocast_dtype(recipe.train.precision, device)
+    table = to_table(train_rows)
+    eval_table = to_table(eval_rows) if eval_rows is not None else None
+    data_fp = manifest.fingerprint_table(table)
+    resuming = _prepare_folder(run_dir, recipe, resume, d)
+    state = {"recipe": _snapshot(recipe), "data_fingerprint": data_fp, "world_size": d.world}
+    if resuming:
+        saved = json.loads((run_dir / "run.json").read_text())
+        if saved != state:
+            changed = sorted(k for k in state if saved.get(k) != state[k])
+            raise TrainError(
+                f"cannot resume {run_dir}: {', '.join(changed)} changed since the run started"
+            )
+    elif d.main:
+        atomic_write_text(run_dir / "run.json", json.dumps(state, indent=1))
+
+    from ladle.models import resolve_model
+
+    model_dir = resolve_model(recipe.model.base)
+    seed_everything(recipe.seed)
+    tokenizer = model_mod.load_tokenizer(model_dir, recipe)
+    base = model_mod.load_base(recipe, model_dir, device)
+    core = adapters.attach(base, recipe.train)
+    packed = recipe.data.packing != "none" or recipe.train.method == "dpo"
+    isolation = model_mod.verify_packing_isolation(core, device) if packed else None
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    obj = _objective(recipe, table, pad_id)
+    plan = _plan(recipe, obj, d.world, training=True)
+    if not plan and recipe.train.max_steps != 0:
+        raise TrainError("no training rows")
+    total = len(plan)
+    t = recipe.train
+    warmup = t.warmup_steps or int(np.ceil(t.warmup_ratio * total))
+    optimizer = torch.optim.AdamW(adapters.optimizer_groups(core, t.weight_decay), lr=t.lr)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=max(total, 1))
+    start_step, start_tokens = 0, 0
+    ckpt = checkpoint.latest(run_dir) if resuming else None
+    if ckpt is not None:
+        pos = checkpoint.load(ckpt, model=core, optimizer=optimizer, scheduler=scheduler, rank=d.rank)
+        start_step, start_tokens = int(pos["step"]), int(pos["tokens"])
+
+    model = distributed.wrap(core, d, device)
+    metrics = manifest.MetricsLog(run_dir / "metrics.jsonl", start_step) if d.main else None
+    trackers = (manifest.Trackers(t.report_to, run_dir, run_dir.name, recipe.model_dump(mode="json"))
+                if d.main and total else None)
+    cfg = loop.LoopConfig(
+        device=device, autocast=autocast, max_grad_norm=t.max_grad_norm, log_every=t.log_every,
+        save_every=t.save_every, keep_checkpoints=t.keep_checkpoints, run_dir=run_dir,
+        progress=sys.stderr.isatty() if progress is None else progress, on_step=on_step,
+    )
+    try:
+        result = loop.run(model=model, core=core, objective=obj, plan=plan, start_step=start_step,
+                          start_tokens=start_tokens, optimizer=optimizer, scheduler=scheduler,
+                          dist=d, cfg=cfg, metrics=metrics, trackers=trackers)
+        eval_out: dict[str, float] = {}
+        if eval_table is not None and eval_table.num_rows:
+            eval_obj = _objective(recipe, eval_table, pad_id)
+            eval_out = loop.evaluate(model, core, eval_obj, _plan(recipe, eval_obj, d.world,
+                                     training=False), d, cfg)
+            if metrics is not None:
+                metrics.write({"step": total, **eval_out})
+            if trackers is not None:
+                trackers.log({"step": total, **eval_out})
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if trackers is not None:
+            trackers.close()
+
+    out = run_dir / ("model" if t.adapter == "full" else "adapter")
+    info: dict[str, Any] = {}
+    if d.main:
+        with atomic_dir(out, replace=True) as tmp:
+            adapters.save_trained(core, tmp, t.adapter, tokenizer)
+        rows = metrics.rows if metrics is not None else []
+        manifest.plot_loss(rows, run_dir / "loss_curve.png", run_dir.name)
+        trainable, n_params = adapters.param_counts(core)
+        info = _manifest(recipe, run_dir, model_dir, data_fp, plan, result, eval_out, wall0,
+                         device, d, obj, trainable, n_params, isolation, start_step,
+                         trackers.warnings if trackers else [])
+        manifest.write_manifest(run_dir, info)
+    d.barrier()
+    losses = [r["loss"] for r in (metrics.rows if metrics else []) if "loss" in r]
+    return RunResult(
+        run_dir=run_dir, output=out, steps=total,
+        final_loss=result.losses[-1] if result.losses else (losses[-1] if losses else None),
+        losses=result.losses, eval=eval_out, tokens=result.tokens,
+        tokens_per_s=info.get("throughput", {}).get("tokens_per_s", 0.0),
+        wall_s=time.perf_counter() - wall0, manifest=info,
+    )
+
+
+def _manifest(recipe: Recipe, run_dir: Path, model_dir: Path, data_fp: str, plan: list[Any],
+              result: loop.LoopResult, eval_out: dict[str, float], wall0: float,
+              device: torch.device, d: distributed.Dist, obj: Any, trainable: int,
+              n_params: int, isolation: float | None, start_step: int,
+              warnings: list[str]) -> dict[str, Any]:
+    session_tokens = sum(s.tokens for s in plan[start_step:])
+    tps = session_tokens / result.train_s if result.train_s > 0 else 0.0
+    return {
+        "ladle_run": 1,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recipe": recipe.model_dump(mode="json"),
+        "model": {
+            "path": str(model_dir),
+            "fingerprint": manifest.fingerprint_globs(model_dir, manifest.WEIGHT_FILES),
+            "tokenizer_fingerprint": manifest.fingerprint_globs(model_dir, manifest.TOKENIZER_FILES),
+            "trainable_params": trainable,
+            "total_params": n_params,
+        },
+        "data": {
+            "fingerprint": data_fp,
+            "rows": int(len(obj.lengths)),
+            "tokens_per_epoch": int(obj.lengths.sum()),
+            "dropped_pairs": len(getattr(obj, "dropped", [])),
+        },
+        "training": {
+            "steps": len(plan),
+            "resumed_from_step": start_step or None,
+            "final_loss": result.losses[-1] if result.losses else None,
+            "eval": eval_out,
+            "tokens": result.tokens,
+            "world_size": d.world,
+            "packing_isolation_max_logit_diff": isolation,
+        },
+        "throughput": {
+            "tokens_per_s": round(tps, 1),
+            "train_s": round(result.train_s, 3),
+            "wall_s": round(time.perf_counter() - wall0, 3),
+            **manifest.peak_memory(device),
+        },
+        "versions": manifest.package_versions(),
+        "git": manifest.git_commit(Path.cwd()),
+        "hardware": manifest.hardware(device),
+        "warnings": warnings,
+    }
