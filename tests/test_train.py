@@ -29,7 +29,9 @@ MAX_LEN = 64
 # ----------------------------------------------------------------------------- data
 
 
-def make_docs(n: int, seed: int = 0, lo: int = 4, hi: int = 24) -> list[tuple[list[int], list[int]]]:
+def make_docs(
+    n: int, seed: int = 0, lo: int = 4, hi: int = 24
+) -> list[tuple[list[int], list[int]]]:
     """Arithmetic token runs (learnable: next = current + 3) with a masked prompt."""
     rng = np.random.default_rng(seed)
     out = []
@@ -50,12 +52,14 @@ def pack(docs: list[tuple[list[int], list[int]]], cap: int = MAX_LEN) -> list[di
     def flush() -> None:
         pos = [p for d in cur for p in range(len(d[0]))]
         labels = [lab for d in cur for lab in d[1]]
-        rows.append({
-            "input_ids": [t for d in cur for t in d[0]],
-            "labels": [-100 if p == 0 else lab for p, lab in zip(pos, labels, strict=True)],
-            "position_ids": pos,
-            "seq_lengths": [len(d[0]) for d in cur],
-        })
+        rows.append(
+            {
+                "input_ids": [t for d in cur for t in d[0]],
+                "labels": [-100 if p == 0 else lab for p, lab in zip(pos, labels, strict=True)],
+                "position_ids": pos,
+                "seq_lengths": [len(d[0]) for d in cur],
+            }
+        )
 
     for d in docs:
         if cur and sum(len(x[0]) for x in cur) + len(d[0]) > cap:
@@ -68,8 +72,15 @@ def pack(docs: list[tuple[list[int], list[int]]], cap: int = MAX_LEN) -> list[di
 
 
 def unpacked(docs: list[tuple[list[int], list[int]]]) -> list[dict[str, Any]]:
-    return [{"input_ids": i, "labels": [-100, *lab[1:]], "position_ids": list(range(len(i))),
-             "seq_lengths": [len(i)]} for i, lab in docs]
+    return [
+        {
+            "input_ids": i,
+            "labels": [-100, *lab[1:]],
+            "position_ids": list(range(len(i))),
+            "seq_lengths": [len(i)],
+        }
+        for i, lab in docs
+    ]
 
 
 def pref_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -81,24 +92,33 @@ def pref_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
         nxt = prompt[-1] + 3
         chosen = [(nxt + 3 * k - 10) % 300 + 10 for k in range(int(rng.integers(2, 8)))] + [2]
         rejected = [int(x) for x in rng.integers(10, 310, size=int(rng.integers(2, 8)))] + [2]
-        rows.append({"prompt_input_ids": prompt, "chosen_input_ids": chosen,
-                     "rejected_input_ids": rejected})
+        rows.append(
+            {"prompt_input_ids": prompt, "chosen_input_ids": chosen, "rejected_input_ids": rejected}
+        )
     return rows
 
 
 def recipe(model_dir: Path, **train: Any) -> Recipe:
     data = train.pop("data", {})
     fmt = "preference" if train.get("method") == "dpo" else "messages"
-    base = {"lr": 1e-2, "max_steps": 6, "save_every": 0, "report_to": ["none"],
-            "lora": {"r": 8, "alpha": 16}, "threads": 2}
+    base = {
+        "lr": 1e-2,
+        "max_steps": 6,
+        "save_every": 0,
+        "report_to": ["none"],
+        "lora": {"r": 8, "alpha": 16},
+        "threads": 2,
+    }
     base.update(train)
-    return Recipe.model_validate({
-        "name": "t",
-        "seed": 7,
-        "model": {"base": str(model_dir)},
-        "data": {"datasets": [{"path": "x", "format": fmt}], "max_length": MAX_LEN, **data},
-        "train": base,
-    })
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "seed": 7,
+            "model": {"base": str(model_dir)},
+            "data": {"datasets": [{"path": "x", "format": fmt}], "max_length": MAX_LEN, **data},
+            "train": base,
+        }
+    )
 
 
 def falling(losses: list[float]) -> bool:
@@ -115,7 +135,9 @@ def rows() -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("adapter", ["lora", "qlora", "dora", "full"])
-def test_sft_adapters_loss_falls(adapter: str, tiny_llama_dir: Path, rows: list, tmp_path: Path) -> None:
+def test_sft_adapters_loss_falls(
+    adapter: str, tiny_llama_dir: Path, rows: list, tmp_path: Path
+) -> None:
     lr = 3e-3 if adapter == "full" else 1e-2
     res = train(recipe(tiny_llama_dir, adapter=adapter, lr=lr), rows, output_dir=tmp_path / "run")
     assert falling(res.losses), res.losses
@@ -168,8 +190,9 @@ def test_padded_sft_and_zero_steps(tiny_llama_dir: Path, tmp_path: Path) -> None
 
 
 def test_dpo_loss_falls(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    r = recipe(tiny_llama_dir, method="dpo", max_steps=8, lr=2e-2, micro_batch_size=4,
-               dpo={"beta": 0.5})
+    r = recipe(
+        tiny_llama_dir, method="dpo", max_steps=8, lr=2e-2, micro_batch_size=4, dpo={"beta": 0.5}
+    )
     res = train(r, pref_rows(32), eval_rows=pref_rows(4, seed=9), output_dir=tmp_path / "dpo")
     # DPO starts at log 2 (policy == reference) and falls as the margin grows.
     assert res.losses[0] == pytest.approx(np.log(2), abs=1e-3)
@@ -202,14 +225,14 @@ def test_dpo_loss_types() -> None:
 def test_packed_document_isolated(attn: str, tiny_llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from ladle.train.sft import PackedSFT, forward_packed
     from ladle.train.rows import sft_table
+    from ladle.train.sft import PackedSFT, forward_packed
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, attn_implementation=attn).eval()
     docs = make_docs(3, seed=11, lo=12, hi=20)
     row = pack(docs, cap=200)[0]
     assert len(row["seq_lengths"]) == 3
-    n0, n1, n2 = row["seq_lengths"]
+    n0, n1, _ = row["seq_lengths"]
     ids = torch.tensor(row["input_ids"])[None]
     pos = torch.tensor(row["position_ids"])[None]
     alone_ids = torch.tensor(docs[1][0])[None]
@@ -222,7 +245,9 @@ def test_packed_document_isolated(attn: str, tiny_llama_dir: Path) -> None:
         obj = PackedSFT(sft_table(pa.Table.from_pylist([row, *single])))
         whole, _ = obj.loss(model, model, obj.batch([0], torch.device("cpu")))
         parts = [obj.loss(model, model, obj.batch([i], torch.device("cpu")))[0] for i in (1, 2, 3)]
-        assert whole.item() == pytest.approx(sum(p.item() for p in parts), abs=1e-4 * len(row["input_ids"]))
+        assert whole.item() == pytest.approx(
+            sum(p.item() for p in parts), abs=1e-4 * len(row["input_ids"])
+        )
         # With the KV cache on, transformers skips the packed-sequence mask: documents leak.
         cached = model(input_ids=ids, position_ids=pos, use_cache=True).logits[0, n0 : n0 + n1]
         assert (cached - alone).abs().max().item() > 1e-2
@@ -288,7 +313,9 @@ train(recipe, rows, output_dir=sys.argv[3], on_step=hook)
 """
 
 
-def test_resume_after_kill_and_reproducible(tiny_llama_dir: Path, rows: list, tmp_path: Path) -> None:
+def test_resume_after_kill_and_reproducible(
+    tiny_llama_dir: Path, rows: list, tmp_path: Path
+) -> None:
     r = recipe(tiny_llama_dir, max_steps=8, save_every=2, lr=5e-3, lora={"r": 4, "dropout": 0.1})
     a = train(r, rows, output_dir=tmp_path / "a")
     b = train(r, rows, output_dir=tmp_path / "b")
@@ -298,23 +325,38 @@ def test_resume_after_kill_and_reproducible(tiny_llama_dir: Path, rows: list, tm
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
     script = tmp_path / "killme.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "recipe.json"),
-                           str(tmp_path / "rows.parquet"), str(tmp_path / "c")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "recipe.json"),
+            str(tmp_path / "rows.parquet"),
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ckpts = sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir() if p.name.startswith("step"))
+    ckpts = sorted(
+        p.name for p in (tmp_path / "c" / "checkpoints").iterdir() if p.name.startswith("step")
+    )
     assert ckpts == ["step-00000002", "step-00000004"]
     assert not (tmp_path / "c" / "adapter").exists()
 
     c = train(r, rows, output_dir=tmp_path / "c", resume=True)
     assert c.final_loss == pytest.approx(a.final_loss, abs=1e-4)
     assert c.losses == pytest.approx(a.losses[4:], abs=1e-4)
-    steps = [json.loads(x)["step"] for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(1, 9))
     man = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert man["training"]["resumed_from_step"] == 4
 
-    changed = recipe(tiny_llama_dir, max_steps=8, save_every=2, lr=1e-3, lora={"r": 4, "dropout": 0.1})
+    changed = recipe(
+        tiny_llama_dir, max_steps=8, save_every=2, lr=1e-3, lora={"r": 4, "dropout": 0.1}
+    )
     (tmp_path / "c" / "manifest.json").unlink()
     with pytest.raises(TrainError, match="changed"):
         train(changed, rows, output_dir=tmp_path / "c", resume=True)
@@ -324,23 +366,48 @@ def test_export_merged_equal_logits(tiny_llama_dir: Path, rows: list, tmp_path: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ladle.commands.train import main as cli
+    from ladle.cli import main as cli
 
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
     recipe_file = tmp_path / "r.yaml"
-    recipe_file.write_text(textwrap.dedent(f"""\
+    recipe_file.write_text(
+        textwrap.dedent(f"""\
         name: cli
         model: {{base: {tiny_llama_dir}}}
         data:
           datasets: [{{path: x.jsonl}}]
           max_length: {MAX_LEN}
         train: {{max_steps: 3, lr: 0.01, report_to: [none], threads: 2}}
-        """))
+        """)
+    )
     run = tmp_path / "run"
-    assert cli(["train", str(recipe_file), "train.lora.r=4", "--data", str(tmp_path / "rows.parquet"),
-                "--output", str(run)]) == 0
-    assert cli(["train", str(recipe_file), "--data", str(tmp_path / "rows.parquet"),
-                "--output", str(run)]) == 1  # exists: one-line error, exit 1
+    assert (
+        cli(
+            [
+                "train",
+                str(recipe_file),
+                "train.lora.r=4",
+                "--data",
+                str(tmp_path / "rows.parquet"),
+                "--output",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli(
+            [
+                "train",
+                str(recipe_file),
+                "--data",
+                str(tmp_path / "rows.parquet"),
+                "--output",
+                str(run),
+            ]
+        )
+        == 2
+    )  # exists: one-line error, exit 2
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["r"] == 4
     out = tmp_path / "merged"
     assert cli(["export", str(run), "--merge", str(out)]) == 0
@@ -350,8 +417,9 @@ def test_export_merged_equal_logits(tiny_llama_dir: Path, rows: list, tmp_path: 
 
     ids = torch.tensor([rows[0]["input_ids"]])
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
-                                           run / "adapter").eval()
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir), run / "adapter"
+    ).eval()
     with torch.no_grad():
         diff = (merged(input_ids=ids).logits - peft_model(input_ids=ids).logits).abs().max().item()
     assert diff < 1e-4
@@ -383,10 +451,22 @@ def test_two_processes_gloo(tiny_llama_dir: Path, rows: list, tmp_path: Path) ->
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
-         str(tmp_path / "ddp.py"), str(tmp_path / "recipe.json"), str(tmp_path / "rows.parquet"),
-         str(tmp_path / "run"), str(tmp_path)],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=0",
+            str(tmp_path / "ddp.py"),
+            str(tmp_path / "recipe.json"),
+            str(tmp_path / "rows.parquet"),
+            str(tmp_path / "run"),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = [json.loads((tmp_path / f"rank-{k}.json").read_text()) for k in (0, 1)]
@@ -419,9 +499,19 @@ def test_plan_deals_disjoint_shards() -> None:
     )
     def check(lengths: list[int], world: int, accum: int, budget: int, seed: int) -> None:
         arr = np.asarray(lengths)
-        kw = dict(lengths=arr, units=arr, packed=True, micro_batch_tokens=budget,
-                  micro_batch_size=4, grad_accum=accum, world_size=world, epochs=1.0,
-                  max_steps=None, seed=seed, shuffle=True)
+        kw = dict(
+            lengths=arr,
+            units=arr,
+            packed=True,
+            micro_batch_tokens=budget,
+            micro_batch_size=4,
+            grad_accum=accum,
+            world_size=world,
+            epochs=1.0,
+            max_steps=None,
+            seed=seed,
+            shuffle=True,
+        )
         try:
             plan = plan_steps(**kw)
         except TrainError:

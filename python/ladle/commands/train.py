@@ -3,68 +3,75 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from ladle.errors import LadleError, TrainError
+from ladle.commands.common import add_recipe_args, subparser
+from ladle.errors import TrainError
 
-TRAIN_EPILOG = """\
-examples:
-  ladle train recipes/support.yaml
-  ladle train recipes/support.yaml train.lr=1e-4 train.max_steps=200 --output runs/try1
-  ladle train recipes/support.yaml --output runs/try1 --resume     # after a crash or kill
-  torchrun --nproc_per_node 2 -m ladle train recipes/support.yaml  # DDP (gloo on CPU)
+TRAIN_EXAMPLE = """\
+ladle train recipes/support.yaml
+ladle train recipes/support.yaml train.lr=1e-4 train.max_steps=200 --output runs/try1
+ladle train recipes/support.yaml --output runs/try1 --resume      # after a crash or kill -9
+torchrun --nproc_per_node 2 -m ladle.cli train recipes/support.yaml   # DDP (gloo on CPU)
 
 The run folder holds adapter/ (or model/), manifest.json, metrics.jsonl, loss_curve.png,
 tensorboard/ and checkpoints/. An existing folder is never overwritten unless the recipe
 says output.overwrite: true.
 """
 
-EXPORT_EPILOG = """\
-examples:
-  ladle export runs/support-20250101-120000 --merge merged/
-  ladle export runs/support-20250101-120000 adapter-copy/   # adapter + tokenizer only
+EXPORT_EXAMPLE = """\
+ladle export runs/support-20250101-120000 --merge merged/
+ladle export runs/support-20250101-120000 adapter-copy/     # adapter + tokenizer, no merge
 """
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+def register(sub: Any) -> None:
+    p = subparser(
+        sub,
         "train",
         help="fine-tune a model as a recipe says (SFT or DPO; LoRA, QLoRA, DoRA, full)",
         description="Train on the recipe's prepared data and write one run folder. Packed SFT "
         "rows train padding-free (per-document position_ids, no KV cache, so documents never "
-        "see each other); checkpoints are atomic and --resume continues exactly.",
-        epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "see each other); checkpoints are atomic and --resume continues exactly where a "
+        "killed run stopped.",
+        example=TRAIN_EXAMPLE,
     )
-    p.add_argument("recipe", type=Path, help="recipe YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="recipe overrides, e.g. train.lr=1e-4 data.max_length=1024")
+    add_recipe_args(p)
     p.add_argument("--output", type=Path, help="run folder (default: output.dir/NAME-TIMESTAMP)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --output (default: this recipe's newest unfinished run)")
-    p.add_argument("--data", type=Path,
-                   help="prepared train rows (folder or Parquet from `ladle prep`); default: "
-                   "prepare them now from the recipe")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output (default: this recipe's newest unfinished run)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="prepared train rows (folder or Parquet from `ladle prep`); default: prepare "
+        "them now from the recipe",
+    )
     p.add_argument("--eval-data", type=Path, help="prepared eval rows (optional)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
-    e = subparsers.add_parser(
+    e = subparser(
+        sub,
         "export",
         help="write a standalone model from a finished run (merged weights + tokenizer)",
         description="Merge a run's LoRA/DoRA adapter into its base weights (loaded unquantized, "
         "also for QLoRA) and save safetensors with the tokenizer and the chat template used in "
         "training. Without --merge, copy the adapter with the tokenizer.",
-        epilog=EXPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        example=EXPORT_EXAMPLE,
     )
     e.add_argument("run_dir", type=Path, help="a finished run folder (has manifest.json)")
     e.add_argument("out", nargs="?", type=Path, help="output folder (or give it to --merge)")
     e.add_argument("--merge", type=Path, metavar="OUT", help="merge the adapter; write to OUT")
-    e.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="weight dtype of the export (auto: the recipe's model.dtype)")
+    e.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="weight dtype of the export (auto: the recipe's model.dtype)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     e.set_defaults(func=run_export)
 
@@ -72,8 +79,11 @@ def register(subparsers: Any) -> None:
 def _newest_unfinished(recipe: Any) -> Path | None:
     root = Path(recipe.output.dir)
     pattern = recipe.output.run_name or f"{recipe.name}-*"
-    runs = [p for p in root.glob(pattern)
-            if (p / "run.json").is_file() and not (p / "manifest.json").is_file()]
+    runs = [
+        p
+        for p in root.glob(pattern)
+        if (p / "run.json").is_file() and not (p / "manifest.json").is_file()
+    ]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
@@ -106,12 +116,20 @@ def run(args: argparse.Namespace) -> int:
         train_rows, eval_rows = args.data, args.eval_data
     else:
         train_rows, eval_rows = _prepared(recipe)
-    res = train(recipe, train_rows, eval_rows, output_dir=output, resume=args.resume,
-                progress=False if args.no_progress else None)
+    res = train(
+        recipe,
+        train_rows,
+        eval_rows,
+        output_dir=output,
+        resume=args.resume,
+        progress=False if args.no_progress else None,
+    )
     if res.manifest:  # rank 0 prints
         loss = f"{res.final_loss:.4f}" if res.final_loss is not None else "-"
-        print(f"{res.run_dir}: {res.steps} steps, final loss {loss}, "
-              f"{res.tokens_per_s:,.0f} tokens/s -> {res.output}")
+        print(
+            f"{res.run_dir}: {res.steps} steps, final loss {loss}, "
+            f"{res.tokens_per_s:,.0f} tokens/s -> {res.output}"
+        )
     return 0
 
 
@@ -121,23 +139,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = args.merge or args.out
     if out is None:
         raise TrainError("give an output folder: ladle export RUN --merge OUT (or RUN OUT)")
-    path = export_run(args.run_dir, out, merge=args.merge is not None, dtype=args.dtype,
-                      overwrite=args.overwrite)
+    path = export_run(
+        args.run_dir, out, merge=args.merge is not None, dtype=args.dtype, overwrite=args.overwrite
+    )
     print(f"wrote {path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (tests, ``python -m ladle.commands.train``); ladle.cli wires the same."""
-    parser = argparse.ArgumentParser(prog="ladle")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except LadleError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

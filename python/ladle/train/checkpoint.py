@@ -51,7 +51,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def trainable_state(model: Any) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
@@ -123,7 +125,9 @@ def load(
     scheduler.load_state_dict(state["scheduler"])
     rng_file = path / f"rng-{rank}.pt"
     if not rng_file.is_file():
-        raise TrainError(f"checkpoint {path} has no RNG state for rank {rank}: resume with the "
-                         "same number of processes")
+        raise TrainError(
+            f"checkpoint {path} has no RNG state for rank {rank}: resume with the "
+            "same number of processes"
+        )
     set_rng_state(torch.load(rng_file, weights_only=True))
     return json.loads((path / "position.json").read_text())

@@ -84,8 +84,10 @@ class Dist:
 
 def init(device: torch.device) -> Dist:
     """Join the launcher's process group, if there is one."""
-    if any(os.environ.get(k, "").lower() == "true"
-           for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")):
+    if any(
+        os.environ.get(k, "").lower() == "true"
+        for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    ):
         raise TrainError(
             "Ladle's loop runs DDP; FSDP/DeepSpeed launches are documented in "
             "ladle.train.distributed but not supported yet"

@@ -80,7 +80,9 @@ class DPO:
         for j, i in enumerate(rows):
             p = self.tt.get("prompt_input_ids", i)
             for k, col in enumerate(("chosen_input_ids", "rejected_input_ids")):
-                pp, c = truncate_pair(p, self.tt.get(col, i), self.max_length, self.spec.max_prompt_length)
+                pp, c = truncate_pair(
+                    p, self.tt.get(col, i), self.max_length, self.spec.max_prompt_length
+                )
                 seq = np.concatenate([pp, c])
                 ids.append(seq)
                 pos.append(np.arange(len(seq)))
@@ -109,13 +111,20 @@ class DPO:
         out = torch.zeros(len(batch["counts"]), device=token_logps.device, dtype=token_logps.dtype)
         return out.index_add(0, batch["seg"], token_logps)
 
-    def loss(self, model: Any, core: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: Any, core: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         logps = self.sequence_logps(model, batch)
         with torch.no_grad(), core.disable_adapter():
             ref = self.sequence_logps(core, batch)
         per_pair, rewards = dpo_loss(
-            logps[0::2], logps[1::2], ref[0::2], ref[1::2], self.spec,
-            batch["counts"][0::2], batch["counts"][1::2],
+            logps[0::2],
+            logps[1::2],
+            ref[0::2],
+            ref[1::2],
+            self.spec,
+            batch["counts"][0::2],
+            batch["counts"][1::2],
         )
         valid = batch["valid"]
         ch, rj = rewards

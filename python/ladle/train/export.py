@@ -27,8 +27,14 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True,
-               dtype: str = "auto", overwrite: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    merge: bool = True,
+    dtype: str = "auto",
+    overwrite: bool = False,
+) -> Path:
     """Write ``out``: merged weights (safetensors) + tokenizer + chat template, or, without
     ``merge``, a copy of the adapter folder with the tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -62,7 +68,9 @@ def export_run(run_dir: str | Path, out: str | Path, *, merge: bool = True,
             for f in source.iterdir():
                 (tmp / f.name).write_bytes(f.read_bytes())
         # The run's tokenizer (saved with the adapter) carries the training chat template.
-        tok = AutoTokenizer.from_pretrained(source if (source / "tokenizer_config.json").is_file() else base)
+        tok = AutoTokenizer.from_pretrained(
+            source if (source / "tokenizer_config.json").is_file() else base
+        )
         tok.save_pretrained(tmp)
         if tok.chat_template and not (tmp / "chat_template.jinja").is_file():
             (tmp / "chat_template.jinja").write_text(str(tok.chat_template))

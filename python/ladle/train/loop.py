@@ -27,7 +27,6 @@ from ladle.train.manifest import MetricsLog, Trackers
 from ladle.train.rows import MicroBatch, Step
 
 
-
 @dataclass(frozen=True)
 class StepInfo:
     """What ``on_step`` hooks see after each optimizer step (on every rank)."""
@@ -76,7 +75,9 @@ class LoopResult:
     steps_run: int = 0
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+def autocast(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[Any]:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -145,13 +146,23 @@ def run(
                 if trackers is not None:
                     trackers.log(row)
             if cfg.save_every and done % cfg.save_every == 0 and done < len(plan):
-                _checkpoint(done, step, result.tokens, model=core, optimizer=optimizer,
-                            scheduler=scheduler, dist=dist, cfg=cfg)
+                _checkpoint(
+                    done,
+                    step,
+                    result.tokens,
+                    model=core,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    dist=dist,
+                    cfg=cfg,
+                )
             if bar is not None:
                 bar(done, loss, session_tokens / max(now - t0, 1e-9))
             if cfg.on_step is not None:
                 mine = step.shards[dist.rank]
-                cfg.on_step(StepInfo(done, loss, dist.rank, tuple(r for mb in mine for r in mb.rows)))
+                cfg.on_step(
+                    StepInfo(done, loss, dist.rank, tuple(r for mb in mine for r in mb.rows))
+                )
     return result
 
 
@@ -176,19 +187,36 @@ def _accumulate(
     return loss_sum, extras
 
 
-def _checkpoint(done: int, step: Step, tokens: int, *, model: Any, optimizer: Any,
-                scheduler: Any, dist: Dist, cfg: LoopConfig) -> None:
+def _checkpoint(
+    done: int,
+    step: Step,
+    tokens: int,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    dist: Dist,
+    cfg: LoopConfig,
+) -> None:
     rngs = dist.gather(checkpoint.rng_state())
     if dist.main:
-        checkpoint.save(cfg.run_dir, done, model=model, optimizer=optimizer, scheduler=scheduler,
-                        rng_states=rngs, position={"epoch": step.epoch, "tokens": tokens},
-                        keep=cfg.keep_checkpoints)
+        checkpoint.save(
+            cfg.run_dir,
+            done,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            rng_states=rngs,
+            position={"epoch": step.epoch, "tokens": tokens},
+            keep=cfg.keep_checkpoints,
+        )
     dist.barrier()
 
 
 @torch.no_grad()
-def evaluate(model: Any, core: Any, objective: Objective, plan: list[Step], dist: Dist,
-             cfg: LoopConfig) -> dict[str, float]:
+def evaluate(
+    model: Any, core: Any, objective: Objective, plan: list[Step], dist: Dist, cfg: LoopConfig
+) -> dict[str, float]:
     """Mean loss over the eval rows (and the objective's extras), all ranks together."""
     was = model.training
     model.eval()
@@ -215,14 +243,22 @@ def evaluate(model: Any, core: Any, objective: Objective, plan: list[Step], dist
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int, start: int) -> Iterator[Callable[[int, float, float], None] | None]:
+def _progress(
+    enabled: bool, total: int, start: int
+) -> Iterator[Callable[[int, float, float], None] | None]:
     """A rich progress bar with loss, tokens/s and ETA (stderr; off when not wanted)."""
     if not enabled or total == 0:
         yield None
         return
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (
         TextColumn("[bold]train"),

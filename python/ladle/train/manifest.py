@@ -24,11 +24,26 @@ import torch
 
 from ladle.paths import atomic_write_bytes, atomic_write_text
 
-PACKAGES = ("ladle", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes",
-            "safetensors", "numpy", "pyarrow")
+PACKAGES = (
+    "ladle",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "bitsandbytes",
+    "safetensors",
+    "numpy",
+    "pyarrow",
+)
 WEIGHT_FILES = ("config.json", "*.safetensors")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "chat_template.jinja", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+)
 
 
 def fingerprint_table(table: pa.Table) -> str:
@@ -61,12 +76,18 @@ def package_versions() -> dict[str, str | None]:
 def git_commit(cwd: Path) -> dict[str, Any] | None:
     """HEAD of the repository around ``cwd`` and whether the tree is dirty."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
@@ -90,7 +111,9 @@ def hardware(device: torch.device) -> dict[str, Any]:
         "device": str(device),
     }
     with contextlib.suppress(ValueError, OSError, AttributeError):
-        info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        info["memory_gib"] = round(
+            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
+        )
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
@@ -173,7 +196,9 @@ def plot_loss(rows: list[dict[str, Any]], out: Path, title: str) -> Path | None:
 class Trackers:
     """TensorBoard (default), MLflow and W&B when installed; a missing one is a warning."""
 
-    def __init__(self, names: list[str], run_dir: Path, run_name: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self, names: list[str], run_dir: Path, run_name: str, config: dict[str, Any]
+    ) -> None:
         self.sinks: list[Any] = []
         self.warnings: list[str] = []
         for name in names:
@@ -183,7 +208,9 @@ class Trackers:
                 if name == "tensorboard":
                     from torch.utils.tensorboard import SummaryWriter
 
-                    self.sinks.append(("tensorboard", SummaryWriter(log_dir=str(run_dir / "tensorboard"))))
+                    self.sinks.append(
+                        ("tensorboard", SummaryWriter(log_dir=str(run_dir / "tensorboard")))
+                    )
                 elif name == "mlflow":
                     import mlflow  # type: ignore[import-not-found]
 
@@ -192,13 +219,17 @@ class Trackers:
                 elif name == "wandb":
                     import wandb  # type: ignore[import-not-found]
 
-                    self.sinks.append(("wandb", wandb.init(name=run_name, config=config, dir=str(run_dir))))
+                    self.sinks.append(
+                        ("wandb", wandb.init(name=run_name, config=config, dir=str(run_dir)))
+                    )
             except ImportError:
                 self.warnings.append(f"report_to {name}: package not installed, skipped")
 
     def log(self, row: dict[str, Any]) -> None:
         step = int(row["step"])
-        scalars = {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+        scalars = {
+            k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float))
+        }
         for kind, sink in self.sinks:
             if kind == "tensorboard":
                 for k, v in scalars.items():

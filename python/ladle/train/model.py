@@ -193,9 +193,9 @@ def packing_leak(model: Any, device: torch.device, vocab: int | None = None) -> 
         alone = model(input_ids=b[None].to(device), use_cache=False).logits[0]
         # An all-ones 2-D mask switches the packed-sequence detection off: the leak case.
         ones = torch.ones_like(ids)
-        leaky = model(
-            input_ids=ids, position_ids=pos, attention_mask=ones, use_cache=False
-        ).logits[0, 24:]
+        leaky = model(input_ids=ids, position_ids=pos, attention_mask=ones, use_cache=False).logits[
+            0, 24:
+        ]
     finally:
         model.train(was_training)
     iso = (packed.float() - alone.float()).abs().max().item()

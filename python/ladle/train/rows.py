@@ -71,9 +71,7 @@ class TokenTable:
     def __init__(self, table: pa.Table, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in table.column_names]
         if missing:
-            raise TrainError(
-                f"training rows lack column(s) {missing}; found {table.column_names}"
-            )
+            raise TrainError(f"training rows lack column(s) {missing}; found {table.column_names}")
         self.n = table.num_rows
         self._flat: dict[str, np.ndarray] = {}
         self._off: dict[str, np.ndarray] = {}
@@ -114,7 +112,9 @@ def sft_table(table: pa.Table) -> TokenTable:
         bad = int(np.nonzero(n_ids != tt.lengths("labels"))[0][0])
         raise TrainError(f"row {bad}: labels and input_ids differ in length")
     if not tt.has("position_ids"):
-        seq = table.column("seq_lengths").to_pylist() if "seq_lengths" in table.column_names else None
+        seq = (
+            table.column("seq_lengths").to_pylist() if "seq_lengths" in table.column_names else None
+        )
         pos = []
         for i, n in enumerate(n_ids.tolist()):
             docs = seq[i] if seq is not None else [n]
@@ -231,12 +231,8 @@ def plan_steps(
         )
         groups = groups[: len(groups) // world_size * world_size]
         if not groups:
-            raise TrainError(
-                f"{n} rows make fewer micro-batches than the {world_size} processes"
-            )
-        mbs = [
-            MicroBatch(tuple(g), int(lengths[g].sum()), int(units[g].sum())) for g in groups
-        ]
+            raise TrainError(f"{n} rows make fewer micro-batches than the {world_size} processes")
+        mbs = [MicroBatch(tuple(g), int(lengths[g].sum()), int(units[g].sum())) for g in groups]
         epoch_steps = [
             Step(epoch, tuple(tuple(chunk[r::world_size]) for r in range(world_size)))
             for chunk in (mbs[i : i + per_step] for i in range(0, len(mbs), per_step))

@@ -142,15 +142,25 @@ def train(
     device = model_mod.pick_device()
     d = distributed.init(device)
     try:
-        return _train(recipe, train_rows, eval_rows, output_dir, resume, progress, on_step,
-                      device, d, wall0)
+        return _train(
+            recipe, train_rows, eval_rows, output_dir, resume, progress, on_step, device, d, wall0
+        )
     finally:
         d.close()
 
 
-def _train(recipe: Recipe, train_rows: Any, eval_rows: Any, output_dir: str | Path | None,
-           resume: bool, progress: bool | None, on_step: loop.StepHook | None,
-           device: torch.device, d: distributed.Dist, wall0: float) -> RunResult:
+def _train(
+    recipe: Recipe,
+    train_rows: Any,
+    eval_rows: Any,
+    output_dir: str | Path | None,
+    resume: bool,
+    progress: bool | None,
+    on_step: loop.StepHook | None,
+    device: torch.device,
+    d: distributed.Dist,
+    wall0: float,
+) -> RunResult:
     import sys
 
     run_dir = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
@@ -191,32 +201,56 @@ def _train(recipe: Recipe, train_rows: Any, eval_rows: Any, output_dir: str | Pa
     optimizer = torch.optim.AdamW(adapters.optimizer_groups(core, t.weight_decay), lr=t.lr)
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=max(total, 1))
+    scheduler = get_scheduler(
+        t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=max(total, 1)
+    )
     start_step, start_tokens = 0, 0
     ckpt = checkpoint.latest(run_dir) if resuming else None
     if ckpt is not None:
-        pos = checkpoint.load(ckpt, model=core, optimizer=optimizer, scheduler=scheduler, rank=d.rank)
+        pos = checkpoint.load(
+            ckpt, model=core, optimizer=optimizer, scheduler=scheduler, rank=d.rank
+        )
         start_step, start_tokens = int(pos["step"]), int(pos["tokens"])
 
     model = distributed.wrap(core, d, device)
     metrics = manifest.MetricsLog(run_dir / "metrics.jsonl", start_step) if d.main else None
-    trackers = (manifest.Trackers(t.report_to, run_dir, run_dir.name, recipe.model_dump(mode="json"))
-                if d.main and total else None)
+    trackers = (
+        manifest.Trackers(t.report_to, run_dir, run_dir.name, recipe.model_dump(mode="json"))
+        if d.main and total
+        else None
+    )
     cfg = loop.LoopConfig(
-        device=device, autocast=autocast, max_grad_norm=t.max_grad_norm, log_every=t.log_every,
-        save_every=t.save_every, keep_checkpoints=t.keep_checkpoints, run_dir=run_dir,
-        progress=sys.stderr.isatty() if progress is None else progress, on_step=on_step,
+        device=device,
+        autocast=autocast,
+        max_grad_norm=t.max_grad_norm,
+        log_every=t.log_every,
+        save_every=t.save_every,
+        keep_checkpoints=t.keep_checkpoints,
+        run_dir=run_dir,
+        progress=sys.stderr.isatty() if progress is None else progress,
+        on_step=on_step,
     )
     try:
-        result = loop.run(model=model, core=core, objective=obj, plan=plan, start_step=start_step,
-                          start_tokens=start_tokens, optimizer=optimizer, scheduler=scheduler,
-                          dist=d, cfg=cfg, metrics=metrics, trackers=trackers)
+        result = loop.run(
+            model=model,
+            core=core,
+            objective=obj,
+            plan=plan,
+            start_step=start_step,
+            start_tokens=start_tokens,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            dist=d,
+            cfg=cfg,
+            metrics=metrics,
+            trackers=trackers,
+        )
         eval_out: dict[str, float] = {}
         if eval_table is not None and eval_table.num_rows:
             eval_obj = _objective(recipe, eval_table, pad_id)
-            eval_out = loop.evaluate(model, core, eval_obj, _plan(recipe, eval_obj, d.world,
-                                     training=False), d, cfg)
+            eval_out = loop.evaluate(
+                model, core, eval_obj, _plan(recipe, eval_obj, d.world, training=False), d, cfg
+            )
             if metrics is not None:
                 metrics.write({"step": total, **eval_out})
             if trackers is not None:
@@ -235,26 +269,59 @@ def _train(recipe: Recipe, train_rows: Any, eval_rows: Any, output_dir: str | Pa
         rows = metrics.rows if metrics is not None else []
         manifest.plot_loss(rows, run_dir / "loss_curve.png", run_dir.name)
         trainable, n_params = adapters.param_counts(core)
-        info = _manifest(recipe, run_dir, model_dir, data_fp, plan, result, eval_out, wall0,
-                         device, d, obj, trainable, n_params, isolation, start_step,
-                         trackers.warnings if trackers else [])
+        info = _manifest(
+            recipe,
+            run_dir,
+            model_dir,
+            data_fp,
+            plan,
+            result,
+            eval_out,
+            wall0,
+            device,
+            d,
+            obj,
+            trainable,
+            n_params,
+            isolation,
+            start_step,
+            trackers.warnings if trackers else [],
+        )
         manifest.write_manifest(run_dir, info)
     d.barrier()
     losses = [r["loss"] for r in (metrics.rows if metrics else []) if "loss" in r]
     return RunResult(
-        run_dir=run_dir, output=out, steps=total,
+        run_dir=run_dir,
+        output=out,
+        steps=total,
         final_loss=result.losses[-1] if result.losses else (losses[-1] if losses else None),
-        losses=result.losses, eval=eval_out, tokens=result.tokens,
+        losses=result.losses,
+        eval=eval_out,
+        tokens=result.tokens,
         tokens_per_s=info.get("throughput", {}).get("tokens_per_s", 0.0),
-        wall_s=time.perf_counter() - wall0, manifest=info,
+        wall_s=time.perf_counter() - wall0,
+        manifest=info,
     )
 
 
-def _manifest(recipe: Recipe, run_dir: Path, model_dir: Path, data_fp: str, plan: list[Any],
-              result: loop.LoopResult, eval_out: dict[str, float], wall0: float,
-              device: torch.device, d: distributed.Dist, obj: Any, trainable: int,
-              n_params: int, isolation: float | None, start_step: int,
-              warnings: list[str]) -> dict[str, Any]:
+def _manifest(
+    recipe: Recipe,
+    run_dir: Path,
+    model_dir: Path,
+    data_fp: str,
+    plan: list[Any],
+    result: loop.LoopResult,
+    eval_out: dict[str, float],
+    wall0: float,
+    device: torch.device,
+    d: distributed.Dist,
+    obj: Any,
+    trainable: int,
+    n_params: int,
+    isolation: float | None,
+    start_step: int,
+    warnings: list[str],
+) -> dict[str, Any]:
     session_tokens = sum(s.tokens for s in plan[start_step:])
     tps = session_tokens / result.train_s if result.train_s > 0 else 0.0
     return {
@@ -264,13 +331,15 @@ def _manifest(recipe: Recipe, run_dir: Path, model_dir: Path, data_fp: str, plan
         "model": {
             "path": str(model_dir),
             "fingerprint": manifest.fingerprint_globs(model_dir, manifest.WEIGHT_FILES),
-            "tokenizer_fingerprint": manifest.fingerprint_globs(model_dir, manifest.TOKENIZER_FILES),
+            "tokenizer_fingerprint": manifest.fingerprint_globs(
+                model_dir, manifest.TOKENIZER_FILES
+            ),
             "trainable_params": trainable,
             "total_params": n_params,
         },
         "data": {
             "fingerprint": data_fp,
-            "rows": int(len(obj.lengths)),
+            "rows": len(obj.lengths),
             "tokens_per_epoch": int(obj.lengths.sum()),
             "dropped_pairs": len(getattr(obj, "dropped", [])),
         },

@@ -54,7 +54,9 @@ class PackedSFT:
             "targets": torch.from_numpy(target[keep]).to(device),
         }
 
-    def loss(self, model: Any, core: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: Any, core: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         logits = forward_packed(model, batch["input_ids"], batch["position_ids"], batch["keep"])
         loss = F.cross_entropy(logits.float(), batch["targets"], reduction="sum")
         return loss, {}
@@ -68,7 +70,9 @@ def forward_packed(
     ``position_ids`` restarting at 0 are what makes transformers build a block-diagonal
     mask; passing an attention mask or enabling the cache would silently disable that.
     """
-    out = model(input_ids=input_ids, position_ids=position_ids, use_cache=False, logits_to_keep=keep)
+    out = model(
+        input_ids=input_ids, position_ids=position_ids, use_cache=False, logits_to_keep=keep
+    )
     return out.logits[0]
 
 
@@ -107,7 +111,9 @@ class PaddedSFT:
             "targets": torch.from_numpy(target[:, keep]).to(device),
         }
 
-    def loss(self, model: Any, core: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: Any, core: Any, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
