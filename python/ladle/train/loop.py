@@ -24,6 +24,7 @@ import torch
 from ladle.train import checkpoint
 from ladle.train.distributed import Dist
 from ladle.train.manifest import MetricsLog, Trackers
+from ladle.train.model import inference_mode
 from ladle.train.rows import MicroBatch, Step
 
 
@@ -213,17 +214,14 @@ def _checkpoint(
     dist.barrier()
 
 
-@torch.no_grad()
 def evaluate(
     model: Any, core: Any, objective: Objective, plan: list[Step], dist: Dist, cfg: LoopConfig
 ) -> dict[str, float]:
     """Mean loss over the eval rows (and the objective's extras), all ranks together."""
-    was = model.training
-    model.eval()
     loss_sum = 0.0
     extras: dict[str, float] = defaultdict(float)
     units = 0
-    try:
+    with inference_mode(core):
         for step in plan:
             units += step.units
             for mb in step.shards[dist.rank]:
@@ -233,8 +231,6 @@ def evaluate(
                 loss_sum += float(loss)
                 for k, v in more.items():
                     extras[k] += v
-    finally:
-        model.train(was)
     keys = sorted(extras)
     totals = dist.sum([loss_sum, *(extras[k] for k in keys)], cfg.device)
     out = {"eval_loss": totals[0] / max(units, 1)}

@@ -10,7 +10,9 @@ the document alone. A model whose attention leaks fails here, not silently in th
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +178,27 @@ def resolve_template(spec: str | None) -> str | None:
 # ------------------------------------------------------------------ isolation probe
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def inference_mode(model: Any) -> Iterator[None]:
+    """``model.eval()`` + ``no_grad`` for a probe or evaluation inside a training run.
+
+    bitsandbytes (0.50) repacks a 4-bit weight into a CPU-inference layout the first time
+    a Linear4bit runs in eval mode without grad, in place, and that layout has no
+    backward: training afterwards would backprop through it silently wrong. The 4-bit
+    layers therefore stay in training mode (they have no dropout; nothing else differs).
+    """
+    was = model.training
+    model.eval()
+    for m in model.modules():
+        if type(m).__module__.startswith("bitsandbytes") and hasattr(m.weight, "quant_state"):
+            m.training = True  # not peft's LoRA wrapper of the same name: its dropout must stop
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
 def packing_leak(model: Any, device: torch.device, vocab: int | None = None) -> tuple[float, float]:
     """Max |logit difference| of a document inside a packed row vs. alone, and the same
     difference when the row is attended as one sequence (what a leak would look like)."""
@@ -186,18 +208,13 @@ def packing_leak(model: Any, device: torch.device, vocab: int | None = None) -> 
     b = torch.randint(3, min(vocab, 30000), (16,), generator=g)
     ids = torch.cat([a, b])[None].to(device)
     pos = torch.cat([torch.arange(24), torch.arange(16)])[None].to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with inference_mode(model):
         packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0, 24:]
         alone = model(input_ids=b[None].to(device), use_cache=False).logits[0]
         # An all-ones 2-D mask switches the packed-sequence detection off: the leak case.
         ones = torch.ones_like(ids)
-        leaky = model(input_ids=ids, position_ids=pos, attention_mask=ones, use_cache=False).logits[
-            0, 24:
-        ]
-    finally:
-        model.train(was_training)
+        out = model(input_ids=ids, position_ids=pos, attention_mask=ones, use_cache=False)
+        leaky = out.logits[0, 24:]
     iso = (packed.float() - alone.float()).abs().max().item()
     leak = (leaky.float() - alone.float()).abs().max().item()
     return iso, leak
