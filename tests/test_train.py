@@ -450,25 +450,34 @@ def test_two_processes_gloo(tiny_llama_dir: Path, rows: list, tmp_path: Path) ->
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet")
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=0",
-            str(tmp_path / "ddp.py"),
-            str(tmp_path / "recipe.json"),
-            str(tmp_path / "rows.parquet"),
-            str(tmp_path / "run"),
-            str(tmp_path),
-        ],
-        capture_output=True,
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(tmp_path / "ddp.py"),
+        str(tmp_path / "recipe.json"),
+        str(tmp_path / "rows.parquet"),
+        str(tmp_path / "run"),
+        str(tmp_path),
+    ]
+    # Own process group: a hang must not leave orphaned workers behind.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         env=env,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    try:
+        _, err = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     seen = [json.loads((tmp_path / f"rank-{k}.json").read_text()) for k in (0, 1)]
     assert [s[0] for s in seen[0]] == [1, 2, 3] == [s[0] for s in seen[1]]
     for s0, s1 in zip(*seen, strict=True):

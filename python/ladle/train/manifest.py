@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import torch
 
 from ladle.paths import atomic_write_bytes, atomic_write_text
@@ -44,16 +43,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "tokenizer.model",
 )
-
-
-def fingerprint_table(table: pa.Table) -> str:
-    """xxh3-128 of the table's Arrow IPC bytes (schema + values, in row order)."""
-    from ladle._core import fingerprint_bytes
-
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return fingerprint_bytes(sink.getvalue().to_pybytes())
 
 
 def fingerprint_globs(folder: Path, patterns: Iterable[str]) -> str | None:

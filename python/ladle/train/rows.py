@@ -94,6 +94,17 @@ class TokenTable:
         off = self._off[col]
         return self._flat[col][off[0] : off[-1]], off - off[0]
 
+    def fingerprint(self) -> str:
+        """xxh3-128 of the token columns' values and row boundaries: the same rows give the
+        same fingerprint whether they came from Parquet, a list of dicts or a frame."""
+        from ladle._core import fingerprint_bytes
+
+        parts = []
+        for col in sorted(self._flat):
+            values, rel = self.segment(col)
+            parts += [col.encode(), rel.astype("<i8").tobytes(), values.astype("<i8").tobytes()]
+        return fingerprint_bytes(b"\0".join(parts))
+
     def has(self, col: str) -> bool:
         return col in self._flat
 

@@ -165,9 +165,13 @@ def _train(
 
     run_dir = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
     autocast = model_mod.autocast_dtype(recipe.train.precision, device)
-    table = to_table(train_rows)
-    eval_table = to_table(eval_rows) if eval_rows is not None else None
-    data_fp = manifest.fingerprint_table(table)
+    from ladle.models import resolve_model
+
+    model_dir = resolve_model(recipe.model.base)
+    tokenizer = model_mod.load_tokenizer(model_dir, recipe)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    obj = _objective(recipe, to_table(train_rows), pad_id)
+    data_fp = obj.tt.fingerprint()
     resuming = _prepare_folder(run_dir, recipe, resume, d)
     state = {"recipe": _snapshot(recipe), "data_fingerprint": data_fp, "world_size": d.world}
     if resuming:
@@ -182,16 +186,12 @@ def _train(
 
     from ladle.models import resolve_model
 
-    model_dir = resolve_model(recipe.model.base)
     seed_everything(recipe.seed)
-    tokenizer = model_mod.load_tokenizer(model_dir, recipe)
     base = model_mod.load_base(recipe, model_dir, device)
     core = adapters.attach(base, recipe.train)
     packed = recipe.data.packing != "none" or recipe.train.method == "dpo"
     isolation = model_mod.verify_packing_isolation(core, device) if packed else None
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    obj = _objective(recipe, table, pad_id)
     plan = _plan(recipe, obj, d.world, training=True)
     if not plan and recipe.train.max_steps != 0:
         raise TrainError("no training rows")
@@ -246,6 +246,7 @@ def _train(
             trackers=trackers,
         )
         eval_out: dict[str, float] = {}
+        eval_table = to_table(eval_rows) if eval_rows is not None else None
         if eval_table is not None and eval_table.num_rows:
             eval_obj = _objective(recipe, eval_table, pad_id)
             eval_out = loop.evaluate(
