@@ -130,9 +130,7 @@ def _render_pair(
 
 
 def _check_template(hf_tok: Any, smollm2_dir: Path, template: str) -> int:
-    ours = ChatTokenizer(
-        smollm2_dir / "tokenizer.json", template, dict(hf_tok.special_tokens_map)
-    )
+    ours = ChatTokenizer(smollm2_dir / "tokenizer.json", template, dict(hf_tok.special_tokens_map))
     rendered = 0
     for name, conv in CONVERSATIONS.items():
         for agp in (False, True):
@@ -158,9 +156,7 @@ def test_builtin_templates_match_transformers(hf_tok: Any, smollm2_dir: Path, na
 
 @pytest.mark.skipif(not REFERENCE_TEMPLATES, reason="../shared/reference/chat_templates absent")
 @pytest.mark.parametrize("path", REFERENCE_TEMPLATES, ids=lambda p: p.stem)
-def test_reference_templates_match_transformers(
-    hf_tok: Any, smollm2_dir: Path, path: Path
-) -> None:
+def test_reference_templates_match_transformers(hf_tok: Any, smollm2_dir: Path, path: Path) -> None:
     # Templates that refuse some inputs (e.g. no system role, strict alternation) must
     # refuse them in both renderers; each must still render something.
     assert _check_template(hf_tok, smollm2_dir, path.read_text()) > 0

@@ -150,7 +150,9 @@ def test_mask_matches_prefix_diff_without_markers(
     assert ex["input_ids"] == want_ids
     got = [int(label != IGNORE_INDEX) for label in ex["labels"]]
     assert got == _prefix_diff_mask(hf_tok, conv, None)
-    assert all(label in (IGNORE_INDEX, i) for label, i in zip(ex["labels"], ex["input_ids"]))
+    assert all(
+        label in (IGNORE_INDEX, i) for label, i in zip(ex["labels"], ex["input_ids"], strict=True)
+    )
 
 
 @pytest.mark.parametrize("conv", CONVS, ids=["single", "system_multi", "unicode"])
@@ -180,9 +182,7 @@ def test_straddling_token_is_trained(tok: ChatTokenizer, hf_tok: Any) -> None:
     text, spans = tok.trained_spans(conv)
     enc = hf_tok(text, add_special_tokens=False, return_offsets_mapping=True)
     (start, _end) = spans[0]
-    straddling = [
-        i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < start < e
-    ]
+    straddling = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < start < e]
     assert len(straddling) == 1
     ex = tok.encode(conv)
     assert ex["labels"][straddling[0]] == ex["input_ids"][straddling[0]]

@@ -81,6 +81,8 @@ use pyo3::types::PyAny;
 /// Per-row outcome handed back to Python: the exception instance of a failed row, so
 /// the wrapper can raise it (or count it) with its proper class.
 type RowErrors = Vec<Option<Py<PyAny>>>;
+/// Flat int32 values and int64 row offsets.
+type FlatRows<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
 
 fn row_errors<T>(py: Python<'_>, rows: &[crate::Result<T>]) -> RowErrors {
     rows.iter()
@@ -107,11 +109,7 @@ fn clone_err(e: &LadleError) -> LadleError {
 }
 
 /// Flat int32 ids plus row offsets: the layout pyarrow's ListArray.from_arrays takes.
-fn flatten<'py>(
-    py: Python<'py>,
-    rows: impl Iterator<Item = Vec<i32>>,
-    n: usize,
-) -> (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>) {
+fn flatten<'py>(py: Python<'py>, rows: impl Iterator<Item = Vec<i32>>, n: usize) -> FlatRows<'py> {
     let mut flat = Vec::new();
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0i64);
@@ -245,11 +243,7 @@ impl PyChatEncoder {
 
     /// Tokenizes plain texts (no template, no special tokens added); returns flat int32
     /// ids and int64 row offsets.
-    fn tokenize<'py>(
-        &self,
-        py: Python<'py>,
-        texts: Vec<String>,
-    ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+    fn tokenize<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<FlatRows<'py>> {
         let rows = py
             .detach(|| self.inner.tokenize_batch(&texts))
             .map_err(to_py_err)?;

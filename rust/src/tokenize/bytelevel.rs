@@ -403,14 +403,12 @@ impl ByteLevelBpe {
                 .iter()
                 .map(|&id| self.tok_len.get(id as usize).copied().unwrap_or(0) as usize)
                 .sum();
-            if w.len() == 1 && total == end - start || total != end - start {
-                if w.len() == 1 && total == end - start {
-                    offsets.push((start, end));
-                } else {
-                    // A byte missing from the vocab was dropped by BPE (no unk token):
-                    // take the true offsets from the model's tokens.
-                    self.word_offsets(&text.as_bytes()[start..end], w, start, &mut offsets);
-                }
+            if total != end - start {
+                // A byte missing from the vocab was dropped by BPE (no unk token):
+                // recover which bytes each token covers.
+                self.word_offsets(&text.as_bytes()[start..end], w, start, &mut offsets);
+            } else if w.len() == 1 {
+                offsets.push((start, end));
             } else {
                 let mut s = start;
                 for &id in w {
