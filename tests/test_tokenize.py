@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,53 @@ def test_special_tokens_and_unicode(tok: ChatTokenizer, hf_tok: Any) -> None:
         assert ids[offsets[i] : offsets[i + 1]].tolist() == want, text
         assert tok.decode(want) == hf_tok.decode(want)
     assert tok.eos_token_id == hf_tok.eos_token_id == 2
+
+
+def test_fast_path_equals_crate_on_generated_conversations(
+    tok: ChatTokenizer, slow_tok: ChatTokenizer, smollm2_dir: Path
+) -> None:
+    # A deterministic corpus of rendered conversations (prose, code, unicode, specials):
+    # the fast path, the crate path and the `tokenizers` Python binding agree on every id.
+    from tokenizers import Tokenizer
+
+    rng = random.Random(3)
+    alphabet = "abcxyzABC  \n\t.,;:!?'\"()[]{}<>/\\-_=+*#@$%^&0123456789éüñ中文😀ـ١٢\u00a0\u3000"
+    pieces = [
+        "the",
+        " model",
+        "'s",
+        "'re",
+        "```python\n",
+        "    return x\n",
+        "<|im_end|>",
+        "  ",
+        "\n\n",
+    ]
+
+    def text() -> str:
+        n = int(rng.expovariate(1 / 40)) + 1
+        return "".join(
+            rng.choice(pieces) if rng.random() < 0.3 else rng.choice(alphabet) for _ in range(n)
+        )
+
+    convs = [
+        [
+            {"role": r, "content": text()}
+            for r in ("system", "user", "assistant")[rng.randint(0, 1) :]
+        ]
+        for _ in range(2000)
+    ]
+    rendered = tok.render_batch(convs)
+    ids, offsets = tok.tokenize_batch(rendered)
+    ids_slow, offsets_slow = slow_tok.tokenize_batch(rendered)
+    crate = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    want = [i for e in crate.encode_batch(rendered, add_special_tokens=False) for i in e.ids]
+    assert ids.tolist() == want
+    assert ids_slow.tolist() == want
+    assert offsets.tolist() == offsets_slow.tolist()
+    fast_batch = tok.encode_arrays(convs)
+    slow_batch = slow_tok.encode_arrays(convs)
+    assert np.array_equal(fast_batch.labels, slow_batch.labels)
 
 
 CONVS: list[list[dict[str, Any]]] = [

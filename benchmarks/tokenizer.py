@@ -1,4 +1,7 @@
-"""Tokenization micro-benchmark: Ladle's encoder vs the `tokenizers` crate's default path.
+"""Tokenization micro-benchmark (named tokenizer.py, not tokenize.py: a script's folder
+goes first on sys.path and would shadow the stdlib ``tokenize`` module).
+
+Ladle's encoder vs the `tokenizers` crate's default path.
 
 Same rendered strings for both, in one run:
   (a) tokenizers.Tokenizer.encode_batch_fast (Rust crate, all cores, no offsets)
@@ -7,7 +10,7 @@ Same rendered strings for both, in one run:
   (d) Ladle encode_arrays: render + tokenize + loss mask from the messages
 and checks that (a), (b), (c) produce identical ids on the whole corpus.
 
-    python benchmarks/tokenize.py --rows 20000
+    python benchmarks/tokenizer.py --rows 20000
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-WORDS = (
+WORDS = (  # noqa: SIM905 - one readable string of vocabulary
     "the model learns to answer questions about data pipelines training loss tokens "
     "packing gradient memory batch sequence attention layer weights python rust fast "
     "slow correct because however therefore example result value function return error "
@@ -30,7 +33,7 @@ WORDS = (
 CODE = [
     "def f(x):\n    return x * 2\n",
     "for i in range(10):\n    print(i)\n",
-    "fn main() {\n    println!(\"hi\");\n}\n",
+    'fn main() {\n    println!("hi");\n}\n',
     "SELECT id, name FROM users WHERE age > 30;\n",
     "const xs = [1, 2, 3].map((x) => x ** 2);\n",
 ]
@@ -82,7 +85,9 @@ def main() -> None:
     slow = ChatTokenizer.from_pretrained(args.model, fast=False)
     crate = Tokenizer.from_file(str(tok.tokenizer_path))
     cores = os.cpu_count()
-    print(f"rows={args.rows} cores={cores} (rayon and the tokenizers crate use all cores)")
+    print(
+        f"rows={args.rows} cores={cores} (rayon and the tokenizers crate use all cores; no torch)"
+    )
 
     convs = corpus(args.rows)
     t0 = time.perf_counter()
@@ -96,11 +101,11 @@ def main() -> None:
     want = [e.ids for e in encs]
 
     t0 = time.perf_counter()
-    ids, offsets = tok.tokenize_batch(rendered)
+    ids, _ = tok.tokenize_batch(rendered)
     timings["(b) ladle tokenize_batch (fast path)"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ids_slow, offsets_slow = slow.tokenize_batch(rendered)
+    ids_slow, _ = slow.tokenize_batch(rendered)
     timings["(c) ladle tokenize_batch (crate path)"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -113,7 +118,9 @@ def main() -> None:
     assert np.array_equal(batch.input_ids, flat_want), "encode_arrays ids differ"
     assert all(e is None for e in batch.errors)
     n_tokens = len(flat_want)
-    print(f"ids identical on all {args.rows} rows ({n_tokens} tokens); render alone {t_render:.2f}s")
+    print(
+        f"ids identical on all {args.rows} rows ({n_tokens} tokens); render alone {t_render:.2f}s"
+    )
     base = timings["(a) tokenizers encode_batch_fast"]
     print(f"{'path':50s} {'seconds':>8s} {'Mtok/s':>8s} {'vs (a)':>7s}")
     for name, t in timings.items():
