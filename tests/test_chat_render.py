@@ -173,6 +173,11 @@ FEATURE_TEMPLATES = {
     "special_tokens": "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}{{ pad_token }}{{ unk_token }}",
     "raise": "{% if messages[0].role != 'system' %}{{ raise_exception('System first!') }}{% endif %}ok",
     "slicing_filters": "{{ (messages[1:]|map(attribute='role')|join(',')) }}|{{ messages|selectattr('role', 'equalto', 'user')|list|length }}|{{ messages[-1].content|trim|lower }}|{{ 7 // 2 }}{{ 7 / 2 }}{{ 'x' * 3 }}",
+    "undefined": "[{{ foo }}]{{ messages[9] }}{% if messages[0].tool_calls is defined %}X{% endif %}{{ messages[0].nope|default('d') }}",
+    "concat_numbers": "{{ 'x' ~ true ~ none }} {{ 1 + 1.5 }} {{ 10 / 2 }} {{ 2 ** 10 }} {{ 3 % 2 }} {{ -1.0 }} {{ 2.567|round(1) }} {{ 3|float }} {{ '5'|int }}",
+    "string_filters": "{{ 'hELLO wORLD'|capitalize }} {{ 'hello world'|title }} {{ '<a>'|e }} {{ '%s-%d'|format('a', 3) }} {{ '{}-{}'.format('a', 1) }} {{ ' a b  c '.split() }}",
+    "tests_and_in": "{{ messages is sequence }}{{ messages[0] is mapping }}{{ 'a' is string }}{{ 1 is number }}{{ none is none }}{{ 'role' in messages[0] }}{{ 'x' in 'xyz' }}",
+    "blocks_macros": "{% macro f(m) %}<{{ m.role }}>{% endmacro %}{% set x %}a{{ 1 }}b{% endset %}{{ x }}{% for m in messages|reverse %}{{ f(m) }}{% endfor %}{{ messages[::-1]|length }}{{ messages[0].get('zzz', 'def') }}{{ messages[0].keys()|list }}",
     "generation": "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{% endgeneration %}\n{% else %}{{ m.content }}\n{% endif %}{% endfor %}",
 }
 
