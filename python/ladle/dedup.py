@@ -31,6 +31,12 @@ Fields = Literal["conversation", "user", "assistant", "prompt"]
 Scheme = Literal["fast", "datasketch", "datasketch-legacy"]
 KeepPolicy = Literal["first", "longest"]
 FIELDS: tuple[str, ...] = ("conversation", "user", "assistant", "prompt")
+# The recipe schema (``NormalizeSpec``) spells some normalisation options shorter.
+_NORM_ALIASES = {
+    "punctuation": "strip_punctuation",
+    "digits": "digits_to_zero",
+    "whitespace": "collapse_whitespace",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,15 @@ class NormalizeConfig:
     strip_punctuation: bool = True
     collapse_whitespace: bool = True
     digits_to_zero: bool = False
+
+    @classmethod
+    def coerce(cls, obj: Mapping[str, Any]) -> NormalizeConfig:
+        values = {_NORM_ALIASES.get(k, k): v for k, v in obj.items()}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown normalize option(s) {unknown}; known: {sorted(names)}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -77,7 +92,11 @@ class DedupConfig:
         elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             obj = dataclasses.asdict(obj)
         elif not isinstance(obj, Mapping):
-            obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls) if hasattr(obj, f.name)}
+            obj = {
+                f.name: getattr(obj, f.name)
+                for f in dataclasses.fields(cls)
+                if hasattr(obj, f.name)
+            }
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - names)
         if unknown:
@@ -87,7 +106,7 @@ class DedupConfig:
         if hasattr(norm, "model_dump"):
             norm = norm.model_dump()
         if isinstance(norm, Mapping):
-            values["normalize"] = NormalizeConfig(**norm)
+            values["normalize"] = NormalizeConfig.coerce(norm)
         cfg = cls(**{k: v for k, v in values.items() if v is not None})
         cfg.check()
         return cfg
@@ -95,7 +114,10 @@ class DedupConfig:
     def check(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        for name, value in (("fields", self.fields), ("decontaminate_fields", self.decontaminate_fields)):
+        for name, value in (
+            ("fields", self.fields),
+            ("decontaminate_fields", self.decontaminate_fields),
+        ):
             if value not in FIELDS:
                 raise ValueError(f"{name} must be one of {FIELDS}, got {value!r}")
         if self.keep not in ("first", "longest"):
@@ -131,7 +153,11 @@ def minhash(
     text has none and keeps the all-max signature of an empty datasketch MinHash.
     """
     return _core.dedup_minhash(
-        _as_str_list(texts, "texts"), num_perm=num_perm, ngram=ngram, scheme=scheme, seed=seed,
+        _as_str_list(texts, "texts"),
+        num_perm=num_perm,
+        ngram=ngram,
+        scheme=scheme,
+        seed=seed,
         **_norm_kwargs(normalize),
     )
 
@@ -205,8 +231,16 @@ def deduplicate(
         raise ValueError(f"keep must be 'first' or 'longest', got {keep!r}")
     items = _as_str_list(texts, "texts")
     kwargs: dict[str, Any] = dict(
-        threshold=threshold, num_perm=num_perm, ngram=ngram, scheme=scheme, seed=seed,
-        exact=exact, near=near, verify=verify, keep=keep, bands=bands,
+        threshold=threshold,
+        num_perm=num_perm,
+        ngram=ngram,
+        scheme=scheme,
+        seed=seed,
+        exact=exact,
+        near=near,
+        verify=verify,
+        keep=keep,
+        bands=bands,
         lengths=None if lengths is None else [int(x) for x in lengths],
         **_norm_kwargs(normalize),
     )
@@ -221,12 +255,17 @@ def deduplicate(
     raw = _with_progress(call, len(items)) if progress else call(None)
 
     def pairs(d: dict[str, np.ndarray]) -> list[Pair]:
-        return [Pair(int(r), int(k), float(s))
-                for r, k, s in zip(d["removed"], d["kept"], d["similarity"], strict=True)]
+        return [
+            Pair(int(r), int(k), float(s))
+            for r, k, s in zip(d["removed"], d["kept"], d["similarity"], strict=True)
+        ]
 
     return DedupResult(
-        keep=raw["keep"], cluster=raw["cluster"], pairs=pairs(raw["pairs"]),
-        contaminated=pairs(raw["contaminated"]), stats=dict(raw["stats"]),
+        keep=raw["keep"],
+        cluster=raw["cluster"],
+        pairs=pairs(raw["pairs"]),
+        contaminated=pairs(raw["contaminated"]),
+        stats=dict(raw["stats"]),
     )
 
 
@@ -245,8 +284,12 @@ def _with_progress(call: Callable[[Any], dict[str, Any]], n: int) -> dict[str, A
             box["error"] = err
 
     worker = threading.Thread(target=work, daemon=True)
-    columns = (TextColumn("dedup {task.description:<14}"), BarColumn(),
-               TextColumn("{task.completed:,}/{task.total:,}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("dedup {task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("sketch", total=n)
         worker.start()
@@ -272,6 +315,7 @@ def _as_str_list(texts: Sequence[str], name: str) -> list[str]:
 
 # ---------------------------------------------------------------- rows
 
+
 def _content(value: Any, where: str, path: str) -> str:
     """Text of a message content: a string, None (tool calls) or a list of parts."""
     if value is None:
@@ -295,7 +339,9 @@ def _content(value: Any, where: str, path: str) -> str:
 
 def _turns(messages: Any, where: str, path: str, roles: set[str] | None) -> list[str]:
     if not isinstance(messages, list):
-        raise DataError(f"{where}: field '{path}' must be a list of messages, got {type(messages).__name__}")
+        raise DataError(
+            f"{where}: field '{path}' must be a list of messages, got {type(messages).__name__}"
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
@@ -303,8 +349,11 @@ def _turns(messages: Any, where: str, path: str, roles: set[str] | None) -> list
         role = m.get("role", m.get("from"))
         if not isinstance(role, str):
             raise DataError(f"{where}: field '{path}[{i}].role' must be text")
-        if roles is None or role in roles or (role in ("human", "gpt") and
-                                              {"human": "user", "gpt": "assistant"}[role] in roles):
+        if (
+            roles is None
+            or role in roles
+            or (role in ("human", "gpt") and {"human": "user", "gpt": "assistant"}[role] in roles)
+        ):
             key = "content" if "content" in m else "value"
             out.append(_content(m.get(key), where, f"{path}[{i}].{key}"))
     return out
@@ -319,7 +368,9 @@ def _part(row: Mapping[str, Any], key: str, where: str, roles: set[str] | None) 
     return [_content(value, where, key)]
 
 
-def example_text(row: Mapping[str, Any], fields: Fields = "conversation", where: str = "row") -> str:
+def example_text(
+    row: Mapping[str, Any], fields: Fields = "conversation", where: str = "row"
+) -> str:
     """The text that defines an example's identity.
 
     ``conversation``: every turn; ``user``: user turns (same question, different
@@ -336,26 +387,44 @@ def example_text(row: Mapping[str, Any], fields: Fields = "conversation", where:
     users, bots = {"user"}, {"assistant"}
     for key in ("messages", "conversations"):
         if key in row:
-            roles = {"conversation": None, "user": users, "prompt": users, "assistant": bots}[fields]
+            roles = {"conversation": None, "user": users, "prompt": users, "assistant": bots}[
+                fields
+            ]
             return "\n".join(_turns(row[key], where, key, roles))
     if "prompt" in row:
         prompt_roles = None if fields == "conversation" else users
         prompt = _part(row, "prompt", where, prompt_roles)
-        answers = [t for k in ("chosen", "rejected", "completion") for t in _part(row, k, where, bots)]
-        chosen = {"conversation": prompt + answers, "user": prompt, "prompt": prompt,
-                  "assistant": answers}[fields]
+        answers = [
+            t for k in ("chosen", "rejected", "completion") for t in _part(row, k, where, bots)
+        ]
+        chosen = {
+            "conversation": prompt + answers,
+            "user": prompt,
+            "prompt": prompt,
+            "assistant": answers,
+        }[fields]
         return "\n".join(chosen)
     if "instruction" in row or "output" in row:
         prompt = _part(row, "instruction", where, None) + _part(row, "input", where, None)
         answer = _part(row, "output", where, None)
-        return "\n".join({"conversation": prompt + answer, "user": prompt, "prompt": prompt,
-                          "assistant": answer}[fields])
+        return "\n".join(
+            {
+                "conversation": prompt + answer,
+                "user": prompt,
+                "prompt": prompt,
+                "assistant": answer,
+            }[fields]
+        )
     if "text" in row:
         if fields != "conversation":
-            raise DataError(f"{where}: fields={fields!r} needs messages or a prompt; this row has only 'text'")
+            raise DataError(
+                f"{where}: fields={fields!r} needs messages or a prompt; this row has only 'text'"
+            )
         return _content(row["text"], where, "text")
-    raise DataError(f"{where}: no text found (expected 'messages', 'prompt', 'instruction' or 'text'); "
-                    f"keys: {sorted(row)[:8]}")
+    raise DataError(
+        f"{where}: no text found (expected 'messages', 'prompt', 'instruction' or 'text'); "
+        f"keys: {sorted(row)[:8]}"
+    )
 
 
 def dedup_rows(
@@ -384,18 +453,37 @@ def dedup_rows(
     texts = [example_text(r, cfg.fields, loc(i, locations, "row")) for i, r in enumerate(rows)]
     lengths = None
     if cfg.keep == "longest":
-        lengths = [len(example_text(r, "conversation", loc(i, locations, "row"))) for i, r in enumerate(rows)]
+        lengths = [
+            len(example_text(r, "conversation", loc(i, locations, "row")))
+            for i, r in enumerate(rows)
+        ]
     against = keys = None
     if against_rows is not None and cfg.decontaminate:
-        against = [example_text(r, cfg.decontaminate_fields, loc(i, against_locations, "eval row"))
-                   for i, r in enumerate(against_rows)]
+        against = [
+            example_text(r, cfg.decontaminate_fields, loc(i, against_locations, "eval row"))
+            for i, r in enumerate(against_rows)
+        ]
         if cfg.decontaminate_fields != cfg.fields:
-            keys = [example_text(r, cfg.decontaminate_fields, loc(i, locations, "row"))
-                    for i, r in enumerate(rows)]
+            keys = [
+                example_text(r, cfg.decontaminate_fields, loc(i, locations, "row"))
+                for i, r in enumerate(rows)
+            ]
     res = deduplicate(
-        texts, cfg.threshold, cfg.ngram, cfg.num_perm, against, cfg.keep,
-        exact=cfg.exact, near=cfg.near, verify=cfg.verify, scheme=cfg.scheme, seed=cfg.seed,
-        normalize=cfg.normalize, lengths=lengths, against_keys=keys, progress=progress,
+        texts,
+        cfg.threshold,
+        cfg.ngram,
+        cfg.num_perm,
+        against,
+        cfg.keep,
+        exact=cfg.exact,
+        near=cfg.near,
+        verify=cfg.verify,
+        scheme=cfg.scheme,
+        seed=cfg.seed,
+        normalize=cfg.normalize,
+        lengths=lengths,
+        against_keys=keys,
+        progress=progress,
     )
     kept = [r for r, k in zip(rows, res.keep, strict=True) if k]
     eval_texts = against or []
@@ -412,15 +500,23 @@ def dedup_rows(
         **{k: int(v) for k, v in res.stats.items()},
         "enabled": True,
         "removed_pairs_sample": [
-            {"removed": show(p.removed), "kept": show(p.kept), "similarity": round(p.similarity, 4),
-             "removed_text": snippet(texts[p.removed]), "kept_text": snippet(texts[p.kept])}
+            {
+                "removed": show(p.removed),
+                "kept": show(p.kept),
+                "similarity": round(p.similarity, 4),
+                "removed_text": snippet(texts[p.removed]),
+                "kept_text": snippet(texts[p.kept]),
+            }
             for p in _spread(res.pairs, sample)
         ],
         "contaminated_pairs": [
-            {"removed": show(p.removed),
-             "eval": against_locations[p.kept] if against_locations is not None else p.kept,
-             "similarity": round(p.similarity, 4), "removed_text": snippet(train_keys[p.removed]),
-             "eval_text": snippet(eval_texts[p.kept])}
+            {
+                "removed": show(p.removed),
+                "eval": against_locations[p.kept] if against_locations is not None else p.kept,
+                "similarity": round(p.similarity, 4),
+                "removed_text": snippet(train_keys[p.removed]),
+                "eval_text": snippet(eval_texts[p.kept]),
+            }
             for p in res.contaminated
         ],
     }
@@ -436,7 +532,7 @@ def _spread(pairs: list[Pair], k: int) -> list[Pair]:
     if len(ranked) <= k:
         return ranked
     low = ranked[: k // 2]
-    rest = ranked[k // 2:]
+    rest = ranked[k // 2 :]
     step = len(rest) / (k - len(low))
     return low + [rest[int(i * step)] for i in range(k - len(low))]
 

@@ -15,57 +15,83 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ladle.commands.common import subparser
 from ladle.dedup import FIELDS, DedupConfig, NormalizeConfig, dedup_rows
 from ladle.errors import DataError
 from ladle.paths import atomic_write_bytes
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
-EPILOG = """\
-examples:
-  ladle dedup train.jsonl --out train.dedup.jsonl --report dedup.json
-  ladle dedup a.jsonl b.parquet --out all.jsonl --threshold 0.85 --fields user
-  ladle dedup train.jsonl --out clean.jsonl --against eval.jsonl   # also drop eval leaks
-
-Identity (--fields): conversation = every turn (default); user = user turns only
-(same question, different answers are duplicates); assistant = assistant turns;
-prompt = the prompt of preference rows. Near duplicates: MinHash over word 5-grams,
-LSH banding chosen for --threshold like datasketch, candidates verified by true
-Jaccard. Lower --threshold removes more; check the report's least similar pairs.
-"""
+EXAMPLE = """\
+ladle dedup train.jsonl --out train.dedup.jsonl --report dedup.json
+ladle dedup a.jsonl b.parquet --out all.jsonl --threshold 0.85 --fields user
+ladle dedup train.jsonl --out clean.jsonl --against eval.jsonl   # also drop eval leaks"""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = subparser(
+        subparsers,
         "dedup",
         help="remove exact/near-duplicate rows and eval leaks from datasets",
         description=(
-            "Remove exact duplicates (after normalisation: NFKC, lowercase, punctuation "
-            "and whitespace) and near duplicates (MinHash + LSH, verified by Jaccard) from "
-            "one or more datasets, and optionally every training row that copies an eval "
-            "row (--against). Writes kept rows to --out and a JSON report."),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+            "Remove exact duplicates (after normalisation: NFKC, lowercase, punctuation and "
+            "whitespace) and near duplicates from one or more datasets, and with --against "
+            "every training row whose prompt copies an eval prompt. Near duplicates: MinHash "
+            "over word 5-grams, LSH bands chosen for --threshold as datasketch does, "
+            "candidates verified by true Jaccard. Identity (--fields): conversation = every "
+            "turn; user = user turns only (same question, other answers are duplicates); "
+            "assistant = assistant turns; prompt = the prompt of preference rows. Lower "
+            "--threshold removes more: check the least similar pairs in the report."
+        ),
+        example=EXAMPLE,
     )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="input files (.jsonl .json .parquet .csv)")
-    p.add_argument("--out", required=True, help="output file; format from its suffix (default JSONL)")
-    p.add_argument("--threshold", type=float, default=0.8,
-                   help="Jaccard similarity at or above which rows are near duplicates (default 0.8)")
-    p.add_argument("--fields", choices=FIELDS, default="conversation",
-                   help="which text defines an example's identity (default conversation)")
-    p.add_argument("--against", action="append", default=[], metavar="EVAL",
-                   help="eval file(s): drop training rows whose prompt copies an eval prompt")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IN", help="input files (.jsonl .json .parquet .csv)"
+    )
+    p.add_argument(
+        "--out", required=True, help="output file; format from its suffix (default JSONL)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.8,
+        help="Jaccard similarity at or above which rows are near duplicates (default 0.8)",
+    )
+    p.add_argument(
+        "--fields",
+        choices=FIELDS,
+        default="conversation",
+        help="which text defines an example's identity (default conversation)",
+    )
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="EVAL",
+        help="eval file(s): drop training rows whose prompt copies an eval prompt",
+    )
     p.add_argument("--report", help="write the JSON report here")
-    p.add_argument("--keep", choices=("first", "longest"), default="first",
-                   help="which member of a duplicate cluster survives (default first)")
+    p.add_argument(
+        "--keep",
+        choices=("first", "longest"),
+        default="first",
+        help="which member of a duplicate cluster survives (default first)",
+    )
     p.add_argument("--ngram", type=int, default=5, help="words per shingle (default 5)")
     p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    p.add_argument("--scheme", choices=("fast", "datasketch", "datasketch-legacy"), default="fast",
-                   help="shingle hash; datasketch schemes match datasketch.MinHash bit for bit")
+    p.add_argument(
+        "--scheme",
+        choices=("fast", "datasketch", "datasketch-legacy"),
+        default="fast",
+        help="shingle hash; datasketch schemes match datasketch.MinHash bit for bit",
+    )
     p.add_argument("--no-exact", action="store_true", help="skip exact-duplicate removal")
     p.add_argument("--no-near", action="store_true", help="skip near-duplicate removal")
-    p.add_argument("--no-verify", action="store_true",
-                   help="trust LSH candidates without checking their true Jaccard")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="trust LSH candidates without checking their true Jaccard",
+    )
     p.add_argument("--no-normalize", action="store_true", help="hash texts exactly as given")
     p.add_argument("--digits-to-zero", action="store_true", help="treat all numbers as equal")
     p.add_argument("--sample", type=int, default=20, help="removed pairs to list in the report")
@@ -76,13 +102,21 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False))
     show_progress = not quiet and sys.stderr.isatty()
-    normalize: bool | NormalizeConfig = False if args.no_normalize else NormalizeConfig(
-        digits_to_zero=args.digits_to_zero)
+    normalize: bool | NormalizeConfig = (
+        False if args.no_normalize else NormalizeConfig(digits_to_zero=args.digits_to_zero)
+    )
     try:
         config = DedupConfig(
-            threshold=args.threshold, fields=args.fields, keep=args.keep, ngram=args.ngram,
-            num_perm=args.num_perm, scheme=args.scheme, exact=not args.no_exact,
-            near=not args.no_near, verify=not args.no_verify, normalize=normalize,
+            threshold=args.threshold,
+            fields=args.fields,
+            keep=args.keep,
+            ngram=args.ngram,
+            num_perm=args.num_perm,
+            scheme=args.scheme,
+            exact=not args.no_exact,
+            near=not args.no_near,
+            verify=not args.no_verify,
+            normalize=normalize,
         )
         config.check()
     except ValueError as err:
@@ -97,21 +131,30 @@ def run(args: argparse.Namespace) -> int:
     if args.against:
         against, against_locs, against_malformed = read_many(args.against)
 
-    kept, report = dedup_rows(rows, config, against, locations=locations,
-                              against_locations=against_locs, sample=args.sample,
-                              progress=show_progress)
+    kept, report = dedup_rows(
+        rows,
+        config,
+        against,
+        locations=locations,
+        against_locations=against_locs,
+        sample=args.sample,
+        progress=show_progress,
+    )
     report["inputs"] = list(args.inputs)
     report["against"] = list(args.against)
     report["malformed_lines"] = malformed + against_malformed
     write_rows(out, kept)
     if args.report:
-        atomic_write_bytes(Path(args.report), json.dumps(report, indent=2, ensure_ascii=False).encode())
+        atomic_write_bytes(
+            Path(args.report), json.dumps(report, indent=2, ensure_ascii=False).encode()
+        )
     if not quiet:
         print_summary(report, out)
     return 0
 
 
 # ---------------------------------------------------------------- reading
+
 
 def read_many(paths: list[str]) -> tuple[list[Mapping[str, Any]], list[str], list[dict[str, Any]]]:
     rows: list[Mapping[str, Any]] = []
@@ -145,8 +188,13 @@ def read_rows(path: Path) -> tuple[list[Mapping[str, Any]], list[str], list[dict
                     malformed.append({"file": str(path), "line": lineno, "error": str(err)[:200]})
                     continue
                 if not isinstance(obj, dict):
-                    malformed.append({"file": str(path), "line": lineno,
-                                      "error": f"expected a JSON object, got {type(obj).__name__}"})
+                    malformed.append(
+                        {
+                            "file": str(path),
+                            "line": lineno,
+                            "error": f"expected a JSON object, got {type(obj).__name__}",
+                        }
+                    )
                     continue
                 rows.append(obj)
                 locations.append(f"{path}:{lineno}")
@@ -190,6 +238,7 @@ def read_rows(path: Path) -> tuple[list[Mapping[str, Any]], list[str], list[dict
 
 # ---------------------------------------------------------------- writing
 
+
 def write_rows(out: Path, rows: list[Mapping[str, Any]]) -> None:
     """Write rows in the format of ``out``'s suffix, atomically (temp file + rename)."""
     suffix = out.suffix.lower()
@@ -220,12 +269,15 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"ladle dedup -> {out}", show_header=False)
-    for label, key in (("rows in", "rows_in"), ("rows out", "rows_out"),
-                       ("exact duplicates removed", "exact_removed"),
-                       ("near-duplicate clusters", "near_clusters"),
-                       ("near duplicates removed", "near_removed"),
-                       ("decontaminated (eval leaks)", "decontaminated"),
-                       ("rows with no text (kept)", "empty_rows")):
+    for label, key in (
+        ("rows in", "rows_in"),
+        ("rows out", "rows_out"),
+        ("exact duplicates removed", "exact_removed"),
+        ("near-duplicate clusters", "near_clusters"),
+        ("near duplicates removed", "near_removed"),
+        ("decontaminated (eval leaks)", "decontaminated"),
+        ("rows with no text (kept)", "empty_rows"),
+    ):
         table.add_row(label, f"{report.get(key, 0):,}")
     if report.get("malformed_lines"):
         table.add_row("malformed lines skipped", f"{len(report['malformed_lines']):,}")
