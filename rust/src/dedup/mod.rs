@@ -5,7 +5,7 @@
 //!   schemes equal to datasketch's bit for bit).
 //! - [`mt19937`]: numpy's `RandomState`, for datasketch's permutation draws.
 //! - [`lsh`]: datasketch's choice of (bands, rows) and band keys.
-//! - [`cluster`]: union-find.
+//! - [`cluster`]: union-find over row indices.
 //! - [`pipeline`]: the whole pass, parallel with rayon.
 
 pub mod cluster;

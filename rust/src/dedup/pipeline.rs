@@ -535,3 +535,96 @@ fn decontaminate(
         .flatten()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::{NormalizeOptions, Scheme};
+
+    fn config() -> DedupConfig {
+        DedupConfig {
+            threshold: 0.8,
+            minhash: MinHashParams {
+                scheme: Scheme::Fast,
+                num_perm: 128,
+                ngram: 5,
+                seed: 1,
+                normalize: Some(NormalizeOptions::default()),
+            },
+            exact: true,
+            near: true,
+            verify: true,
+            keep: Keep::First,
+            bands: Some((128, 1)),
+            weights: (0.5, 0.5),
+        }
+    }
+
+    fn words(seed: u64, n: usize) -> Vec<String> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("w{}", x % 100_000)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_near_and_decontamination() {
+        let a = words(1, 80);
+        let mut near = a.clone();
+        near[40] = "edited".into();
+        let texts: Vec<String> = vec![
+            a.join(" "),
+            words(2, 80).join(" "),
+            a.join("  ").to_uppercase(),
+            near.join(" "),
+            words(3, 80).join(" "),
+            String::new(),
+        ];
+        let views: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let eval = [texts[4].as_str()];
+        let out = deduplicate(
+            &views,
+            &config(),
+            Some((None, &eval)),
+            None,
+            &Progress::default(),
+        )
+        .unwrap();
+        assert_eq!(out.keep, vec![true, true, false, false, false, true]);
+        assert_eq!(out.cluster, vec![0, 1, 0, 0, -1, 5]);
+        assert_eq!(out.stats.exact_removed, 1);
+        assert_eq!(out.stats.near_removed, 1);
+        assert_eq!(out.stats.decontaminated, 1);
+        assert_eq!(out.stats.empty_rows, 1);
+        assert_eq!(
+            out.contaminated,
+            vec![Pair {
+                removed: 4,
+                kept: 0,
+                similarity: 1.0
+            }]
+        );
+        let sims: Vec<f64> = out.pairs.iter().map(|p| p.similarity).collect();
+        assert_eq!(sims[0], 1.0);
+        assert!(sims[1] > 0.85 && sims[1] < 1.0);
+    }
+
+    #[test]
+    fn longest_policy() {
+        let a = words(4, 60);
+        let mut longer = a.clone();
+        longer.push("more".into());
+        let texts = [a.join(" "), longer.join(" ")];
+        let views: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let mut cfg = config();
+        cfg.keep = Keep::Longest;
+        let out = deduplicate(&views, &cfg, None, None, &Progress::default()).unwrap();
+        assert_eq!(out.keep, vec![false, true]);
+        assert_eq!(out.cluster, vec![1, 1]);
+    }
+}
