@@ -263,7 +263,7 @@ fn pairs_to_dict<'py>(py: Python<'py>, pairs: &[dedup::Pair]) -> PyResult<Bound<
 /// The whole dedup pass. Returns a dict of numpy arrays and counters; the typed
 /// result object lives in `ladle.dedup`.
 #[pyfunction]
-#[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, ngram=5, scheme="fast", seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false, exact=true, near=true, verify=true, keep="first", bands=None, fp_weight=0.5, fn_weight=0.5, against=None, against_keys=None, lengths=None, progress=None))]
+#[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, ngram=5, scheme="fast", seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false, exact=true, near=true, verify=true, keep="first", bands=None, lsh_weights=None, against=None, against_keys=None, lengths=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn dedup_run<'py>(
     py: Python<'py>,
@@ -284,8 +284,7 @@ fn dedup_run<'py>(
     verify: bool,
     keep: &str,
     bands: Option<(usize, usize)>,
-    fp_weight: f64,
-    fn_weight: f64,
+    lsh_weights: Option<(f64, f64)>,
     against: Option<Vec<Bound<'py, PyString>>>,
     against_keys: Option<Vec<Bound<'py, PyString>>>,
     lengths: Option<Vec<u64>>,
@@ -312,7 +311,7 @@ fn dedup_run<'py>(
         verify,
         keep: dedup::Keep::parse(keep).map_err(to_py_err)?,
         bands,
-        weights: (fp_weight, fn_weight),
+        weights: lsh_weights,
     };
     let views = borrow_texts(&texts)?;
     let eval_owned = against.unwrap_or_default();

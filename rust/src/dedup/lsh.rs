@@ -37,7 +37,7 @@ fn gauss_legendre(n: usize) -> Vec<(f64, f64)> {
 }
 
 fn integrate(f: impl Fn(f64) -> f64, lo: f64, hi: f64, rule: &[(f64, f64)]) -> f64 {
-    const PIECES: usize = 32;
+    const PIECES: usize = 16;
     let h = (hi - lo) / PIECES as f64;
     let mut total = 0.0;
     for piece in 0..PIECES {
@@ -73,9 +73,9 @@ pub fn optimal_params(
     let mut best = (f64::INFINITY, (0, 0));
     for b in 1..=num_perm {
         for r in 1..=num_perm / b {
-            let (bf, rf) = (b as f64, r as f64);
-            let fp = integrate(|s| 1.0 - (1.0 - s.powf(rf)).powf(bf), 0.0, threshold, &rule);
-            let fnn = integrate(|s| (1.0 - s.powf(rf)).powf(bf), threshold, 1.0, &rule);
+            let (bi, ri) = (b as i32, r as i32);
+            let fp = integrate(|s| 1.0 - (1.0 - s.powi(ri)).powi(bi), 0.0, threshold, &rule);
+            let fnn = integrate(|s| (1.0 - s.powi(ri)).powi(bi), threshold, 1.0, &rule);
             let err = fp * fp_weight + fnn * fn_weight;
             if err < best.0 {
                 best = (err, (b, r));

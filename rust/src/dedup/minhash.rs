@@ -13,8 +13,8 @@
 //!   `((a*h + b) mod 2**64) mod (2**61 - 1) & 0xFFFFFFFF`, stored as u64.
 //!
 //! Performance notes: the inner loop is "for each shingle, min over all permutations",
-//! contiguous and branch-free, so it vectorises; it is compiled twice (baseline and
-//! AVX2) and picked at run time, because the default x86-64 target lacks the 32-bit
+//! contiguous and branch-free, so it vectorises; it is compiled three times (baseline,
+//! AVX2, AVX-512) and picked at run time, because the default x86-64 target lacks the 32-bit
 //! vector multiply and unsigned min.
 
 use sha1::{Digest, Sha1};
@@ -130,6 +130,10 @@ impl MinHasher {
         }
     }
 
+    fn single_spaced(&self) -> bool {
+        self.params.normalize.is_some_and(|o| o.collapse_whitespace)
+    }
+
     pub fn is_u64(&self) -> bool {
         self.params.scheme == Scheme::DatasketchLegacy
     }
@@ -150,7 +154,7 @@ impl MinHasher {
     /// verification in every scheme: the shingle sets are the same, only the hash the
     /// signature uses differs.
     fn fast_shingles(&self, s: &str, scratch: &mut Scratch) {
-        split_words(s, &mut scratch.spans);
+        split_words(s, &mut scratch.spans, self.single_spaced());
         scratch.words.clear();
         scratch.words.extend(
             scratch
@@ -217,7 +221,7 @@ impl MinHasher {
                 !scratch.h32.is_empty()
             }
             Scheme::Datasketch | Scheme::DatasketchLegacy => {
-                split_words(s, &mut scratch.spans);
+                split_words(s, &mut scratch.spans, self.single_spaced());
                 scratch.h32.clear();
                 let (n, spans) = (self.params.ngram, &scratch.spans);
                 if !spans.is_empty() {
@@ -254,9 +258,38 @@ impl MinHasher {
     }
 }
 
-/// Byte spans of the words of `s` (split as Python's `str.split()`).
-fn split_words(s: &str, spans: &mut Vec<(usize, usize)>) {
+/// Byte spans of the words of `s` (split as Python's `str.split()`). `single_spaced`:
+/// `s` came out of normalisation with whitespace collapsed, so words are separated by
+/// exactly one ASCII space and a SIMD search for spaces finds them.
+fn split_words(s: &str, spans: &mut Vec<(usize, usize)>, single_spaced: bool) {
     spans.clear();
+    if single_spaced {
+        let mut start = 0;
+        for i in memchr::memchr_iter(b' ', s.as_bytes()) {
+            spans.push((start, i));
+            start = i + 1;
+        }
+        if start < s.len() {
+            spans.push((start, s.len()));
+        }
+        return;
+    }
+    if s.is_ascii() {
+        let mut start = None;
+        for (i, &b) in s.as_bytes().iter().enumerate() {
+            if b.is_ascii_whitespace() || b == 0x0b || (0x1c..=0x1f).contains(&b) {
+                if let Some(st) = start.take() {
+                    spans.push((st, i));
+                }
+            } else if start.is_none() {
+                start = Some(i);
+            }
+        }
+        if let Some(st) = start {
+            spans.push((st, s.len()));
+        }
+        return;
+    }
     let mut start = None;
     for (i, c) in s.char_indices() {
         if is_space(c) {
@@ -292,12 +325,28 @@ pub fn fmix32(mut h: u32) -> u32 {
     h ^ (h >> 16)
 }
 
+/// Permutations per register block: 16 u32 lanes fill one AVX-512 register (two AVX2).
+const BLOCK: usize = 16;
+
 #[inline(always)]
 fn affine32_generic(hs: &[u32], a: &[u32], b: &[u32], sig: &mut [u32]) {
+    // Loop order: a block of permutations stays in registers while every shingle
+    // streams past it, so the inner loop is one broadcast, multiply, add and min.
     let n = sig.len();
-    let (a, b) = (&a[..n], &b[..n]);
+    let full = n / BLOCK * BLOCK;
+    for k0 in (0..full).step_by(BLOCK) {
+        let a_blk: [u32; BLOCK] = a[k0..k0 + BLOCK].try_into().expect("block");
+        let b_blk: [u32; BLOCK] = b[k0..k0 + BLOCK].try_into().expect("block");
+        let mut s: [u32; BLOCK] = sig[k0..k0 + BLOCK].try_into().expect("block");
+        for &h in hs {
+            for j in 0..BLOCK {
+                s[j] = s[j].min(a_blk[j].wrapping_mul(h).wrapping_add(b_blk[j]));
+            }
+        }
+        sig[k0..k0 + BLOCK].copy_from_slice(&s);
+    }
     for &h in hs {
-        for k in 0..n {
+        for k in full..n {
             sig[k] = sig[k].min(a[k].wrapping_mul(h).wrapping_add(b[k]));
         }
     }
@@ -331,7 +380,24 @@ unsafe fn legacy_avx2(hs: &[u32], a: &[u64], b: &[u64], sig: &mut [u64]) {
     legacy_generic(hs, a, b, sig)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn affine32_avx512(hs: &[u32], a: &[u32], b: &[u32], sig: &mut [u32]) {
+    affine32_generic(hs, a, b, sig)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn legacy_avx512(hs: &[u32], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    legacy_generic(hs, a, b, sig)
+}
+
 fn affine32(hs: &[u32], a: &[u32], b: &[u32], sig: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { affine32_avx512(hs, a, b, sig) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -341,6 +407,13 @@ fn affine32(hs: &[u32], a: &[u32], b: &[u32], sig: &mut [u32]) {
 }
 
 fn legacy(hs: &[u32], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        // SAFETY: the CPU supports AVX-512F/DQ (checked just above).
+        return unsafe { legacy_avx512(hs, a, b, sig) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).

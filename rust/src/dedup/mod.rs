@@ -19,5 +19,6 @@ pub use lsh::optimal_params;
 pub use minhash::{jaccard, signatures, MinHashParams, MinHasher, Scheme, Signatures};
 pub use normalize::{normalize, NormalizeOptions};
 pub use pipeline::{
-    deduplicate, DedupConfig, DedupOutput, DedupStats, Keep, Pair, Progress, STAGES,
+    deduplicate, DedupConfig, DedupOutput, DedupStats, Keep, Pair, Progress, DATASKETCH_WEIGHTS,
+    STAGES, VERIFIED_WEIGHTS,
 };

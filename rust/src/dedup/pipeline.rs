@@ -54,9 +54,19 @@ pub struct DedupConfig {
     pub keep: Keep,
     /// Explicit (bands, rows); `None` chooses them like datasketch.
     pub bands: Option<(usize, usize)>,
-    /// (false-positive, false-negative) weights for choosing bands.
-    pub weights: (f64, f64),
+    /// (false-positive, false-negative) weights for choosing bands; `None`:
+    /// [`VERIFIED_WEIGHTS`] when verifying, datasketch's (0.5, 0.5) otherwise.
+    pub weights: Option<(f64, f64)>,
 }
+
+/// Band weights when candidates are verified. A false positive then costs one Jaccard
+/// check and a false negative a duplicate left in the data, so the same optimiser is
+/// asked to weigh misses nine times more: at 128 permutations and threshold 0.8 this
+/// picks 14 bands x 9 rows (candidate probability 0.975 at Jaccard 0.85) instead of
+/// datasketch's 9 x 13 (0.69 at 0.85).
+pub const VERIFIED_WEIGHTS: (f64, f64) = (0.1, 0.9);
+/// datasketch's `MinHashLSH` default weights.
+pub const DATASKETCH_WEIGHTS: (f64, f64) = (0.5, 0.5);
 
 /// Stage names, indexed by `Progress::stage`.
 pub const STAGES: [&str; 6] = [
@@ -240,13 +250,18 @@ pub fn deduplicate(
                 config.minhash.num_perm
             )))
         }
+        // Without near-duplicate search the bands are never used.
+        None if !config.near => (1, config.minhash.num_perm),
         None if config.threshold >= 1.0 => (config.minhash.num_perm, 1),
-        None => optimal_params(
-            config.threshold,
-            config.minhash.num_perm,
-            config.weights.0,
-            config.weights.1,
-        )?,
+        None => {
+            let default = if config.verify {
+                VERIFIED_WEIGHTS
+            } else {
+                DATASKETCH_WEIGHTS
+            };
+            let (fp, fn_) = config.weights.unwrap_or(default);
+            optimal_params(config.threshold, config.minhash.num_perm, fp, fn_)?
+        }
     };
     let ctx = Ctx {
         hasher: MinHasher::new(config.minhash.clone())?,
@@ -556,7 +571,7 @@ mod tests {
             verify: true,
             keep: Keep::First,
             bands: Some((128, 1)),
-            weights: (0.5, 0.5),
+            weights: None,
         }
     }
 
