@@ -131,7 +131,11 @@ def test_default_lsh_params() -> None:
     # Without verification: datasketch's own choice. With it (the default), the same
     # optimiser weighing misses 9:1, since a false positive only costs a Jaccard check.
     unverified = deduplicate(["a b c d e"], threshold=0.8, verify=False)
-    assert (unverified.bands, unverified.rows_per_band) == (9, 13) == _optimal_param(0.8, 128, 0.5, 0.5)
+    assert (
+        (unverified.bands, unverified.rows_per_band)
+        == (9, 13)
+        == _optimal_param(0.8, 128, 0.5, 0.5)
+    )
     verified = deduplicate(["a b c d e"], threshold=0.8)
     assert (verified.bands, verified.rows_per_band) == _optimal_param(0.8, 128, 0.1, 0.9) == (14, 9)
     chosen = deduplicate(["a b c d e"], threshold=0.9, lsh_weights=(0.5, 0.5))
