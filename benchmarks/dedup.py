@@ -24,6 +24,7 @@ import hashlib
 import os
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,40 +47,42 @@ class Corpus:
 
 def make_corpus(rows: int, seed: int = 0) -> Corpus:
     rng = np.random.default_rng(seed)
-    vocab = np.array([f"w{i}" for i in range(30_000)])
+    vocab = [f"w{i}" for i in range(30_000)]
     probs = 1.0 / np.arange(1, len(vocab) + 1) ** 0.9
     probs /= probs.sum()
     n_exact = n_near = rows // 20
     n_base = rows - n_exact - n_near
     lengths = rng.integers(40, 200, n_base)
-    ids = rng.choice(len(vocab), size=int(lengths.sum()), p=probs)
-    base_words: list[list[str]] = []
-    pos = 0
-    for n in lengths:
-        base_words.append(vocab[ids[pos : pos + n]].tolist())
-        pos += n
-    texts = [" ".join(w) for w in base_words]
+    texts: list[str] = []
+    # In chunks, so a million rows never hold all word ids (or word lists) at once.
+    for lo in range(0, n_base, 10_000):
+        chunk = lengths[lo : lo + 10_000]
+        ids = rng.choice(len(vocab), size=int(chunk.sum()), p=probs).tolist()
+        pos = 0
+        for n in chunk:
+            texts.append(" ".join([vocab[k] for k in ids[pos : pos + n]]))
+            pos += n
     kind = ["base"] * n_base
     group = list(range(n_base))
     for k in range(n_exact):
         src = int(rng.integers(n_base))
-        words = base_words[src]
         style = k % 3
         if style == 0:
-            t = " ".join(words)
+            t = texts[src]
         elif style == 1:
-            t = " ".join(words).upper()
+            t = texts[src].upper()
         else:  # re-spaced: doubled spaces and line breaks
+            words = texts[src].split()
             t = "".join(w + ("  " if i % 7 else "\n") for i, w in enumerate(words))
         texts.append(t)
         kind.append("exact")
         group.append(src)
     for _ in range(n_near):
         src = int(rng.integers(n_base))
-        words = list(base_words[src])
+        words = texts[src].split()
         for _ in range(int(rng.choice([1, 1, 2, 2, 3]))):
             op, at = int(rng.integers(3)), int(rng.integers(len(words)))
-            w = str(vocab[rng.integers(len(vocab))])
+            w = vocab[int(rng.integers(len(vocab)))]
             if op == 0:
                 words[at] = w
             elif op == 1:
@@ -96,7 +99,7 @@ def make_corpus(rows: int, seed: int = 0) -> Corpus:
     kind = [kind[i] for i in order]
     group_arr = np.array(group)[order]
     # The source row of a copy: where its base doc landed after shuffling.
-    source = np.array([-1 if kind[i] == "base" else int(inv[group_arr[i]]) for i in range(rows)])
+    source = np.where(np.array(kind) == "base", -1, inv[group_arr])
     return Corpus(texts, group_arr, kind, source)
 
 
@@ -131,7 +134,7 @@ def run_datasketch(norm: list[str]) -> np.ndarray:
     return np.array([find(parent, i) for i in range(len(norm))])
 
 
-def score(c: Corpus, cluster: np.ndarray, norm: list[str], n: int) -> dict[str, float]:
+def score(c: Corpus, cluster: np.ndarray, norm: Sequence[str], n: int) -> dict[str, float]:
     """Recall on injected pairs (copy, source) by class; precision on removed rows."""
     hits: dict[str, list[bool]] = {"exact": [], "near>=0.85": [], "near<0.85": []}
     for i in range(n):
@@ -175,6 +178,38 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def status_mib(field: str) -> float:
+    """VmRSS / VmHWM of this process from /proc (Linux), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the next peak is Ladle's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class LazyNorm(Sequence[str]):
+    """Normalised texts computed on demand (scoring needs only the injected pairs)."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return _core.dedup_normalize([self.texts[i]])[0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,21 +237,23 @@ def main() -> None:
 
     t0 = time.perf_counter()
     c = make_corpus(args.rows, args.seed)
-    norm = _core.dedup_normalize(c.texts)
-    print(f"corpus built in {time.perf_counter() - t0:.1f}s; RSS {rss_mib():.0f} MiB")
-    rss_base = rss_mib()
+    norm: Sequence[str] = LazyNorm(c.texts) if args.ladle_only else _core.dedup_normalize(c.texts)
+    print(f"corpus built in {time.perf_counter() - t0:.1f}s; RSS {status_mib('VmRSS'):.0f} MiB")
+    rss_base = status_mib("VmRSS")
+    peak_reset = reset_peak_rss()
 
     n = args.rows
     with Timer() as t_ladle:
         res = deduplicate(c.texts, threshold=THRESHOLD, ngram=NGRAM, num_perm=NUM_PERM)
-    rss_ladle = rss_mib()
+    rss_ladle = status_mib("VmHWM") if peak_reset else rss_mib()
     ladle_score = score(c, res.cluster, norm, n)
     if args.ladle_only:
         print(
             f"Ladle {n:,} rows: {t_ladle.wall:.2f}s wall, {t_ladle.cpu:.2f}s CPU, "
             f"{n / t_ladle.wall:,.0f} docs/s; recall exact {ladle_score['exact']:.4f}, "
             f"J>=0.85 {ladle_score['near>=0.85']:.4f}, precision {ladle_score['precision']:.4f}; "
-            f"peak RSS {rss_ladle:.0f} MiB (corpus alone {rss_base:.0f} MiB)"
+            f"peak RSS during Ladle {rss_ladle:.0f} MiB, of which the corpus (Python strings) "
+            f"{rss_base:.0f} MiB: Ladle's own peak {rss_ladle - rss_base:.0f} MiB"
         )
         return
     with Timer() as t_ladle_ds:
@@ -293,8 +330,8 @@ def main() -> None:
         f"datasketch-scheme run kept {res_ds_scheme.rows_out:,}"
     )
     print(
-        f"peak RSS: {rss_base:.0f} MiB after building the corpus, {rss_ladle:.0f} MiB after "
-        f"Ladle's run (process high-water mark)"
+        f"RSS: {rss_base:.0f} MiB after building the corpus; peak during Ladle's run "
+        f"{rss_ladle:.0f} MiB (Ladle's own: {rss_ladle - rss_base:.0f} MiB)"
     )
 
 

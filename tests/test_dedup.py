@@ -114,6 +114,19 @@ def test_signatures_equal_datasketch_property(
     assert np.array_equal(sig[0], ds_signature(text, 16, ngram, scheme, normalize))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    text=st.text(alphabet=st.characters(codec="utf-8"), max_size=60),
+    scheme=st.sampled_from(["fast", *sorted(DS_SCHEMES)]),
+)
+def test_normalised_text_hashes_like_its_source(text: str, scheme: str) -> None:
+    # The single-space fast split used after normalisation agrees with the general one.
+    norm = _core.dedup_normalize([text])[0]
+    a = minhash([text], num_perm=16, ngram=3, scheme=scheme)  # type: ignore[arg-type]
+    b = minhash([norm], num_perm=16, ngram=3, scheme=scheme, normalize=False)  # type: ignore[arg-type]
+    assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize("num_perm", [16, 64, 128, 256])
 @pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9, 0.95])
 def test_bands_rows_equal_datasketch(num_perm: int, threshold: float) -> None:

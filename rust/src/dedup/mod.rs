@@ -6,9 +6,12 @@
 //! - [`mt19937`]: numpy's `RandomState`, for datasketch's permutation draws.
 //! - [`lsh`]: datasketch's choice of (bands, rows) and band keys.
 //! - [`cluster`]: union-find over row indices.
+//! - `kernels`: the vectorised permutation loops; `decontam`: eval-set matching.
 //! - [`pipeline`]: the whole pass, parallel with rayon.
 
 pub mod cluster;
+mod decontam;
+mod kernels;
 pub mod lsh;
 pub mod minhash;
 pub mod mt19937;

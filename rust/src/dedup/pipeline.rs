@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::cluster::UnionFind;
+use super::decontam::decontaminate;
 use super::lsh::{band_keys, optimal_params};
 use super::minhash::{jaccard, MinHashParams, MinHasher, Scratch};
 use crate::error::{LadleError, Result};
@@ -87,12 +88,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    fn start(&self, stage: usize, total: usize) {
+    pub(super) fn start(&self, stage: usize, total: usize) {
         self.done.store(0, Ordering::Relaxed);
         self.total.store(total as u64, Ordering::Relaxed);
         self.stage.store(stage, Ordering::Relaxed);
     }
-    fn add(&self, n: usize) {
+    pub(super) fn add(&self, n: usize) {
         self.done.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
@@ -134,10 +135,10 @@ pub struct DedupOutput {
 }
 
 /// Per-row hashes: all that is kept of a row between stages.
-struct Sketch {
-    exact: Vec<u128>,
-    keys: Vec<u64>,
-    nonempty: Vec<bool>,
+pub(super) struct Sketch {
+    pub exact: Vec<u128>,
+    pub keys: Vec<u64>,
+    pub nonempty: Vec<bool>,
 }
 
 const CHUNK: usize = 2048;
@@ -145,11 +146,11 @@ const CHUNK: usize = 2048;
 /// chain, so one huge bucket cannot make the candidate list quadratic.
 const ALL_PAIRS_MAX: usize = 8;
 
-struct Ctx {
-    hasher: MinHasher,
-    bands: usize,
-    rows: usize,
-    near: bool,
+pub(super) struct Ctx {
+    pub hasher: MinHasher,
+    pub bands: usize,
+    pub rows: usize,
+    pub near: bool,
 }
 
 impl Ctx {
@@ -466,89 +467,6 @@ pub fn deduplicate(
         contaminated,
         stats,
     })
-}
-
-/// Training rows that are exact or near copies of an eval row, each with the most
-/// similar eval row.
-fn decontaminate(
-    ctx: &Ctx,
-    config: &DedupConfig,
-    train: &[&str],
-    train_sk: &Sketch,
-    eval: &[&str],
-    eval_sk: &Sketch,
-    progress: &Progress,
-) -> Vec<Pair> {
-    let bands = ctx.bands;
-    let mut exact: HashMap<u128, u32> = HashMap::new();
-    let mut buckets: Vec<HashMap<u64, Vec<u32>>> =
-        vec![HashMap::new(); if ctx.near { bands } else { 0 }];
-    for e in (0..eval.len()).rev() {
-        if !eval_sk.nonempty[e] {
-            continue;
-        }
-        exact.insert(eval_sk.exact[e], e as u32); // reverse order: the first eval row wins
-        for (band, map) in buckets.iter_mut().enumerate() {
-            map.entry(eval_sk.keys[e * bands + band])
-                .or_default()
-                .push(e as u32);
-        }
-    }
-    let eval_sets: Vec<Option<Vec<u64>>> = if ctx.near {
-        eval.par_iter()
-            .map_init(Scratch::default, |s, t| Some(ctx.hasher.shingle_set(t, s)))
-            .collect()
-    } else {
-        vec![]
-    };
-    (0..train.len())
-        .into_par_iter()
-        .with_min_len(256)
-        .map_init(Scratch::default, |scratch, i| {
-            if i % 1024 == 0 {
-                progress.add(1024);
-            }
-            if !train_sk.nonempty[i] {
-                return None;
-            }
-            if let Some(&e) = exact.get(&train_sk.exact[i]) {
-                return Some(Pair {
-                    removed: i as u32,
-                    kept: e,
-                    similarity: 1.0,
-                });
-            }
-            if !ctx.near {
-                return None;
-            }
-            let mut cands: Vec<u32> = buckets
-                .iter()
-                .enumerate()
-                .filter_map(|(band, map)| map.get(&train_sk.keys[i * bands + band]))
-                .flatten()
-                .copied()
-                .collect();
-            if cands.is_empty() {
-                return None;
-            }
-            cands.sort_unstable();
-            cands.dedup();
-            let mine = ctx.hasher.shingle_set(train[i], scratch);
-            let mut best: Option<Pair> = None;
-            for e in cands {
-                let sim = jaccard(&mine, eval_sets[e as usize].as_deref().unwrap_or(&[]));
-                if best.is_none_or(|b| sim > b.similarity) {
-                    best = Some(Pair {
-                        removed: i as u32,
-                        kept: e,
-                        similarity: sim,
-                    });
-                }
-            }
-            best.filter(|b| !config.verify || b.similarity >= config.threshold)
-        })
-        .flatten()
-        .collect()
 }
 
 #[cfg(test)]
