@@ -246,8 +246,8 @@ def deduplicate(
         near=near,
         verify=verify,
         keep=keep,
-        bands=bands,
-        lsh_weights=lsh_weights,
+        bands=None if bands is None else (int(bands[0]), int(bands[1])),
+        lsh_weights=None if lsh_weights is None else (float(lsh_weights[0]), float(lsh_weights[1])),
         lengths=None if lengths is None else [int(x) for x in lengths],
         **_norm_kwargs(normalize),
     )
@@ -279,6 +279,7 @@ def deduplicate(
 def _with_progress(call: Callable[[Any], dict[str, Any]], n: int) -> dict[str, Any]:
     """Run ``call`` in a worker thread (Rust releases the GIL) and poll its counters
     into a rich progress bar from this one."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     prog = _core.DedupProgress()
@@ -297,7 +298,7 @@ def _with_progress(call: Callable[[Any], dict[str, Any]], n: int) -> dict[str, A
         TextColumn("{task.completed:,}/{task.total:,}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task("sketch", total=n)
         worker.start()
         while worker.is_alive():
