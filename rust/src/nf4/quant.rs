@@ -279,7 +279,7 @@ fn quantize_chunk_generic(
     let esize = ctx.dtype.size();
     let n = src.len() / esize;
     let mut vals = [0f32; 4096];
-    let mut codes = [0u8; 4096];
+    let mut codes = [0u32; 4096];
     let nblocks = absmax.len();
     for b in 0..nblocks {
         let start = b * bs;
@@ -303,17 +303,17 @@ fn quantize_chunk_generic(
         }
         if ctx.order != NF4_ORDER {
             for c in codes[..len].iter_mut() {
-                *c = ctx.order[*c as usize];
+                *c = ctx.order[*c as usize] as u32;
             }
         }
         let pad = ctx.order[bucket(&ctx.bounds, 0.0) as usize];
         let o = &mut out[start / 2..(start + len).div_ceil(2)];
         let pairs = len / 2;
         for (j, byte) in o[..pairs].iter_mut().enumerate() {
-            *byte = (codes[2 * j] << 4) | codes[2 * j + 1];
+            *byte = ((codes[2 * j] << 4) | codes[2 * j + 1]) as u8;
         }
         if len % 2 == 1 {
-            o[pairs] = (codes[len - 1] << 4) | pad;
+            o[pairs] = ((codes[len - 1] as u8) << 4) | pad;
         }
     }
 }
@@ -359,10 +359,11 @@ fn clamp1(y: f32) -> f32 {
 /// `torch.bucketize(y, bounds)` (right=False): the count of bounds strictly below `y`;
 /// NaN lands past the last bound, as torch's binary search puts it.
 #[inline(always)]
-fn bucket(bounds: &[f32; 15], y: f32) -> u8 {
-    let mut c = 0u8;
+fn bucket(bounds: &[f32; 15], y: f32) -> u32 {
+    // u32 lanes as wide as the f32 lanes, so the compares vectorize without repacking.
+    let mut c = 0u32;
     for &b in bounds {
-        c += u8::from(!(y <= b));
+        c += u32::from(!(y <= b));
     }
     c
 }
