@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bitsandbytes.functional as bnbf
 import numpy as np
 import pytest
 import torch
@@ -19,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-import bitsandbytes.functional as bnbf
 from ladle import _core
 from ladle.errors import QuantError
 from ladle.quant import QuantSettings, prequantized, quantize_checkpoint, quantize_nf4
@@ -50,9 +50,7 @@ def assert_same_quant(t: torch.Tensor, blocksize: int, double_quant: bool, qt: s
     # The uint8 codes must be equal; the nested float statistics within one ulp.
     assert torch.equal(got.absmax, want.absmax)
     np.testing.assert_array_max_ulp(got.offset.numpy(), want.offset.numpy(), maxulp=1)
-    np.testing.assert_array_max_ulp(
-        got.state2.absmax.numpy(), want.state2.absmax.numpy(), maxulp=1
-    )
+    np.testing.assert_array_max_ulp(got.state2.absmax.numpy(), want.state2.absmax.numpy(), maxulp=1)
     assert torch.equal(got.state2.code, want.state2.code)
     assert got.state2.blocksize == want.state2.blocksize == 256
     assert got.state2.dtype == want.state2.dtype
@@ -230,7 +228,9 @@ def tiny_quantized(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def test_tiny_checkpoint_equals_transformers_key_by_key(
     tiny_quantized: dict, double_quant: bool
 ) -> None:
-    assert_same_checkpoint(tiny_quantized[("ladle", double_quant)], tiny_quantized[("bnb", double_quant)])
+    assert_same_checkpoint(
+        tiny_quantized[("ladle", double_quant)], tiny_quantized[("bnb", double_quant)]
+    )
 
 
 def test_output_folder_is_complete(tiny_quantized: dict, tiny_llama_dir: Path) -> None:
@@ -253,6 +253,7 @@ def test_loads_prequantized_with_equal_logits(
     reference = AutoModelForCausalLM.from_pretrained(
         tiny_llama_dir, quantization_config=bnb_config(True)
     )
+
     # Loading the pre-quantized folder must not quantize anything.
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("quantize_4bit called while loading a pre-quantized checkpoint")
@@ -296,9 +297,7 @@ def test_sharded_source_gets_an_index(tiny_llama_dir: Path, tmp_path: Path) -> N
     from transformers import AutoModelForCausalLM
 
     src = tmp_path / "sharded"
-    AutoModelForCausalLM.from_pretrained(tiny_llama_dir).save_pretrained(
-        src, max_shard_size="2MB"
-    )
+    AutoModelForCausalLM.from_pretrained(tiny_llama_dir).save_pretrained(src, max_shard_size="2MB")
     shutil.copy(tiny_llama_dir / "tokenizer.json", src / "tokenizer.json")
     assert len(list(src.glob("*.safetensors"))) > 1
     out = quantize_checkpoint(src, tmp_path / "out", double_quant=True)
@@ -317,7 +316,10 @@ def test_skip_list_and_options_reach_the_config(tiny_llama_dir: Path, tmp_path: 
     from transformers import AutoModelForCausalLM
 
     out = quantize_checkpoint(
-        tiny_llama_dir, tmp_path / "o", double_quant=False, blocksize=32,
+        tiny_llama_dir,
+        tmp_path / "o",
+        double_quant=False,
+        blocksize=32,
         skip=["lm_head", "mlp.down_proj"],
     )
     ckpt = read_checkpoint(out)
@@ -341,7 +343,7 @@ def test_pickle_only_checkpoint_is_refused_unread(tiny_llama_dir: Path, tmp_path
     with pytest.raises(QuantError, match="pickle"):
         quantize_checkpoint(src, tmp_path / "out")
     (src / "pytorch_model.bin").unlink()
-    with pytest.raises(QuantError, match="no \\*.safetensors"):
+    with pytest.raises(QuantError, match=r"no \*\.safetensors"):
         quantize_checkpoint(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -405,7 +407,9 @@ def test_cli_quantize(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.Captu
     from ladle.cli import main
 
     out = tmp_path / "cli-out"
-    code = main(["quantize", str(tiny_llama_dir), str(out), "--no-double-quant", "--blocksize", "64"])
+    code = main(
+        ["quantize", str(tiny_llama_dir), str(out), "--no-double-quant", "--blocksize", "64"]
+    )
     assert code == 0
     assert "wrote" in capsys.readouterr().out
     qc = json.loads((out / "config.json").read_text())["quantization_config"]

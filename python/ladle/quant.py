@@ -85,7 +85,10 @@ def _torch_sum_lanes() -> int:
     with _torch_threads(1):
         sums = [torch.from_numpy(p).sum().item() for p in probes]
     for lanes in (8, 16, 4, 32, 1):
-        if all(_core.nf4_torch_sum(p, lanes, 1) == np.float32(s) for p, s in zip(probes, sums)):
+        if all(
+            _core.nf4_torch_sum(p, lanes, 1) == np.float32(s)
+            for p, s in zip(probes, sums, strict=True)
+        ):
             return lanes
     return 8
 
@@ -311,7 +314,7 @@ def _quantize(
     try:
         with atomic_dir(out, replace=overwrite) as tmp:
             reports = _core.nf4_convert_checkpoint(
-                [(str(s), str(tmp / n)) for s, n in zip(shards, names)],
+                [(str(s), str(tmp / n)) for s, n in zip(shards, names, strict=True)],
                 weights,
                 transposed,
                 blocksize=settings.blocksize,

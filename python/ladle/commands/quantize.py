@@ -115,5 +115,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-    console.print(f"wrote {out} ({size / 1e6:.1f} MB, {args.quant_type}, blocksize {args.blocksize})")
+    console.print(
+        f"wrote {out} ({size / 1e6:.1f} MB, {args.quant_type}, blocksize {args.blocksize})"
+    )
     return 0

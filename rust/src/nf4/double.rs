@@ -66,6 +66,8 @@ pub fn quantize_blockwise_8bit(xs: &[f32], blocksize: usize) -> (Vec<u8>, Vec<f3
         }
         let inv = 1.0f32 / am;
         for (q, &v) in o.iter_mut().zip(block) {
+            // max-then-min, not clamp: bnb's `_mm256_max_ps` sends NaN to -1 (code 0).
+            #[allow(clippy::manual_clamp)]
             let v = (v * inv).max(-1.0).min(1.0);
             let t = ((v + 1.0) * 0.5) * LUT_BINS_MINUS_ONE + 0.5;
             *q = lut[t as usize];
@@ -143,8 +145,10 @@ fn cascade_sum(xs: &[f32], lanes: usize) -> f32 {
     acc
 }
 
+// The emulation below mirrors ATen's index arithmetic on purpose, loop for loop.
 /// ATen `row_sum` over `size` items of `width` lanes each: 4 interleaved rows
 /// (ilp_factor) through `multi_row_sum`, the leftovers into row 0, then rows folded.
+#[allow(clippy::needless_range_loop)]
 fn row_sum(xs: &[f32], width: usize, size: usize) -> Vec<f32> {
     const ILP: usize = 4;
     let size_ilp = size / ILP;
@@ -165,6 +169,7 @@ fn row_sum(xs: &[f32], width: usize, size: usize) -> Vec<f32> {
 
 /// ATen `multi_row_sum` with nrows = 4 and 4 levels: item (i, k) is the `width`-lane
 /// vector at index `i * 4 + k`.
+#[allow(clippy::needless_range_loop)]
 fn multi_row_sum(xs: &[f32], width: usize, size: usize) -> Vec<Vec<f32>> {
     const LEVELS: usize = 4;
     const NROWS: usize = 4;

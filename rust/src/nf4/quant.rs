@@ -281,7 +281,8 @@ fn quantize_chunk_generic(
     let mut vals = [0f32; 4096];
     let mut codes = [0u32; 4096];
     let nblocks = absmax.len();
-    for b in 0..nblocks {
+    let pad = ctx.order[bucket(&ctx.bounds, 0.0) as usize];
+    for (b, absmax_b) in absmax.iter_mut().enumerate() {
         let start = b * bs;
         let len = bs.min(n - start);
         let x = &mut vals[..len];
@@ -290,12 +291,12 @@ fn quantize_chunk_generic(
         if partial && b == nblocks - 1 {
             // Partial last block: torch divides by the clamped absmax and stores it.
             let am = clamp_min(am, 1e-38);
-            absmax[b] = am;
+            *absmax_b = am;
             for (c, &v) in codes[..len].iter_mut().zip(x.iter()) {
                 *c = bucket(&ctx.bounds, clamp1(v / am));
             }
         } else {
-            absmax[b] = am;
+            *absmax_b = am;
             let scale = 1.0f32 / clamp_min(am, 1e-38);
             for (c, &v) in codes[..len].iter_mut().zip(x.iter()) {
                 *c = bucket(&ctx.bounds, clamp1(v * scale));
@@ -306,7 +307,6 @@ fn quantize_chunk_generic(
                 *c = ctx.order[*c as usize] as u32;
             }
         }
-        let pad = ctx.order[bucket(&ctx.bounds, 0.0) as usize];
         let o = &mut out[start / 2..(start + len).div_ceil(2)];
         let pairs = len / 2;
         for (j, byte) in o[..pairs].iter_mut().enumerate() {
@@ -347,18 +347,13 @@ fn clamp_min(x: f32, lo: f32) -> f32 {
 /// `torch.clamp(y, -1, 1)`: NaN stays NaN.
 #[inline(always)]
 fn clamp1(y: f32) -> f32 {
-    if y < -1.0 {
-        -1.0
-    } else if y > 1.0 {
-        1.0
-    } else {
-        y
-    }
+    y.clamp(-1.0, 1.0)
 }
 
 /// `torch.bucketize(y, bounds)` (right=False): the count of bounds strictly below `y`;
 /// NaN lands past the last bound, as torch's binary search puts it.
 #[inline(always)]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(y <= b)` is true for NaN on purpose
 fn bucket(bounds: &[f32; 15], y: f32) -> u32 {
     // u32 lanes as wide as the f32 lanes, so the compares vectorize without repacking.
     let mut c = 0u32;
