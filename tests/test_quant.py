@@ -401,6 +401,8 @@ def test_prequantized_cache_reuses_and_keys_on_settings(
     assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
     other = prequantized(tiny_llama_dir, QuantSettings(double_quant=True))
     assert other != first and other.parent == tmp_path / "home" / "quantized"
+    record = json.loads((other / "ladle_quantized.json").read_text())
+    assert record["settings"]["double_quant"] is True and len(record["source_fingerprint"]) == 32
 
 
 def test_cli_quantize(tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -295,6 +295,7 @@ def _quantize(
     *,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Path:
     settings.check()
     shards = source_shards(src)
@@ -325,7 +326,7 @@ def _quantize(
                 threads=threads,
                 progress=progress,
             )
-            _write_side_files(src, tmp, config, settings, reports)
+            _write_side_files(src, tmp, config, settings, reports, record or {})
     except OSError as e:
         raise QuantError(f"writing {out} failed: {e}") from e
     return out
@@ -337,6 +338,7 @@ def _write_side_files(
     config: dict[str, Any],
     settings: QuantSettings,
     reports: list[tuple[str, list[str], int]],
+    record: dict[str, Any],
 ) -> None:
     config = dict(config)
     config["quantization_config"] = quantization_config(settings)
@@ -356,10 +358,9 @@ def _write_side_files(
     for f in sorted(src.iterdir()):
         if f.is_file() and f.suffix in _SIDE_FILE_SUFFIXES and f.name not in _NOT_COPIED:
             shutil.copy2(f, tmp / f.name)
-    atomic_write_text(
-        tmp / "ladle_quantized.json",
-        json.dumps({"source": str(src), "settings": asdict(settings)}, indent=2) + "\n",
-    )
+    # Provenance for run manifests: what was quantized, how, and by which versions.
+    provenance = {"source": str(src), "settings": asdict(settings), **record}
+    atomic_write_text(tmp / "ladle_quantized.json", json.dumps(provenance, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -384,21 +385,17 @@ def prequantized(
     settings.check()
     shards = source_shards(model_dir)
     source_fp = _core.fingerprint_files([str(p) for p in [model_dir / "config.json", *shards]])
+    versions = {"ladle": _core.__version__, "bitsandbytes": bitsandbytes.__version__}
     key = json.dumps(
-        {
-            "source": source_fp,
-            "settings": asdict(settings),
-            "ladle": _core.__version__,
-            "bitsandbytes": bitsandbytes.__version__,
-        },
-        sort_keys=True,
+        {"source": source_fp, "settings": asdict(settings), **versions}, sort_keys=True
     )
     fp = _core.fingerprint_bytes(key.encode())
     final = ladle_home() / "quantized" / f"{model_dir.name}-{fp[:16]}"
     if (final / "config.json").is_file():
         return final
     try:
-        return _quantize(model_dir, final, settings, progress=progress)
+        record = {"source_fingerprint": source_fp, "cache_key": fp, **versions}
+        return _quantize(model_dir, final, settings, progress=progress, record=record)
     except QuantError:
         if (final / "config.json").is_file():  # another process won the race
             return final
