@@ -577,3 +577,17 @@ def test_qlora_gradients_exact(tiny_llama_dir: Path) -> None:
     assert set(got) == set(want) and len(got) == 28
     for n in want:
         assert torch.allclose(got[n], want[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_qlora_from_prequantized_checkpoint(
+    tiny_llama_dir: Path, rows: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """model.quantize: nf4 trains from Ladle's cached NF4 folder (ladle.quant), not on the fly."""
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    r = recipe(tiny_llama_dir, adapter="qlora", max_steps=4)
+    r.model.quantize = "nf4"
+    res = train(r, rows, output_dir=tmp_path / "run")
+    assert falling(res.losses), res.losses
+    cached = list((tmp_path / "home" / "quantized").iterdir())
+    assert len(cached) == 1 and (cached[0] / "config.json").is_file()
+    assert (res.output / "adapter_model.safetensors").is_file()

@@ -38,7 +38,7 @@ def attach(model: Any, train: TrainSection) -> Any:
     targets = train.lora.target_modules
     config = LoraConfig(
         r=train.lora.r,
-        lora_alpha=train.lora.alpha,
+        lora_alpha=train.lora.alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=train.lora.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         use_dora=train.adapter == "dora",
@@ -67,7 +67,8 @@ def param_counts(model: Any) -> tuple[int, int]:
 
 def optimizer_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups without decay on biases and norms (1-D tensors), as transformers does."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for _, p in trainable_parameters(model):
         (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]

@@ -29,10 +29,11 @@ CHECKPOINTS = "checkpoints"
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states as tensors and plain values."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
+    kind, keys, pos, has_gauss, cached = np_state
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

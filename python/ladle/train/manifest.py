@@ -15,7 +15,7 @@ import platform
 import resource
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,7 @@ class Trackers:
     """TensorBoard (default), MLflow and W&B when installed; a missing one is a warning."""
 
     def __init__(
-        self, names: list[str], run_dir: Path, run_name: str, config: dict[str, Any]
+        self, names: Sequence[str], run_dir: Path, run_name: str, config: dict[str, Any]
     ) -> None:
         self.sinks: list[Any] = []
         self.warnings: list[str] = []
@@ -201,12 +201,12 @@ class Trackers:
                         ("tensorboard", SummaryWriter(log_dir=str(run_dir / "tensorboard")))
                     )
                 elif name == "mlflow":
-                    import mlflow  # type: ignore[import-not-found]
+                    import mlflow
 
                     mlflow.start_run(run_name=run_name)
                     self.sinks.append(("mlflow", mlflow))
                 elif name == "wandb":
-                    import wandb  # type: ignore[import-not-found]
+                    import wandb
 
                     self.sinks.append(
                         ("wandb", wandb.init(name=run_name, config=config, dir=str(run_dir)))

@@ -87,18 +87,13 @@ def check_packing_attention(attn: str, device: torch.device) -> None:
         raise TrainError("flash_attention_2 needs a GPU; use sdpa on CPU")
 
 
-def _prequantized(model_dir: Path, recipe: Recipe) -> Path | None:
-    """Ladle's pre-quantized NF4 folder for ``model_dir``, or None if the NF4 module is absent.
+def _prequantized(model_dir: Path, compute: torch.dtype) -> Path:
+    """Ladle's pre-quantized NF4 copy of ``model_dir`` (``ladle.quant``, made once, cached):
+    loading it skips the on-the-fly quantization of every run."""
+    from ladle.quant import QuantSettings, prequantized
 
-    Integration point: ``ladle.quant.prequantized(model_dir, settings) -> Path`` (the NF4
-    issue) writes a bitsandbytes-format checkpoint once into the cache; loading it skips the
-    on-the-fly quantization of every run.
-    """
-    try:
-        from ladle.quant import prequantized  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return Path(prequantized(model_dir, {"quant_type": "nf4", "double_quant": True}))
+    name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(compute, "float32")
+    return Path(prequantized(model_dir, QuantSettings(double_quant=True, compute_dtype=name)))
 
 
 def bnb_config(compute: torch.dtype) -> Any:
@@ -128,9 +123,8 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
     source = model_dir
     if recipe.train.adapter == "qlora":
         compute = autocast_dtype(recipe.train.precision, device) or torch.float32
-        pre = _prequantized(model_dir, recipe) if recipe.model.quantize == "nf4" else None
-        if pre is not None:
-            source = pre  # its config.json carries quantization_config
+        if recipe.model.quantize == "nf4":
+            source = _prequantized(model_dir, compute)  # config.json has quantization_config
         else:
             kwargs["quantization_config"] = bnb_config(compute)
         kwargs["device_map"] = {"": device}
@@ -139,7 +133,7 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
     except (OSError, ValueError, ImportError) as e:
         raise TrainError(f"cannot load {source} for training: {e}") from e
     if "device_map" not in kwargs:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]
     model.config.use_cache = False
     actual = getattr(model.config, "_attn_implementation", attn)
     if actual != attn and (recipe.data.packing != "none" or recipe.train.method == "dpo"):
@@ -162,17 +156,16 @@ def resolve_template(spec: str | None) -> str | None:
     """Jinja text of ``data.template`` (None: keep the model's own)."""
     if spec is None:
         return None
-    if "{" in spec or "\n" in spec:
+    if "{{" in spec or "{%" in spec:
         return spec
     path = Path(spec)
     if path.suffix in (".jinja", ".j2", ".jinja2") and path.is_file():
         return path.read_text(encoding="utf-8")
-    # Integration point: builtin template names live in the chat module.
-    try:
-        from ladle.chat import builtin_template  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return str(builtin_template(spec))
+    from ladle.data.chat import BUILTIN_TEMPLATES
+
+    if spec in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[spec]
+    raise TrainError(f"data.template {spec!r} is neither a builtin, a .jinja file nor Jinja text")
 
 
 # ------------------------------------------------------------------ isolation probe

@@ -126,13 +126,15 @@ def sft_table(table: pa.Table) -> TokenTable:
         seq = (
             table.column("seq_lengths").to_pylist() if "seq_lengths" in table.column_names else None
         )
-        pos = []
+        pos: list[np.ndarray] = []
         for i, n in enumerate(n_ids.tolist()):
             docs = seq[i] if seq is not None else [n]
             if sum(docs) != n:
                 raise TrainError(f"row {i}: seq_lengths sum to {sum(docs)}, row has {n} tokens")
-            pos.extend(np.concatenate([np.arange(d) for d in docs]) if docs else [])
-        tt.add("position_ids", np.asarray(pos, dtype=np.int64), tt._off["input_ids"].copy())
+            pos.extend(np.arange(d) for d in docs)
+        flat = np.concatenate(pos).astype(np.int64) if pos else np.zeros(0, dtype=np.int64)
+        _, rel = tt.segment("input_ids")
+        tt.add("position_ids", flat, rel)
     elif not np.array_equal(n_ids, tt.lengths("position_ids")):
         raise TrainError("position_ids and input_ids differ in length")
     if (n_ids == 0).any():
