@@ -437,7 +437,9 @@ from ladle.train import train
 
 recipe = Recipe.model_validate_json(open(sys.argv[1]).read())
 seen = []
-res = train(recipe, pq.read_table(sys.argv[2]), output_dir=sys.argv[3],
+rows = pq.read_table(sys.argv[2])
+# One eval row for two ranks: evaluation must not drop it or deadlock.
+res = train(recipe, rows, rows.slice(0, 1), output_dir=sys.argv[3],
             on_step=lambda info: seen.append([info.step, info.loss, list(info.rows)]))
 rank = int(os.environ["RANK"])
 with open(os.path.join(sys.argv[4], f"rank-{rank}.json"), "w") as f:
@@ -487,7 +489,8 @@ def test_two_processes_gloo(tiny_llama_dir: Path, rows: list, tmp_path: Path) ->
     run = tmp_path / "run"
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     assert [p.name for p in run.iterdir() if p.name.startswith(("adapter", "model"))] == ["adapter"]
-    assert json.loads((run / "manifest.json").read_text())["training"]["world_size"] == 2
+    training = json.loads((run / "manifest.json").read_text())["training"]
+    assert training["world_size"] == 2 and training["eval"]["eval_loss"] > 0
 
 
 # ------------------------------------------------------------------------------ plan

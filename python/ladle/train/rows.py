@@ -216,13 +216,15 @@ def plan_steps(
     max_steps: int | None,
     seed: int,
     shuffle: bool,
+    drop_tail: bool = True,
 ) -> list[Step]:
     """Every optimizer step of the run, for every rank.
 
     Rows are shuffled per epoch with a generator seeded by ``(seed, epoch)``; micro-batches
     are dealt round-robin to ranks, ``grad_accum`` per rank per step. An epoch's tail that
     cannot give every rank a micro-batch is dropped (DDP ranks must run the same number of
-    backward passes or they deadlock); at one process nothing is dropped.
+    backward passes or they deadlock); at one process nothing is dropped. Evaluation
+    (``drop_tail=False``) keeps every row: ranks may then hold unequal shares.
     """
     n = len(lengths)
     if n == 0:
@@ -242,7 +244,8 @@ def plan_steps(
             if packed
             else group_fixed(order, micro_batch_size)
         )
-        groups = groups[: len(groups) // world_size * world_size]
+        if drop_tail:
+            groups = groups[: len(groups) // world_size * world_size]
         if not groups:
             raise TrainError(f"{n} rows make fewer micro-batches than the {world_size} processes")
         mbs = [MicroBatch(tuple(g), int(lengths[g].sum()), int(units[g].sum())) for g in groups]

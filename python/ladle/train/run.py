@@ -113,6 +113,7 @@ def _plan(recipe: Recipe, obj: Any, world: int, *, training: bool) -> list[Any]:
         max_steps=t.max_steps if training else None,
         seed=recipe.seed,
         shuffle=recipe.data.shuffle and training,
+        drop_tail=training,
     )
 
 
