@@ -124,6 +124,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         )
         with tempfile.TemporaryDirectory() as tmp:
             res = train(recipe, rows, output_dir=Path(tmp) / "run", progress=False)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the reload
             from peft import PeftModel
             from transformers import AutoModelForCausalLM
 
@@ -178,6 +179,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             out = trainer.train()
             train_s = out.metrics.get("train_runtime", time.perf_counter() - t0)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             model = trainer.model
     k = max(1, len(losses) // 5)
@@ -188,7 +190,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "steps": len(losses),
         "train_s": train_s,
         "tokens_per_s": tokens / train_s,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak,  # after training, before the held-out evaluation
         "final_loss": float(np.mean(losses[-k:])),
         "held_out_loss": held_out_loss(model, held),
     }
