@@ -102,6 +102,8 @@ def run(
     params = [p for p in core.parameters() if p.requires_grad]
     result = LoopResult(tokens=start_tokens)
     model.train()
+    # fp16 (GPUs without bf16) needs loss scaling; bf16 and fp32 do not.
+    scaler = torch.amp.GradScaler(cfg.device.type) if cfg.autocast == torch.float16 else None
     t0 = time.perf_counter()
     session_tokens = 0
     with _progress(cfg.progress and dist.main, len(plan), start_step) as bar:
@@ -109,9 +111,15 @@ def run(
             step = plan[s]
             ts = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
-            loss_sum, extras = _accumulate(model, core, objective, step, dist, cfg)
+            loss_sum, extras = _accumulate(model, core, objective, step, dist, cfg, scaler)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)  # skips the step on inf/nan gradients
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -168,7 +176,13 @@ def run(
 
 
 def _accumulate(
-    model: Any, core: Any, objective: Objective, step: Step, dist: Dist, cfg: LoopConfig
+    model: Any,
+    core: Any,
+    objective: Objective,
+    step: Step,
+    dist: Dist,
+    cfg: LoopConfig,
+    scaler: Any = None,
 ) -> tuple[float, dict[str, float]]:
     mine: tuple[MicroBatch, ...] = step.shards[dist.rank]
     scale = dist.world / max(step.units, 1)
@@ -181,7 +195,8 @@ def _accumulate(
         with sync:
             with autocast(cfg.device, cfg.autocast):
                 loss, more = objective.loss(model, core, batch)
-            (loss * scale).backward()
+            scaled = loss * scale
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += float(loss.detach())
         for key, v in more.items():
             extras[key] += v
