@@ -595,3 +595,13 @@ def test_qlora_from_prequantized_checkpoint(
     cached = list((tmp_path / "home" / "quantized").iterdir())
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
     assert (res.output / "adapter_model.safetensors").is_file()
+
+
+def test_progress_bar_shows_loss_and_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    from ladle.train.loop import _progress
+
+    with _progress(True, 4, 1) as bar:
+        assert bar is not None
+        bar(4, 1.2345, 6789.0)
+    err = capsys.readouterr().err
+    assert "loss 1.2345" in err and "6,789 tok/s" in err and "4/4" in err
