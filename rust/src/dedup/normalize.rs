@@ -58,7 +58,7 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         // ASCII is already NFKC: a byte loop, the common case, several times faster
         // than decoding chars.
         let mut bytes = std::mem::take(out).into_bytes();
-        push_ascii(text.as_bytes(), opts, &mut bytes);
+        push_ascii(text.as_bytes(), opts, &mut bytes, None);
         *out = String::from_utf8(bytes).expect("ASCII in, ASCII out");
     } else if opts.nfkc {
         push_chars(text.nfkc(), opts, out);
@@ -68,6 +68,28 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
     if opts.collapse_whitespace && out.ends_with(' ') {
         out.pop();
     }
+}
+
+/// [`normalize_into`] that also fills `spans` with the byte spans of the words of
+/// `out` when it can do so in the same pass (ASCII text, whitespace collapsed);
+/// returns whether it did.
+pub fn normalize_words_into(
+    text: &str,
+    opts: &NormalizeOptions,
+    out: &mut String,
+    spans: &mut Vec<(usize, usize)>,
+) -> bool {
+    spans.clear();
+    if !(opts.collapse_whitespace && text.is_ascii()) {
+        normalize_into(text, opts, out);
+        return false;
+    }
+    out.clear();
+    let mut bytes = std::mem::take(out).into_bytes();
+    bytes.reserve(text.len());
+    push_ascii(text.as_bytes(), opts, &mut bytes, Some(spans));
+    *out = String::from_utf8(bytes).expect("ASCII in, ASCII out");
+    true
 }
 
 /// Convenience wrapper returning a new string.
@@ -107,7 +129,15 @@ const ASCII_CLASS: [u8; 128] = {
 };
 
 /// `push_chars` for ASCII input, byte by byte (same rules, same output).
-fn push_ascii(text: &[u8], opts: &NormalizeOptions, out: &mut Vec<u8>) {
+fn push_ascii(
+    text: &[u8],
+    opts: &NormalizeOptions,
+    out: &mut Vec<u8>,
+    mut spans: Option<&mut Vec<(usize, usize)>>,
+) {
+    // With `spans` (collapse mode only), each flushed space ends a word, so the words
+    // come out of this pass and need no second split.
+    let mut word_start = 0;
     let mut pending_space = false;
     let mut in_digits = false;
     let passes = |class: u8| class == KEEP || (class == DIGIT && !opts.digits_to_zero);
@@ -121,7 +151,11 @@ fn push_ascii(text: &[u8], opts: &NormalizeOptions, out: &mut Vec<u8>) {
                 i += 1;
             }
             if pending_space {
+                if let Some(sp) = spans.as_deref_mut() {
+                    sp.push((word_start, out.len()));
+                }
                 out.push(b' ');
+                word_start = out.len();
                 pending_space = false;
             }
             out.extend_from_slice(&text[start..i]);
@@ -161,10 +195,19 @@ fn push_ascii(text: &[u8], opts: &NormalizeOptions, out: &mut Vec<u8>) {
             _ => in_digits = false,
         }
         if pending_space {
+            if let Some(sp) = spans.as_deref_mut() {
+                sp.push((word_start, out.len()));
+            }
             out.push(b' ');
+            word_start = out.len();
             pending_space = false;
         }
         out.push(c);
+    }
+    if let Some(sp) = spans {
+        if word_start < out.len() {
+            sp.push((word_start, out.len()));
+        }
     }
 }
 
@@ -271,6 +314,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fused_word_spans() {
+        let mut out = String::new();
+        let mut spans = vec![];
+        let o = NormalizeOptions::default();
+        assert!(normalize_words_into(
+            "  Hi, there!  big   World ",
+            &o,
+            &mut out,
+            &mut spans
+        ));
+        assert_eq!(out, "hi there big world");
+        let words: Vec<&str> = spans.iter().map(|&(a, b)| &out[a..b]).collect();
+        assert_eq!(words, vec!["hi", "there", "big", "world"]);
+        assert!(normalize_words_into(" ... ", &o, &mut out, &mut spans));
+        assert!(spans.is_empty() && out.is_empty());
+        assert!(!normalize_words_into(
+            "café au lait",
+            &o,
+            &mut out,
+            &mut spans
+        ));
     }
 
     #[test]
