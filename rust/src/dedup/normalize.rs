@@ -128,7 +128,9 @@ const ASCII_CLASS: [u8; 128] = {
     t
 };
 
-/// `push_chars` for ASCII input, byte by byte (same rules, same output).
+/// `push_chars` for ASCII input, byte by byte (same rules, same output). Every output
+/// byte stands for a distinct input byte, so the output is written in place into a
+/// buffer of the input's length and truncated at the end: no per-byte growth checks.
 fn push_ascii(
     text: &[u8],
     opts: &NormalizeOptions,
@@ -137,78 +139,66 @@ fn push_ascii(
 ) {
     // With `spans` (collapse mode only), each flushed space ends a word, so the words
     // come out of this pass and need no second split.
-    let mut word_start = 0;
+    let base = out.len();
+    out.resize(base + text.len(), 0);
+    let buf = &mut out[..];
+    let mut w = base;
+    let mut word_start = base;
     let mut pending_space = false;
     let mut in_digits = false;
-    let passes = |class: u8| class == KEEP || (class == DIGIT && !opts.digits_to_zero);
-    let mut i = 0;
-    while i < text.len() {
-        // Fast path: copy a run of bytes that pass through unchanged (most of a word).
-        if passes(ASCII_CLASS[(text[i] & 0x7f) as usize]) {
-            let start = i;
-            i += 1;
-            while i < text.len() && passes(ASCII_CLASS[(text[i] & 0x7f) as usize]) {
-                i += 1;
-            }
-            if pending_space {
-                if let Some(sp) = spans.as_deref_mut() {
-                    sp.push((word_start, out.len()));
-                }
-                out.push(b' ');
-                word_start = out.len();
-                pending_space = false;
-            }
-            out.extend_from_slice(&text[start..i]);
-            in_digits = false;
-            continue;
-        }
-        let b = text[i];
-        i += 1;
-        let mut c = b;
+    for &b in text {
         let mut class = ASCII_CLASS[(b & 0x7f) as usize];
-        if class == UPPER {
-            class = KEEP;
-            if opts.lowercase {
-                c = b.to_ascii_lowercase();
-            }
-        } else if class == PUNCT {
-            if opts.strip_punctuation {
-                class = SPACE;
-                c = b' ';
-            } else {
+        let mut c = b;
+        if class != KEEP && !(class == DIGIT && !opts.digits_to_zero) {
+            if class == UPPER {
                 class = KEEP;
+                if opts.lowercase {
+                    c = b.to_ascii_lowercase();
+                }
+            } else if class == PUNCT {
+                if opts.strip_punctuation {
+                    class = SPACE;
+                    c = b' ';
+                } else {
+                    class = KEEP;
+                }
             }
-        }
-        match class {
-            SPACE if opts.collapse_whitespace => {
-                pending_space = !out.is_empty();
-                in_digits = false;
-                continue;
-            }
-            DIGIT if opts.digits_to_zero => {
-                if in_digits {
+            match class {
+                SPACE if opts.collapse_whitespace => {
+                    pending_space = w > base;
+                    in_digits = false;
                     continue;
                 }
-                in_digits = true;
-                c = b'0';
+                DIGIT if opts.digits_to_zero => {
+                    if in_digits {
+                        continue;
+                    }
+                    in_digits = true;
+                    c = b'0';
+                }
+                _ => in_digits = false,
             }
-            _ => in_digits = false,
+        } else {
+            in_digits = false;
         }
         if pending_space {
             if let Some(sp) = spans.as_deref_mut() {
-                sp.push((word_start, out.len()));
+                sp.push((word_start, w));
             }
-            out.push(b' ');
-            word_start = out.len();
+            buf[w] = b' ';
+            w += 1;
+            word_start = w;
             pending_space = false;
         }
-        out.push(c);
+        buf[w] = c;
+        w += 1;
     }
     if let Some(sp) = spans {
-        if word_start < out.len() {
-            sp.push((word_start, out.len()));
+        if word_start < w {
+            sp.push((word_start, w));
         }
     }
+    out.truncate(w);
 }
 
 fn push_chars(chars: impl Iterator<Item = char>, opts: &NormalizeOptions, out: &mut String) {
