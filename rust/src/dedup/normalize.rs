@@ -149,7 +149,9 @@ fn push_ascii(
     for &b in text {
         let mut class = ASCII_CLASS[(b & 0x7f) as usize];
         let mut c = b;
-        if class != KEEP && !(class == DIGIT && !opts.digits_to_zero) {
+        // Letters, and digits unless folded, pass unchanged: the common case.
+        let passes = class == KEEP || (class == DIGIT && !opts.digits_to_zero);
+        if !passes {
             if class == UPPER {
                 class = KEEP;
                 if opts.lowercase {
