@@ -316,6 +316,12 @@ class GenerationSpec(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     num_samples: int = Field(1, ge=1, description="Samples per prompt (consistency).")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Compute precision while generating. `auto`: bf16 autocast where the "
+        "hardware has native bf16 (AVX-512 bf16/AMX CPUs, modern GPUs), else fp32. `fp32` "
+        "gives the most reproducible greedy outputs across machines.",
+    )
 
 
 class EvaluateSection(Section):
