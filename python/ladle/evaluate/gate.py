@@ -55,6 +55,15 @@ def check_keys(conditions: Iterable[GateCondition], known: Iterable[str]) -> Non
         )
 
 
+TOLERANCE = 1e-9
+"""Bounds are compared with this slack, so 0.80 - 0.75 passes ``max_regression: 0.05``
+despite binary floating point (0.05000000000000004)."""
+
+
+def _le(a: float, b: float) -> bool:
+    return a <= b + TOLERANCE * max(1.0, abs(b))
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if math.isfinite(x) else str(x)
 
@@ -71,25 +80,23 @@ def check_condition(cond: GateCondition, cmp: Comparison, candidate: str) -> Gat
         failures.append("candidate value is undefined (NaN)")
     else:
         if cond.min is not None:
-            bound(
-                c >= cond.min, f"value {_fmt(c)} {'>=' if c >= cond.min else '<'} min {cond.min:g}"
-            )
+            ok = _le(cond.min, c)
+            bound(ok, f"value {_fmt(c)} {'>=' if ok else '<'} min {cond.min:g}")
         if cond.max is not None:
-            bound(
-                c <= cond.max, f"value {_fmt(c)} {'<=' if c <= cond.max else '>'} max {cond.max:g}"
-            )
+            ok = _le(c, cond.max)
+            bound(ok, f"value {_fmt(c)} {'<=' if ok else '>'} max {cond.max:g}")
         if cond.min_gain is not None:
-            ok = d >= cond.min_gain
+            ok = _le(cond.min_gain, d)
             bound(ok, f"gain {d:+.4g} {'>=' if ok else '<'} min_gain {cond.min_gain:g}")
         if cond.max_regression is not None:
-            ok = b - c <= cond.max_regression
+            ok = _le(b - c, cond.max_regression)
             bound(
                 ok,
                 f"regression {b - c:.4g} {'<=' if ok else '>'} max_regression "
                 f"{cond.max_regression:g}",
             )
         if cond.max_ratio is not None:
-            ok = cmp.ratio <= cond.max_ratio
+            ok = _le(cmp.ratio, cond.max_ratio)
             bound(ok, f"ratio {_fmt(cmp.ratio)} {'<=' if ok else '>'} max_ratio {cond.max_ratio:g}")
     if cond.significant:
         if cmp.better == "lower":

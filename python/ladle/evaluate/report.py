@@ -231,15 +231,22 @@ def examples_jsonl(report: EvalReport) -> str:
 # ----------------------------------------------------------------------- writing
 
 
+def check_output_dir(out_dir: Path) -> Path:
+    """The report folder replaces an earlier report, never a folder holding anything else."""
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "report.json").exists())
+    ):
+        raise EvalError(
+            f"{out_dir} exists and is not an eval report folder; choose another --output"
+        )
+    return out_dir
+
+
 def write_reports(report: EvalReport, out_dir: Path) -> list[Path]:
     """Write the five report files into ``out_dir`` (replacing an earlier eval report)."""
     from ladle.evaluate.chart import bar_chart
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.json").exists():
-        raise EvalError(
-            f"{out_dir} exists and is not an eval report folder; choose another --output"
-        )
+    out_dir = check_output_dir(Path(out_dir))
     md = markdown(report)
     with atomic_dir(out_dir, replace=True) as tmp:
         (tmp / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")

@@ -200,6 +200,10 @@ def evaluate(
     examples = [split_row(r, f"eval row {i + 1}") for i, r in enumerate(rows)]
     refs = [e.reference for e in examples]
     check_keys(ev.gate, measure_keys(recipe, refs))
+    if output_dir is not None:
+        from ladle.evaluate.report import check_output_dir
+
+        check_output_dir(Path(output_dir))
 
     k = max(ev.baseline.few_shot, ev.candidate.few_shot)
     train = [split_row(r, f"train row {i + 1}") for i, r in enumerate(train_rows)] if k else []
