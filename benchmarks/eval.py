@@ -33,10 +33,24 @@ SYSTEM = (
     "(positive, neutral, negative). Answer with the JSON object only."
 )
 SHOTS = [
-    ("My laptop fan is very loud since the update.",
-     {"category": "technical", "priority": "medium", "product": "laptop", "sentiment": "negative"}),
-    ("Where is my smartwatch order? Ordered 10 days ago.",
-     {"category": "shipping", "priority": "medium", "product": "smartwatch", "sentiment": "neutral"}),
+    (
+        "My laptop fan is very loud since the update.",
+        {
+            "category": "technical",
+            "priority": "medium",
+            "product": "laptop",
+            "sentiment": "negative",
+        },
+    ),
+    (
+        "Where is my smartwatch order? Ordered 10 days ago.",
+        {
+            "category": "shipping",
+            "priority": "medium",
+            "product": "smartwatch",
+            "sentiment": "neutral",
+        },
+    ),
 ]
 
 
@@ -51,8 +65,10 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
         msgs = [{"role": "system", "content": SYSTEM}]
         if i % 2:
             for q, a in SHOTS:
-                msgs += [{"role": "user", "content": q},
-                         {"role": "assistant", "content": json.dumps(a)}]
+                msgs += [
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": json.dumps(a)},
+                ]
         out.append([*msgs, {"role": "user", "content": text}])
     return out
 
@@ -67,16 +83,26 @@ def per_example_loop(model, tok, prompts, max_new_tokens, precision):  # type: i
     from ladle.evaluate.generate import stop_token_ids
 
     stops = stop_token_ids(tok)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, top_k=None,
-                              temperature=None, top_p=None, eos_token_id=stops,
-                              pad_token_id=tok.pad_token_id, use_cache=True)
-    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
-           else contextlib.nullcontext())
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        top_k=None,
+        temperature=None,
+        top_p=None,
+        eos_token_id=stops,
+        pad_token_id=tok.pad_token_id,
+        use_cache=True,
+    )
+    ctx = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
     outs = []
     for p in prompts:
         enc = tok(p, add_special_tokens=False, return_tensors="pt")
         with torch.inference_mode(), ctx:
-            ids = model.generate(**enc, generation_config=config)[0, enc["input_ids"].shape[1]:]
+            ids = model.generate(**enc, generation_config=config)[0, enc["input_ids"].shape[1] :]
         toks = ids.tolist()
         cut = next((i for i, t in enumerate(toks) if t in stops), len(toks))
         outs.append(tok.decode(toks[:cut], skip_special_tokens=True))
@@ -84,7 +110,9 @@ def per_example_loop(model, tok, prompts, max_new_tokens, precision):  # type: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=64, help="prompts (default 64)")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -103,16 +131,23 @@ def main() -> None:
     model, tok = load_model(ModelSource(resolve_model("builtin:smollm2-135m-instruct")))
     prompts = [render_prompt(tok, c) for c in conversations(args.rows)]
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens, "
-          f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}")
+    print(
+        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens, "
+        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}"
+    )
     spec = GenerationSpec(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
 
     rows = []
     mismatches: dict[str, list[int]] = {}
-    for precision in (["fp32", "bf16"] if args.precision == "both" else [args.precision]):
+    for precision in ["fp32", "bf16"] if args.precision == "both" else [args.precision]:
         # warm-up: first calls pay for one-off kernel selection
-        generate(model, tok, prompts[:2], spec.model_copy(update={"max_new_tokens": 4}),
-                 precision=precision)
+        generate(
+            model,
+            tok,
+            prompts[:2],
+            spec.model_copy(update={"max_new_tokens": 4}),
+            precision=precision,
+        )
         t0 = time.perf_counter()
         anchor = per_example_loop(model, tok, prompts, args.max_new_tokens, precision)
         t_anchor = time.perf_counter() - t0
@@ -125,8 +160,16 @@ def main() -> None:
         same = f"{len(prompts) - len(bad)}/{len(prompts)}"
         n = len(prompts)
         rows.append((precision, "per-example model.generate", t_anchor, n / t_anchor, 1.0, same))
-        rows.append((precision, f"ladle batched (bs {args.batch_size})", t_ladle, n / t_ladle,
-                     t_anchor / t_ladle, same))
+        rows.append(
+            (
+                precision,
+                f"ladle batched (bs {args.batch_size})",
+                t_ladle,
+                n / t_ladle,
+                t_anchor / t_ladle,
+                same,
+            )
+        )
         for i in bad[:3]:
             print(f"[{precision}] mismatch #{i}:\n  loop:    {anchor[i]!r}\n  batched: {ours[i]!r}")
 

@@ -7,6 +7,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+EVAL_DESCRIPTION = """\
+Is the fine-tuned model better than simply prompting the base model, by how much, at
+what cost, and is the difference real?
+
+  baseline   the recipe's base model with evaluate.baseline's prompt: system prompt +
+             few-shot examples drawn by seed from the TRAIN rows (never the eval set)
+  candidate  each --candidate (a run folder with adapter/ or model/, an adapter folder,
+             or a model folder) with evaluate.candidate's prompt
+
+Every difference gets a paired-bootstrap 95% interval (McNemar's test for binary
+metrics); evaluate.gate's conditions decide the exit code. Reports go to --output
+(default RUN_DIR/eval): report.json, report.md (also appended to $GITHUB_STEP_SUMMARY),
+junit.xml (one test case per gate condition), examples.jsonl, chart.png."""
+
 EVAL_EXAMPLE = """\
 ladle eval recipes/quickstart.yaml --candidate runs/quickstart-20260101-120000
 ladle eval recipes/quickstart.yaml --candidate runs/a --candidate runs/b --output out/eval
@@ -30,7 +44,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
     _inside = False
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         if self._inside:
             return super().parse_known_args(args, namespace)
         self._inside = True
@@ -59,15 +73,7 @@ def register(sub: Any) -> None:
         sub,
         "eval",
         help="fine-tuned model vs the prompted base model, with the recipe's gate",
-        description="Answer the question before and after fine-tuning: is the candidate "
-        "better than simply prompting the base model, by how much, at what cost, and is the "
-        "difference real? The baseline is the recipe's base model with evaluate.baseline's "
-        "prompt (system prompt + few-shot examples drawn from the TRAIN data, never the eval "
-        "set); each candidate (a run folder with adapter/ or model/, or a model folder) "
-        "answers with evaluate.candidate's prompt. Every metric difference gets a paired "
-        "bootstrap 95% interval (McNemar's test for binary metrics). Reports go to "
-        "--output (default RUN_DIR/eval): report.json, report.md (also appended to "
-        "$GITHUB_STEP_SUMMARY), junit.xml, examples.jsonl, chart.png.",
+        description=EVAL_DESCRIPTION,
         example=EVAL_EXAMPLE,
     )
     p.add_argument("recipe", help="recipe YAML file")

@@ -144,7 +144,7 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
     }[dtype]
     try:
         tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
-        model = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch_dtype)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load {source.model_dir}: {e}") from e
     if source.adapter_dir is not None:

@@ -243,7 +243,7 @@ def _custom(spec: MetricSpec, allow_code: bool) -> Callable[[str, str], float]:
         raise EvalError(f"custom metric {spec.function!r} cannot be imported: {e}") from e
     if not callable(fn):
         raise EvalError(f"custom metric {spec.function!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _json_fields(spec: MetricSpec, refs: Sequence[str]) -> list[str]:
@@ -283,7 +283,7 @@ def score_metric(
     one :class:`Scores` per field (``KEY.FIELD``); every other metric returns one."""
     key, name = spec.key, spec.name
 
-    def arr(xs: Sequence[float]) -> np.ndarray:
+    def arr(xs: Sequence[float] | Sequence[bool]) -> np.ndarray:
         return np.asarray(xs, dtype=np.float64)
 
     if name == "exact_match":
@@ -335,12 +335,12 @@ def score_metric(
     if name == "custom":
         fn = _custom(spec, allow_code)
         try:
-            v = [float(fn(p, r)) for p, r in zip(preds, refs, strict=True)]
+            custom_v = [float(fn(p, r)) for p, r in zip(preds, refs, strict=True)]
         except Exception as e:  # user code: any failure is the user's to see, in one line
             raise EvalError(
                 f"custom metric {spec.function!r} failed: {type(e).__name__}: {e}"
             ) from e
-        return [Scores(key, arr(v))]
+        return [Scores(key, arr(custom_v))]
     raise EvalError(f"unknown metric {name!r}")
 
 

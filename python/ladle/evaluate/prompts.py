@@ -115,7 +115,7 @@ def read_split(recipe: Recipe, split: str) -> list[dict[str, Any]]:
                     raise EvalError(f"{path}:{i + 1}: no `{col}` list")
                 msgs = [
                     {
-                        "role": ds.roles.get(m.get("role"), m.get("role")),
+                        "role": ds.roles.get(str(m.get("role")), m.get("role")),
                         "content": m.get("content"),
                     }
                     for m in msgs

@@ -59,6 +59,15 @@ def fmt_diff(key: str, c: Comparison) -> str:
     return f"{c.diff * scale:+.3g}{unit} [{c.low * scale:+.3g}, {c.high * scale:+.3g}]"
 
 
+def fmt_p(c: Comparison, resamples: int) -> str:
+    """A bootstrap p of 0 only says "below the resolution of the resamples"."""
+    if not math.isfinite(c.p_value):
+        return "n/a"
+    if c.test == "bootstrap" and c.p_value == 0:
+        return f"<{1 / resamples:.2g}"
+    return f"{c.p_value:.3g}"
+
+
 # ----------------------------------------------------------------------- report.json
 
 
@@ -141,7 +150,7 @@ def markdown(report: EvalReport) -> str:
         ops = [k for k in OPERATIONAL if k in cmps]
         for key in quality + ops:
             c = cmps[key]
-            p = "n/a" if not math.isfinite(c.p_value) else f"{c.p_value:.3g}"
+            p = fmt_p(c, report.settings.get("bootstrap", 1000))
             mark = " *" if c.significant and key in quality else ""
             lines.append(
                 f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "

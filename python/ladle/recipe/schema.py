@@ -241,7 +241,11 @@ class MetricSpec(Section):
     fields: list[str] | None = Field(
         None, description="json_field_accuracy: fields to score (default: all in the reference)."
     )
-    pattern: str | None = Field(None, description="regex: pattern the output must match.")
+    pattern: str | None = Field(
+        None,
+        description="regex: pattern the whole (stripped) output must match (`re.fullmatch`, "
+        "DOTALL); write `.*X.*` to accept text around X.",
+    )
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="json_schema: the JSON Schema outputs must satisfy."
     )
