@@ -127,7 +127,7 @@ def main() -> None:
     from ladle.recipe.schema import GenerationSpec
 
     torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()} (set by --threads)")
+    print(f"torch threads: {torch.get_num_threads()} (set by --threads)", flush=True)
     model, tok = load_model(ModelSource(resolve_model("builtin:smollm2-135m-instruct")))
     prompts = [render_prompt(tok, c) for c in conversations(args.rows)]
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -151,9 +151,11 @@ def main() -> None:
         t0 = time.perf_counter()
         anchor = per_example_loop(model, tok, prompts, args.max_new_tokens, precision)
         t_anchor = time.perf_counter() - t0
+        print(f"[{precision}] per-example loop: {t_anchor:.1f}s", flush=True)
         t0 = time.perf_counter()
         gen = generate(model, tok, prompts, spec, precision=precision)
         t_ladle = time.perf_counter() - t0
+        print(f"[{precision}] ladle batched: {t_ladle:.1f}s", flush=True)
         ours = [o[0] for o in gen.outputs]
         bad = [i for i, (a, b) in enumerate(zip(anchor, ours, strict=True)) if a != b]
         mismatches[precision] = bad
