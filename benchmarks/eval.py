@@ -122,14 +122,16 @@ def main() -> None:
 
     import torch
 
-    from ladle.evaluate.generate import ModelSource, generate, load_model, render_prompt
+    from ladle.evaluate.generate import ModelSource, generate, load_model, prompt_renderer
     from ladle.models import resolve_model
     from ladle.recipe.schema import GenerationSpec
 
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()} (set by --threads)", flush=True)
-    model, tok = load_model(ModelSource(resolve_model("builtin:smollm2-135m-instruct")))
-    prompts = [render_prompt(tok, c) for c in conversations(args.rows)]
+    folder = resolve_model("builtin:smollm2-135m-instruct")
+    model, tok = load_model(ModelSource(folder))
+    render = prompt_renderer(folder)
+    prompts = [render(c) for c in conversations(args.rows)]
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     print(
         f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens, "

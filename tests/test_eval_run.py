@@ -268,13 +268,19 @@ def test_stop_tokens_include_chatml_end_of_turn(tiny_llama_dir: Path):
 
 
 def test_batched_generation_matches_one_by_one_and_samples(tiny_llama_dir: Path):
-    from ladle.evaluate.generate import ModelSource, generate, load_model, render_prompt
+    from ladle.evaluate.generate import ModelSource, generate, load_model, prompt_renderer
     from ladle.evaluate.metrics import consistency
     from ladle.recipe.schema import GenerationSpec
 
     model, tok = load_model(ModelSource(tiny_llama_dir))
-    prompts = [render_prompt(tok, r["messages"][:-1]) for r in EVAL_ROWS[:5]]
-    prompts[2] = render_prompt(tok, [{"role": "user", "content": "a much longer question " * 5}])
+    render = prompt_renderer(tiny_llama_dir)
+    prompts = [render(r["messages"][:-1]) for r in EVAL_ROWS[:5]]
+    prompts[2] = render([{"role": "user", "content": "a much longer question " * 5}])
+    # Ladle's renderer and transformers' agree on the prompt text
+    hf = tok.apply_chat_template(
+        EVAL_ROWS[0]["messages"][:-1], tokenize=False, add_generation_prompt=True
+    )
+    assert prompts[0] == hf
     spec = GenerationSpec(max_new_tokens=5, batch_size=4, precision="fp32")
     batched = generate(model, tok, prompts, spec)
     single = generate(model, tok, prompts, spec.model_copy(update={"batch_size": 1}))

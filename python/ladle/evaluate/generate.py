@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,19 +46,22 @@ END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoft
 # ----------------------------------------------------------------------- rendering
 
 
-def render_prompt(tokenizer: Any, messages: Messages) -> str:
-    """The prompt text for ``messages`` with the assistant header opened.
+Renderer = Callable[[Messages], str]
 
-    The one place that chooses the renderer. INTEGRATION POINT: when the Rust
-    ``ladle.data.ChatTokenizer`` lands, render here with
-    ``ChatTokenizer.render(messages, add_generation_prompt=True)`` so evaluation and
-    training share one renderer; until then transformers' Jinja template is used.
+
+def prompt_renderer(tokenizer_dir: Path, template: str | None = None) -> Renderer:
+    """The function that turns a contestant's messages into its prompt text, with the
+    assistant header opened (``add_generation_prompt=True``).
+
+    The one place that chooses the renderer: Ladle's Rust ``ChatTokenizer`` (the same
+    renderer ``prep`` trains with, byte-identical to transformers' ``apply_chat_template``)
+    with the recipe's ``data.template``, so a candidate is asked in exactly the format it
+    was trained on.
     """
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as e:  # jinja errors come in several classes
-        raise EvalError(f"chat template failed on a prompt: {type(e).__name__}: {e}") from e
-    return str(text)
+    from ladle.data import ChatTokenizer
+
+    chat = ChatTokenizer.from_pretrained(tokenizer_dir, template=template)
+    return lambda messages: chat.render(messages, add_generation_prompt=True)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

@@ -25,7 +25,7 @@ from ladle.evaluate.generate import (
     candidate_source,
     generate,
     load_model,
-    render_prompt,
+    prompt_renderer,
 )
 from ladle.evaluate.metrics import Scores, consistency, score_samples
 from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
@@ -152,7 +152,8 @@ def run_contestant(
     t0 = time.perf_counter()
     model, tok = load_model(source, dtype=recipe.model.dtype, device=pick_device())
     load_s = time.perf_counter() - t0
-    prompts = [render_prompt(tok, build_prompt(e, spec, shots)) for e in examples]
+    render = prompt_renderer(source.tokenizer_dir, recipe.data.template)
+    prompts = [render(build_prompt(e, spec, shots)) for e in examples]
     progress(
         f"{name}: generating {len(prompts)} answers ({source.adapter_dir or source.model_dir})"
     )
