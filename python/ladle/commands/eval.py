@@ -118,8 +118,10 @@ def load_rows(
     decontamination counts from ``ladle.data.prep(recipe)`` here; until then the
     recipe's `messages` JSONL datasets are read directly and decontamination is unknown.
     """
+    from ladle.demo import ensure_generated
     from ladle.evaluate.prompts import read_split
 
+    ensure_generated(recipe)  # builtin demo datasets (`generate:`) are written on first use
     return read_split(recipe, "eval"), read_split(recipe, "train"), None
 
 
