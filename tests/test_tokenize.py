@@ -354,3 +354,9 @@ def test_non_prefix_template_is_refused(smollm2_dir: Path) -> None:
     with pytest.raises(TemplateError, match="prefix"):
         tok.encode(CONVS[0])
     assert tok.encode(CONVS[0], train_on="all")["labels"] != []
+
+
+def test_fingerprint_tracks_template_and_tokenizer(tok: ChatTokenizer, smollm2_dir: Path) -> None:
+    same = ChatTokenizer.from_pretrained(smollm2_dir)
+    other = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml")
+    assert tok.fingerprint() == same.fingerprint() != other.fingerprint()

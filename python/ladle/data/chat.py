@@ -250,6 +250,19 @@ class ChatTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._core.token_to_id(token)
 
+    def fingerprint(self) -> str:
+        """Hex fingerprint of everything that decides the ids and labels: tokenizer.json
+        bytes, template text, special tokens and the Ladle version (for prep caches)."""
+        from ladle._core import __version__, fingerprint_bytes, fingerprint_files
+
+        parts = {
+            "tokenizer": fingerprint_files([str(self.tokenizer_path)]),
+            "template": self.template,
+            "special_tokens": self.special_tokens,
+            "ladle": __version__,
+        }
+        return fingerprint_bytes(json.dumps(parts, sort_keys=True).encode())
+
     # ---- rendering
 
     def render(
