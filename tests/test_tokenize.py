@@ -360,3 +360,15 @@ def test_fingerprint_tracks_template_and_tokenizer(tok: ChatTokenizer, smollm2_d
     same = ChatTokenizer.from_pretrained(smollm2_dir)
     other = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml")
     assert tok.fingerprint() == same.fingerprint() != other.fingerprint()
+
+
+def test_generation_markers_with_last_and_train_false(smollm2_dir: Path) -> None:
+    tok = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml-generation")
+    conv = [dict(m) for m in CONVS[1]]
+    # Marked spans hold the reply and <|im_end|>, not the newline after it; "\n  " straddles
+    # the header and the reply and is trained (transformers' overlap rule).
+    assert _trained_text(tok, tok.encode(conv)) == "\n  4<|im_end|>\n6\n<|im_end|>"
+    assert _trained_text(tok, tok.encode(conv, train_on="last")) == "\n6\n<|im_end|>"
+    conv[4]["train"] = False
+    assert _trained_text(tok, tok.encode(conv)) == "\n  4<|im_end|>"
+    assert tok.encode_arrays([conv], train_on="last").n_trained.tolist() == [0]
