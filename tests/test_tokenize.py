@@ -26,17 +26,6 @@ SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<repo_name>", "<file
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    from ladle.errors import ModelError
-    from ladle.models import resolve_model
-
-    try:
-        return resolve_model("builtin:smollm2-135m-instruct")
-    except ModelError as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"SmolLM2 unavailable: {e}")
-
-
-@pytest.fixture(scope="session")
 def hf_tok(smollm2_dir: Path) -> Any:
     transformers = pytest.importorskip("transformers")
     return transformers.AutoTokenizer.from_pretrained(str(smollm2_dir))
