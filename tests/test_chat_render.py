@@ -74,7 +74,7 @@ CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     "no_system_multi": [
         {"role": "user", "content": "Écris un haïku 🍂"},
         {"role": "assistant", "content": "  Feuilles qui tombent\n\tle vent\n"},
-        {"role": "user", "content": "merci <|im_end|> «ok»"},
+        {"role": "user", "content": "merci <|im_end|> «ok»\u00a0\u200b\x7f"},
         {"role": "assistant", "content": "De rien."},
     ],
     "ends_with_user": [
