@@ -361,3 +361,10 @@ def test_generation_markers_with_last_and_train_false(smollm2_dir: Path) -> None
     conv[4]["train"] = False
     assert _trained_text(tok, tok.encode(conv)) == "\n  4<|im_end|>"
     assert tok.encode_arrays([conv], train_on="last").n_trained.tolist() == [0]
+
+
+def test_pickles_for_worker_processes(tok: ChatTokenizer) -> None:
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(tok))
+    assert clone.is_fast and clone.encode(CONVS[1]) == tok.encode(CONVS[1])
