@@ -67,6 +67,8 @@ pub struct Options {
     pub source: String,
     /// What a row number counts: "line" (JSONL), "row" (tables), "item" (JSON arrays).
     pub unit: String,
+    /// Added to every row number (a table read in batches numbers rows across batches).
+    pub offset: usize,
 }
 
 /// One skipped row.
@@ -170,15 +172,17 @@ fn collect<T: Sync>(
             .map(|(_, raw)| parse(raw).and_then(|v| normalize_row(&v, opts)))
             .collect();
         for ((line, _), res) in block.iter().zip(results) {
+            if out.rows.len() >= limit {
+                break; // rows past the limit are neither kept nor counted as bad
+            }
+            let line = line + opts.offset;
             match res {
                 Ok(v) => {
-                    if out.rows.len() < limit {
-                        out.rows.push(v);
-                        out.lines.push(*line);
-                    }
+                    out.rows.push(v);
+                    out.lines.push(line);
                 }
                 Err(mut b) => {
-                    b.line = *line;
+                    b.line = line;
                     if opts.strict {
                         let field = if b.field.is_empty() {
                             String::new()
@@ -512,6 +516,7 @@ mod tests {
             limit: None,
             source: "f.jsonl".into(),
             unit: "line".into(),
+            offset: 0,
         }
     }
 

@@ -125,7 +125,7 @@ type NormalizeOut<'py> = (
 /// `(reason, line, field, message)` for the first few bad rows of each reason.
 #[pyfunction]
 #[pyo3(signature = (data, format, *, columns=None, roles=None, system=None, strict=false,
-    limit=None, source="<data>".to_string(), unit="line".to_string(), json_array=false))]
+    limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false))]
 #[allow(clippy::too_many_arguments)]
 fn normalize_rows<'py>(
     py: Python<'py>,
@@ -138,6 +138,7 @@ fn normalize_rows<'py>(
     limit: Option<usize>,
     source: String,
     unit: String,
+    offset: usize,
     json_array: bool,
 ) -> PyResult<NormalizeOut<'py>> {
     let opts = crate::load::Options {
@@ -149,6 +150,7 @@ fn normalize_rows<'py>(
         limit,
         source,
         unit,
+        offset,
     };
     let loaded = py
         .detach(|| {
