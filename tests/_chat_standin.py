@@ -21,7 +21,9 @@ class StandInChatTokenizer:
         self.tok = tok
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, template: str | None = None) -> StandInChatTokenizer:
+    def from_pretrained(
+        cls, model_dir: str | Path, template: str | None = None
+    ) -> StandInChatTokenizer:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -69,11 +71,17 @@ class StandInChatTokenizer:
         return {"input_ids": ids, "labels": labels}
 
     def render_batch(
-        self, conversations: list[list[dict[str, Any]]], add_generation_prompt: bool = False, tools: Any = None
+        self,
+        conversations: list[list[dict[str, Any]]],
+        add_generation_prompt: bool = False,
+        tools: Any = None,
     ) -> list[str]:
         return [self.render(c, add_generation_prompt, tools) for c in conversations]
 
     def encode_batch(
-        self, conversations: list[list[dict[str, Any]]], train_on: str = "assistant", tools: Any = None
+        self,
+        conversations: list[list[dict[str, Any]]],
+        train_on: str = "assistant",
+        tools: Any = None,
     ) -> list[dict[str, list[int]]]:
         return [self.encode(c, train_on, tools) for c in conversations]

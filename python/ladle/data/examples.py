@@ -54,7 +54,9 @@ class Overlong:
         self.pieces += o.pieces
 
 
-def text_encoder(chat: Any, model_dir: Path) -> tuple[Callable[[list[str]], list[list[int]]], int | None]:
+def text_encoder(
+    chat: Any, model_dir: Path
+) -> tuple[Callable[[list[str]], list[list[int]]], int | None]:
     """Raw-text tokenization (for ``format: text``) and the EOS id that ends each document.
 
     Uses the chat tokenizer's own raw-text path when it has one, else the ``tokenizers``

@@ -121,7 +121,9 @@ def _folder_files(folder: Path, split: str) -> list[Path]:
         names = [d["filename"] for d in json.loads(state.read_text())["_data_files"]]
         return [folder / n for n in names]
     files = sorted(
-        f for f in folder.iterdir() if f.is_file() and f.name.endswith(JSON_SUFFIXES + TABLE_SUFFIXES)
+        f
+        for f in folder.iterdir()
+        if f.is_file() and f.name.endswith(JSON_SUFFIXES + TABLE_SUFFIXES)
     )
     if not files:
         raise DataError(f"{folder}: folder holds no data files")
@@ -193,7 +195,9 @@ def load_dataset(spec: DatasetSpec, index: int = 0, *, strict: bool = False) -> 
             **kw,
         )
         rows.extend(got)
-        where = (lambda n: f"{source}:{n}") if unit == "line" else (lambda n: f"{source} {unit} {n}")
+        where = (
+            (lambda n: f"{source}:{n}") if unit == "line" else (lambda n: f"{source} {unit} {n}")
+        )
         locations.extend(where(n) for n in lines)
         read += len(got) + sum(counts.values())
         for reason, n in counts.items():

@@ -148,7 +148,9 @@ def prep(
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())
         return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
-    chat = tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
+    chat = (
+        tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
+    )
     report = progress or (lambda stage, done, total: None)
     with atomic_dir(out, replace=True) as tmp:
         manifest = _build(recipe, model_dir, chat, files, tmp, report)
@@ -172,7 +174,9 @@ class _Rows:
         self.loc.extend(d.locations[i] for i in idx)
 
     def subset(self, idx: list[int]) -> _Rows:
-        return _Rows([self.rows[i] for i in idx], [self.ds[i] for i in idx], [self.loc[i] for i in idx])
+        return _Rows(
+            [self.rows[i] for i in idx], [self.ds[i] for i in idx], [self.loc[i] for i in idx]
+        )
 
 
 def _build(

@@ -123,7 +123,9 @@ def write_eval(folder: Path, rows: list[dict[str, Any]], datasets: list[int]) ->
 def _folder(path: Any) -> Path:
     folder = Path(getattr(path, "path", path))
     if not (folder / "manifest.json").is_file():
-        raise DataError(f"{folder}: not a prepared data folder (no manifest.json); run `ladle prep`")
+        raise DataError(
+            f"{folder}: not a prepared data folder (no manifest.json); run `ladle prep`"
+        )
     return folder
 
 
