@@ -45,8 +45,18 @@ def test_messages_keep_train_flag(tmp_path: Path) -> None:
 def test_tool_messages_and_content_parts(tmp_path: Path) -> None:
     row = {
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "weather "}, {"type": "text", "text": "in Paris?"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": {}}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "weather "},
+                    {"type": "text", "text": "in Paris?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"type": "function", "function": {"name": "w", "arguments": {}}}],
+            },
             {"role": "tool", "content": "sunny"},
             {"role": "assistant", "content": "Sunny."},
         ],
@@ -67,7 +77,9 @@ def test_sharegpt_roles_and_columns(tmp_path: Path) -> None:
         columns={"conversations": "conv"},
         roles={"bot": "assistant"},
     )
-    assert d.rows == [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    assert d.rows == [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    ]
 
 
 def test_alpaca_prompt_completion_text(tmp_path: Path) -> None:
@@ -95,7 +107,11 @@ def test_alpaca_prompt_completion_text(tmp_path: Path) -> None:
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "c"},
     ]
-    t = _load(_jsonl(tmp_path / "t.jsonl", [{"body": "raw text"}]), format="text", columns={"text": "body"})
+    t = _load(
+        _jsonl(tmp_path / "t.jsonl", [{"body": "raw text"}]),
+        format="text",
+        columns={"text": "body"},
+    )
     assert t.rows == [{"text": "raw text"}]
 
 
@@ -147,7 +163,9 @@ def test_bad_rows_counted_with_line_numbers(tmp_path: Path) -> None:
 
 def test_strict_mode_names_file_line_and_field(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "bad.jsonl", [CHAT, {"messages": [{"role": "user"}]}])
-    with pytest.raises(DataError, match=r"bad\.jsonl:2: field \"messages\[0\]\.content\": missing content"):
+    with pytest.raises(
+        DataError, match=r"bad\.jsonl:2: field \"messages\[0\]\.content\": missing content"
+    ):
         _load(path, strict=True)
 
 
@@ -155,7 +173,10 @@ def test_parquet_csv_json_and_shards(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [CHAT, {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}]
+    rows = [
+        CHAT,
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]},
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     pq_rows = _load(tmp_path / "d.parquet").rows
     assert [m["content"] for m in pq_rows[0]["messages"]] == ["s", "u", "a", "u2", "a2"]

@@ -39,13 +39,13 @@ def examples(
     recipe: Any, limit: int, split: str = "train", tokenizer: Any = None
 ) -> list[dict[str, Any]]:
     """The first ``limit`` rows of a split as ``{"text", "input_ids", "labels"}``."""
-    from ladle.data import prep as prep_mod
     from ladle.data.examples import text_encoder
+    from ladle.data.prep import load_chat_tokenizer
     from ladle.data.load import load_dataset
     from ladle.models import resolve_model
 
     model_dir = Path(resolve_model(recipe.model.base))
-    chat = tokenizer or prep_mod.load_chat_tokenizer(model_dir, recipe.data.template)
+    chat = tokenizer or load_chat_tokenizer(model_dir, recipe.data.template)
     out: list[dict[str, Any]] = []
     for i, spec in enumerate(recipe.data.datasets):
         if spec.split != split or len(out) >= limit:
