@@ -40,8 +40,8 @@ def examples(
 ) -> list[dict[str, Any]]:
     """The first ``limit`` rows of a split as ``{"text", "input_ids", "labels"}``."""
     from ladle.data.examples import text_encoder
-    from ladle.data.prep import load_chat_tokenizer
     from ladle.data.load import load_dataset
+    from ladle.data.prep import load_chat_tokenizer
     from ladle.models import resolve_model
 
     model_dir = Path(resolve_model(recipe.model.base))
