@@ -113,17 +113,17 @@ def encode_sft(
     plain = [i for i in chat_idx if not rows[i].get("tools")]
     if plain:
         batch = enc.chat.encode_batch([rows[i]["messages"] for i in plain], train_on=enc.train_on)
-        for i, (ids, labels) in zip(plain, _pairs(batch), strict=True):
-            encoded[i] = (np.asarray(ids, np.int32), np.asarray(labels, np.int32))
+        for i, (raw_ids, raw_labels) in zip(plain, _pairs(batch), strict=True):
+            encoded[i] = (np.asarray(raw_ids, np.int32), np.asarray(raw_labels, np.int32))
     for i in chat_idx:
         if rows[i].get("tools"):
             r = enc.chat.encode(rows[i]["messages"], train_on=enc.train_on, tools=rows[i]["tools"])
             encoded[i] = (np.asarray(r["input_ids"], np.int32), np.asarray(r["labels"], np.int32))
     if text_idx:
-        for i, ids in zip(text_idx, enc.text([rows[i]["text"] for i in text_idx]), strict=True):
+        for i, toks in zip(text_idx, enc.text([rows[i]["text"] for i in text_idx]), strict=True):
             if enc.eos_id is not None:
-                ids = [*ids, enc.eos_id]
-            arr = np.asarray(ids, np.int32)
+                toks = [*toks, enc.eos_id]
+            arr = np.asarray(toks, np.int32)
             encoded[i] = (arr, arr.copy())
 
     docs: list[tuple[int, Ids, Ids]] = []
@@ -163,9 +163,9 @@ def encode_preference(
     """
     convs: list[list[dict[str, Any]]] = []
     for r in rows:
-        prompt = [{**m, "train": False} for m in r["prompt"]]
-        convs.append(prompt + r["chosen"])
-        convs.append(prompt + r["rejected"])
+        pmsgs = [{**m, "train": False} for m in r["prompt"]]
+        convs.append(pmsgs + r["chosen"])
+        convs.append(pmsgs + r["rejected"])
     pairs = _pairs(enc.chat.encode_batch(convs, train_on="assistant"))
     out: list[tuple[int, Ids, Ids, Ids]] = []
     for i in range(len(rows)):

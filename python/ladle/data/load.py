@@ -158,9 +158,9 @@ def _record_batches(path: Path) -> Iterator[Any]:
                 try:
                     reader = pa.ipc.open_stream(source)
                 except pa.ArrowInvalid:
-                    reader = pa.ipc.open_file(source)  # type: ignore[assignment]
-                    for i in range(reader.num_record_batches):  # type: ignore[attr-defined]
-                        yield reader.get_batch(i)  # type: ignore[attr-defined]
+                    file_reader = pa.ipc.open_file(source)
+                    for i in range(file_reader.num_record_batches):
+                        yield file_reader.get_batch(i)
                     return
                 yield from reader
     except (pa.ArrowInvalid, OSError) as e:

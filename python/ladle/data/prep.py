@@ -269,16 +269,21 @@ def _dedup(
         return train, evals, {"skipped": "ladle.dedup is not available in this build"}
     cfg = recipe.data.dedup
     against = evals.rows if (cfg.decontaminate and evals.rows) else None
-    kept, rep = dedup_rows(train.rows, cfg, against_rows=against)
+    kept, rep = dedup_rows(
+        train.rows,
+        cfg,
+        against_rows=against,
+        locations=train.loc,
+        against_locations=evals.loc if against is not None else None,
+    )
     keep_ids = {id(r) for r in kept}
     idx = [i for i, r in enumerate(train.rows) if id(r) in keep_ids]
-    removed = [i for i, r in enumerate(train.rows) if id(r) not in keep_ids]
-    for i in removed:
-        drops.add("duplicate", train.loc[i])
-    if hasattr(rep, "to_dict"):
-        rep = rep.to_dict()
-    elif not isinstance(rep, dict):
-        rep = dict(vars(rep))
+    rep = dict(rep) if not isinstance(rep, dict) else rep
+    contaminated = {p.get("removed") for p in rep.get("contaminated_pairs", [])}
+    for i, r in enumerate(train.rows):
+        if id(r) not in keep_ids:
+            reason = "contaminated" if train.loc[i] in contaminated else "duplicate"
+            drops.add(reason, train.loc[i])
     return train.subset(idx), evals, json.loads(json.dumps(rep, default=str))
 
 
