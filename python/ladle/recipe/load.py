@@ -57,9 +57,7 @@ def _read_yaml(path: Path) -> _Source:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError(
-            [ConfigIssue(str(path), line, col, "", f"invalid YAML: {problem}")]
-        ) from e
+        raise RecipeError([ConfigIssue(str(path), line, col, "", f"invalid YAML: {problem}")]) from e
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -133,9 +131,8 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
         nxt = parts[i + 1]
         if isinstance(cur, list):
             if not isinstance(p, int) or p >= len(cur):
-                raise RecipeError(
-                    [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), f"no list item {p}")]
-                )
+                raise RecipeError([ConfigIssue(CLI, None, None, ".".join(map(str, parts)),
+                                               f"no list item {p}")])
             cur = cur[p]
             continue
         if p not in cur or cur[p] is None:
@@ -147,9 +144,8 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
     elif isinstance(cur, dict):
         cur[last] = value
     else:
-        raise RecipeError(
-            [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), "cannot set this path")]
-        )
+        raise RecipeError([ConfigIssue(CLI, None, None, ".".join(map(str, parts)),
+                                       "cannot set this path")])
 
 
 # ------------------------------------------------------------------- error mapping
@@ -170,9 +166,7 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
 def _unwrap(tp: Any, part: str | int) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        models = [
-            a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)
-        ]
+        models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else tp
     if origin is list and isinstance(part, int):
         return typing.get_args(tp)[0]
@@ -189,9 +183,7 @@ def _position(positions: dict[Loc, Position], loc: Loc, default_file: str) -> Po
 
 
 def _issue(err: Any, positions: dict[Loc, Position], file: str) -> ConfigIssue:
-    loc: Loc = tuple(
-        p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
-    )
+    loc: Loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     # Union/tagged errors append the member type name; drop it from the user-facing path.
     loc = tuple(p for p in loc if p not in ("str", "list[str]", "dict[str,any]"))
     path = ".".join(str(p) for p in loc)

@@ -213,7 +213,9 @@ class TrainSection(Section):
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "none"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Experiment trackers."
     )
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: all cores)."
+    )
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -290,13 +292,9 @@ class GateCondition(Section):
 
     @model_validator(mode="after")
     def _some_bound(self) -> GateCondition:
-        if (
-            all(
-                getattr(self, k) is None
-                for k in ("min", "max", "min_gain", "max_regression", "max_ratio")
-            )
-            and not self.significant
-        ):
+        if all(
+            getattr(self, k) is None for k in ("min", "max", "min_gain", "max_regression", "max_ratio")
+        ) and not self.significant:
             raise ValueError(
                 "a gate condition needs one of min, max, min_gain, max_regression, max_ratio "
                 "or significant: true"
@@ -396,9 +394,7 @@ class Recipe(Section):
         if self.train.method == "sft" and "preference" in formats:
             problems.append("preference data trains with train.method: dpo, not sft")
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
-            problems.append(
-                "model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora"
-            )
+            problems.append("model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora")
         if self.train.adapter == "full" and self.train.method == "dpo":
             problems.append(
                 "full-weight DPO needs a second model copy as reference; use a LoRA adapter"
