@@ -1,0 +1,1 @@
+"""One module per ``ladle`` subcommand; each exposes ``register(subparsers)``."""

@@ -8,6 +8,7 @@ and turn each pydantic error into a :class:`~ladle.errors.ConfigIssue`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import types
 import typing
@@ -57,7 +58,9 @@ def _read_yaml(path: Path) -> _Source:
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError([ConfigIssue(str(path), line, col, "", f"invalid YAML: {problem}")]) from e
+        raise RecipeError(
+            [ConfigIssue(str(path), line, col, "", f"invalid YAML: {problem}")]
+        ) from e
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -118,10 +121,8 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         value = raw
     # YAML 1.1 reads "1e-4" as a string; the schema wants a number for those fields.
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            pass
     return parts, value
 
 
@@ -131,21 +132,23 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
         nxt = parts[i + 1]
         if isinstance(cur, list):
             if not isinstance(p, int) or p >= len(cur):
-                raise RecipeError([ConfigIssue(CLI, None, None, ".".join(map(str, parts)),
-                                               f"no list item {p}")])
+                raise RecipeError(
+                    [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), f"no list item {p}")]
+                )
             cur = cur[p]
             continue
         if p not in cur or cur[p] is None:
             cur[p] = [] if isinstance(nxt, int) else {}
         cur = cur[p]
     last = parts[-1]
-    if isinstance(cur, list) and isinstance(last, int) and last < len(cur):
-        cur[last] = value
-    elif isinstance(cur, dict):
+    if (isinstance(cur, list) and isinstance(last, int) and last < len(cur)) or isinstance(
+        cur, dict
+    ):
         cur[last] = value
     else:
-        raise RecipeError([ConfigIssue(CLI, None, None, ".".join(map(str, parts)),
-                                       "cannot set this path")])
+        raise RecipeError(
+            [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), "cannot set this path")]
+        )
 
 
 # ------------------------------------------------------------------- error mapping
@@ -166,7 +169,9 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
 def _unwrap(tp: Any, part: str | int) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        models = [
+            a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         return models[0] if models else tp
     if origin is list and isinstance(part, int):
         return typing.get_args(tp)[0]
@@ -183,7 +188,9 @@ def _position(positions: dict[Loc, Position], loc: Loc, default_file: str) -> Po
 
 
 def _issue(err: Any, positions: dict[Loc, Position], file: str) -> ConfigIssue:
-    loc: Loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc: Loc = tuple(
+        p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+    )
     # Union/tagged errors append the member type name; drop it from the user-facing path.
     loc = tuple(p for p in loc if p not in ("str", "list[str]", "dict[str,any]"))
     path = ".".join(str(p) for p in loc)

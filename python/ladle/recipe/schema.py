@@ -52,6 +52,15 @@ class ModelSection(Section):
 Format = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text", "preference"]
 
 
+class GenerateSpec(Section):
+    name: Literal["tickets", "tickets-preference"] = Field(
+        description="Builtin generator: `tickets` (support ticket -> JSON record, messages "
+        "format) or `tickets-preference` (correct vs corrupted JSON, preference format)."
+    )
+    rows: int = Field(2000, ge=1, le=10_000_000, description="Rows to generate.")
+    seed: int = Field(7, ge=0, description="Generator seed (eval sets use a different one).")
+
+
 class DatasetSpec(Section):
     path: str | list[str] = Field(
         description="File, glob, or list of them (JSONL, JSON, Parquet, CSV) or a `datasets` "
@@ -80,6 +89,19 @@ class DatasetSpec(Section):
     system: str | None = Field(
         None, description="System prompt added to every example that has none."
     )
+    generate: GenerateSpec | None = Field(
+        None,
+        description="Write `path` with a builtin deterministic generator if it does not exist "
+        "yet (the quickstart's data). The file is ordinary data afterwards.",
+    )
+
+    @model_validator(mode="after")
+    def _generate_one_file(self) -> DatasetSpec:
+        if self.generate is not None and (
+            isinstance(self.path, list) or any(c in self.path for c in "*?[")
+        ):
+            raise ValueError("`generate` writes one file: `path` must be a single file, not a glob")
+        return self
 
 
 class NormalizeSpec(Section):
@@ -108,7 +130,9 @@ class DedupSpec(Section):
     )
     keep: Literal["first", "longest"] = Field("first", description="Which cluster member stays.")
     verify: bool = Field(True, description="Check LSH candidates by true Jaccard.")
-    normalize: NormalizeSpec = Field(default_factory=NormalizeSpec)
+    normalize: NormalizeSpec = Field(
+        default_factory=NormalizeSpec, description="Text normalisation before hashing."
+    )
     decontaminate: bool = Field(
         True, description="Drop train rows that duplicate an eval prompt (exact or near)."
     )
@@ -147,7 +171,10 @@ class DataSection(Section):
         lt=1,
         description="Hold out this fraction of train rows as eval when no eval split is given.",
     )
-    dedup: DedupSpec = Field(default_factory=DedupSpec)
+    dedup: DedupSpec = Field(
+        default_factory=DedupSpec,
+        description="Exact and near-duplicate removal, and train/eval decontamination.",
+    )
 
 
 # --------------------------------------------------------------------------- train
@@ -177,8 +204,8 @@ class TrainSection(Section):
         description="`lora`; `qlora` (LoRA over a 4-bit NF4 base); `dora` (weight-decomposed "
         "LoRA); `full` (all weights, most memory).",
     )
-    lora: LoraSpec = Field(default_factory=LoraSpec)
-    dpo: DpoSpec = Field(default_factory=DpoSpec)
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA/QLoRA/DoRA settings.")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (method: dpo).")
     lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored if max_steps).")
     max_steps: int | None = Field(
@@ -213,9 +240,7 @@ class TrainSection(Section):
     report_to: list[Literal["tensorboard", "mlflow", "wandb", "none"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Experiment trackers."
     )
-    threads: int | None = Field(
-        None, ge=1, description="torch CPU threads (default: all cores)."
-    )
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -292,9 +317,13 @@ class GateCondition(Section):
 
     @model_validator(mode="after")
     def _some_bound(self) -> GateCondition:
-        if all(
-            getattr(self, k) is None for k in ("min", "max", "min_gain", "max_regression", "max_ratio")
-        ) and not self.significant:
+        if (
+            all(
+                getattr(self, k) is None
+                for k in ("min", "max", "min_gain", "max_regression", "max_ratio")
+            )
+            and not self.significant
+        ):
             raise ValueError(
                 "a gate condition needs one of min, max, min_gain, max_regression, max_ratio "
                 "or significant: true"
@@ -328,7 +357,9 @@ class EvaluateSection(Section):
     candidate: PromptSpec = Field(
         default_factory=PromptSpec, description="The fine-tuned model's (usually minimal) prompt."
     )
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    generation: GenerationSpec = Field(
+        default_factory=GenerationSpec, description="How both contestants generate."
+    )
     metrics: list[MetricSpec] = Field(
         default_factory=lambda: [MetricSpec(name="exact_match")],
         description="Metrics, e.g. [json_valid, {name: json_field_accuracy, fields: [a, b]}].",
@@ -376,11 +407,13 @@ class Recipe(Section):
     extends: str | None = Field(
         None, description="Base recipe to inherit from (deep merge; this file wins)."
     )
-    model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection
-    train: TrainSection = Field(default_factory=TrainSection)
-    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
-    output: OutputSection = Field(default_factory=OutputSection)
+    model: ModelSection = Field(default_factory=ModelSection, description="The base model.")
+    data: DataSection = Field(description="Datasets and how they become training rows.")
+    train: TrainSection = Field(default_factory=TrainSection, description="How to train.")
+    evaluate: EvaluateSection = Field(
+        default_factory=EvaluateSection, description="Before/after evaluation and its gate."
+    )
+    output: OutputSection = Field(default_factory=OutputSection, description="Run folders.")
 
     @model_validator(mode="after")
     def _combinations(self) -> Recipe:
@@ -394,7 +427,9 @@ class Recipe(Section):
         if self.train.method == "sft" and "preference" in formats:
             problems.append("preference data trains with train.method: dpo, not sft")
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
-            problems.append("model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora")
+            problems.append(
+                "model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora"
+            )
         if self.train.adapter == "full" and self.train.method == "dpo":
             problems.append(
                 "full-weight DPO needs a second model copy as reference; use a LoRA adapter"
