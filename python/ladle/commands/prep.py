@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ladle.commands.common import add_recipe_args, subparser
+
 DESCRIPTION = """\
 Load, deduplicate, render, tokenize, mask and pack the recipe's datasets into Parquet
 shards under $LADLE_HOME/prep/<fingerprint>. The folder name is a fingerprint of the
@@ -13,34 +15,30 @@ version: run it again with nothing changed and it is a cache hit in well under a
 second; change one byte of input and it rebuilds. Training runs prep for you; run it
 alone to check drop counts and packing efficiency first."""
 
-EPILOG = """\
-examples:
-  ladle prep recipes/quickstart.yaml
-  ladle prep recipe.yaml data.max_length=4096 data.packing=ffd --force"""
+EXAMPLE = """\
+ladle prep recipes/quickstart.yaml
+ladle prep recipe.yaml data.max_length=4096 data.packing=ffd --force"""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = subparser(
+        subparsers,
         "prep",
         help="prepare (tokenize, mask, pack) a recipe's data into the cache",
         description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        example=EXAMPLE,
     )
-    p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    add_recipe_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from ladle.commands.common import console
     from ladle.data.prep import prep
     from ladle.recipe import load_recipe
 
-    console = Console()
     recipe = load_recipe(args.recipe, args.overrides)
     if args.quiet:
         result = prep(recipe, force=args.force)

@@ -7,28 +7,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ladle.commands.common import add_recipe_args, subparser
+
 DESCRIPTION = """\
 Render the first training examples with the recipe's chat template and tokenizer and
 show which tokens carry loss (highlighted) and which do not (dim). Check this before
 spending GPU hours: a wrong template or mask trains the wrong thing silently.
 --json prints the rendered text, input_ids and labels (-100 = no loss) instead."""
 
-EPILOG = """\
-examples:
-  ladle render recipes/quickstart.yaml --limit 3
-  ladle render recipe.yaml data.train_on=last --json"""
+EXAMPLE = """\
+ladle render recipes/quickstart.yaml --limit 3
+ladle render recipe.yaml data.train_on=last --json"""
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    p = subparser(
+        subparsers,
         "render",
         help="show examples as the model sees them, trained tokens highlighted",
         description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        example=EXAMPLE,
     )
-    p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    add_recipe_args(p)
     p.add_argument("--limit", type=int, default=3, help="examples to show (default 3)")
     p.add_argument("--split", choices=["train", "eval"], default="train")
     p.add_argument("--json", action="store_true", help="print text, ids and labels as JSON")
@@ -42,8 +42,10 @@ def examples(
     from ladle.data.examples import text_encoder
     from ladle.data.load import load_dataset
     from ladle.data.prep import load_chat_tokenizer
+    from ladle.demo import ensure_generated
     from ladle.models import resolve_model
 
+    ensure_generated(recipe)
     model_dir = Path(resolve_model(recipe.model.base))
     chat = tokenizer or load_chat_tokenizer(model_dir, recipe.data.template)
     out: list[dict[str, Any]] = []
@@ -78,10 +80,10 @@ def _encode(
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.rule import Rule
     from rich.text import Text
 
+    from ladle.commands.common import console
     from ladle.models import resolve_model
     from ladle.recipe import load_recipe
 
@@ -94,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(resolve_model(recipe.model.base)) / "tokenizer.json"))
-    console = Console()
     for n, r in enumerate(rows):
         trained = sum(1 for x in r["labels"] if x != -100)
         console.print(Rule(f"example {n + 1}: {len(r['input_ids'])} tokens, {trained} trained"))

@@ -138,9 +138,11 @@ def prep(
     ``encode``/``encode_batch``); ``progress(stage, done, total)`` is called as work
     advances (the CLI draws a bar with it).
     """
+    from ladle.demo import ensure_generated
     from ladle.models import resolve_model
 
     t0 = time.perf_counter()
+    ensure_generated(recipe)  # builtin generators write their file once, then it is data
     model_dir = Path(resolve_model(recipe.model.base))
     fp, files = fingerprint(recipe, model_dir)
     out = prep_dir(fp)
