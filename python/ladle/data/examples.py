@@ -33,6 +33,7 @@ class Encoder:
     max_length: int
     train_on: str
     overlong: str  # auto | drop | truncate | split
+    strict: bool = False
 
     def policy(self, is_text: bool) -> str:
         if self.overlong == "auto":
@@ -63,7 +64,13 @@ def text_encoder(
     package on the model's tokenizer.json (same ids: same file, no special tokens added).
     """
     eos_id: int | None = getattr(chat, "eos_token_id", None)
-    fn = getattr(chat, "encode_text_batch", None)
+    fn = None
+    if hasattr(chat, "tokenize_batch"):
+
+        def fn(texts: list[str]) -> list[list[int]]:
+            ids, offsets = chat.tokenize_batch(texts)
+            return [ids[offsets[k] : offsets[k + 1]] for k in range(len(texts))]
+
     if fn is None or eos_id is None:
         from tokenizers import Tokenizer
 
@@ -110,15 +117,36 @@ def encode_sft(
     chat_idx = [i for i, r in enumerate(rows) if "messages" in r]
     text_idx = [i for i, r in enumerate(rows) if "text" in r]
     encoded: dict[int, tuple[Ids, Ids]] = {}
-    plain = [i for i in chat_idx if not rows[i].get("tools")]
-    if plain:
-        batch = enc.chat.encode_batch([rows[i]["messages"] for i in plain], train_on=enc.train_on)
-        for i, (raw_ids, raw_labels) in zip(plain, _pairs(batch), strict=True):
-            encoded[i] = (np.asarray(raw_ids, np.int32), np.asarray(raw_labels, np.int32))
-    for i in chat_idx:
-        if rows[i].get("tools"):
-            r = enc.chat.encode(rows[i]["messages"], train_on=enc.train_on, tools=rows[i]["tools"])
-            encoded[i] = (np.asarray(r["input_ids"], np.int32), np.asarray(r["labels"], np.int32))
+    if chat_idx and hasattr(enc.chat, "encode_arrays"):
+        # ChatTokenizer's flat form: one Rust call, no per-token Python objects, and a
+        # row whose template raises is a counted drop instead of a failed batch. Rows
+        # are {"messages", "tools"?} mappings, which it accepts as conversations.
+        b = enc.chat.encode_arrays([rows[i] for i in chat_idx], train_on=enc.train_on)
+        off = b.offsets
+        for k, i in enumerate(chat_idx):
+            if b.errors[k] is not None:
+                if enc.strict:
+                    raise b.errors[k]
+                drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
+                continue
+            encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
+    elif chat_idx:
+        plain = [i for i in chat_idx if not rows[i].get("tools")]
+        if plain:
+            batch = enc.chat.encode_batch(
+                [rows[i]["messages"] for i in plain], train_on=enc.train_on
+            )
+            for i, (raw_ids, raw_labels) in zip(plain, _pairs(batch), strict=True):
+                encoded[i] = (np.asarray(raw_ids, np.int32), np.asarray(raw_labels, np.int32))
+        for i in chat_idx:
+            if rows[i].get("tools"):
+                r = enc.chat.encode(
+                    rows[i]["messages"], train_on=enc.train_on, tools=rows[i]["tools"]
+                )
+                encoded[i] = (
+                    np.asarray(r["input_ids"], np.int32),
+                    np.asarray(r["labels"], np.int32),
+                )
     if text_idx:
         for i, toks in zip(text_idx, enc.text([rows[i]["text"] for i in text_idx]), strict=True):
             if enc.eos_id is not None:

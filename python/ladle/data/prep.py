@@ -229,7 +229,9 @@ def _build(
         d.format == "preference" for d in data.datasets if d.split == "train"
     )
     enc_text, eos_id = text_encoder(chat, model_dir)
-    enc = Encoder(chat, enc_text, eos_id, data.max_length, data.train_on, data.overlong)
+    enc = Encoder(
+        chat, enc_text, eos_id, data.max_length, data.train_on, data.overlong, data.strict
+    )
     over = Overlong()
     stats: dict[str, Any]
     if is_dpo:
