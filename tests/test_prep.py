@@ -29,7 +29,7 @@ prep_mod = importlib.import_module("ladle.data.prep")
 @pytest.fixture(scope="session")
 def chat_tokenizer(smollm2_dir: Path) -> Any:
     try:
-        from ladle.data.chat import ChatTokenizer  # type: ignore[import-not-found,unused-ignore]
+        from ladle.data.chat import ChatTokenizer
     except ImportError:
         from _chat_standin import StandInChatTokenizer as ChatTokenizer
     return ChatTokenizer.from_pretrained(str(smollm2_dir))

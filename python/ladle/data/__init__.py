@@ -1,16 +1,13 @@
-"""The data engine: load and normalise datasets, tokenize with loss masks, pack, cache.
+"""Ladle's data engine: load and normalise datasets, render chat templates, tokenize with
+loss masks, pack, and cache the result (``ladle prep``).
 
-``prep(recipe)`` runs the whole pipeline into a content-addressed cache folder;
-``load_prepared(path)`` opens one for training and evaluation. ``pack`` is the packing
-primitive on its own, for notebooks and pipelines. The chat tokenizer lives in
-``ladle.data.chat`` (the ``chat`` area) and is imported lazily, so loading and packing
-work without it.
+The work runs in the Rust core (``ladle._core``); these modules check arguments and
+speak Python. ``prep(recipe)`` runs the whole pipeline into a content-addressed cache
+folder; ``load_prepared(path)`` opens one for training and evaluation; ``pack`` and
+``ChatTokenizer`` are the primitives on their own, for notebooks and pipelines.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
+from ladle.data.chat import ChatTokenizer, EncodedBatch  # chat: rendering/tokenize/masks
 from ladle.data.load import LoadedDataset, load_all, load_dataset, resolve_files
 from ladle.data.packing import IGNORE_INDEX, assemble, pack
 from ladle.data.prep import PrepResult, prep
@@ -19,6 +16,7 @@ from ladle.data.prepared import iter_train_rows, load_prepared
 __all__ = [
     "IGNORE_INDEX",
     "ChatTokenizer",
+    "EncodedBatch",
     "LoadedDataset",
     "PrepResult",
     "assemble",
@@ -30,11 +28,3 @@ __all__ = [
     "prep",
     "resolve_files",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ChatTokenizer":
-        from ladle.data.chat import ChatTokenizer  # type: ignore[import-not-found,unused-ignore]
-
-        return ChatTokenizer
-    raise AttributeError(name)

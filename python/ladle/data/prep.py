@@ -119,7 +119,7 @@ def prep_dir(fp: str) -> Path:
 def load_chat_tokenizer(model_dir: Path, template: str | None) -> Any:
     """The Rust chat tokenizer of the ``chat`` area (ladle.data.chat)."""
     try:
-        from ladle.data.chat import ChatTokenizer  # type: ignore[import-not-found,unused-ignore]
+        from ladle.data.chat import ChatTokenizer
     except ImportError as e:  # the chat area is not part of this build
         raise TokenizerError(f"ladle.data.chat.ChatTokenizer is unavailable: {e}") from e
     return ChatTokenizer.from_pretrained(str(model_dir), template=template)

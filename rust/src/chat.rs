@@ -1,1 +1,0 @@
-//! (chat) filled in by its issue.

@@ -1,0 +1,293 @@
+//! The minijinja environment that mirrors transformers' chat-template sandbox
+//! (`transformers.utils.chat_template_utils._cached_compile_jinja_template`):
+//! trim_blocks + lstrip_blocks, no trailing newline kept, loop controls, `raise_exception`,
+//! `strftime_now`, transformers' `tojson` (json.dumps, ensure_ascii=False), Python string
+//! methods (minijinja-contrib pycompat) and Python's way of printing values.
+
+use minijinja::value::{Kwargs, Value, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State};
+
+use super::pyfmt;
+
+/// Private-use code points that wrap the output of a `{% generation %}` block while
+/// rendering, so its character span can be recovered afterwards. Input text holding
+/// them is refused (see `Conversation::from_json`).
+pub const GEN_START: char = '\u{F0002}';
+pub const GEN_END: char = '\u{F0003}';
+/// Prefix of the error detail produced by `raise_exception`, so it can be reported as
+/// the template's own message rather than a rendering failure.
+pub const RAISED: &str = "raise_exception: ";
+
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{RAISED}{msg}"),
+    ))
+}
+
+fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
+    let indent: Option<Value> = kwargs.get("indent")?;
+    let separators: Option<Value> = kwargs.get("separators")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(i) if i.is_none() => None,
+        Some(i) if i.kind() == ValueKind::String => {
+            Some(i.as_str().unwrap_or_default().to_string())
+        }
+        Some(i) => Some(" ".repeat(i64::try_from(i)?.max(0) as usize)),
+    };
+    let (item_sep, key_sep) = match separators {
+        Some(s) if !s.is_none() => {
+            let parts: Vec<Value> = s.try_iter()?.collect();
+            if parts.len() != 2 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: separators needs 2 items",
+                ));
+            }
+            (parts[0].to_string(), parts[1].to_string())
+        }
+        _ if indent.is_some() => (",".to_string(), ": ".to_string()),
+        _ => (", ".to_string(), ": ".to_string()),
+    };
+    let opts = pyfmt::JsonOpts {
+        indent,
+        ensure_ascii: ensure_ascii.unwrap_or(false),
+        item_sep,
+        key_sep,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
+    let mut out = String::new();
+    pyfmt::json_dumps(&v, &opts, 0, &mut out)?;
+    Ok(Value::from(out))
+}
+
+/// Python's `str(value)`, used for the `string` filter so `true|string` gives `True`.
+fn string_filter(v: Value) -> Result<Value, Error> {
+    if v.kind() == ValueKind::String {
+        return Ok(v);
+    }
+    let mut s = String::new();
+    pyfmt::py_str(&v, &mut s)?;
+    Ok(Value::from(s))
+}
+
+fn generation_filter(body: String) -> String {
+    let mut s = String::with_capacity(body.len() + 8);
+    s.push(GEN_START);
+    s.push_str(&body);
+    s.push(GEN_END);
+    s
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+/// `datetime.now().strftime(fmt)` for the directives chat templates use. An unknown
+/// directive is an error rather than a guess.
+pub fn strftime(now: time::OffsetDateTime, fmt: &str) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut d = chars.next().unwrap_or('%');
+        let pad = if d == '-' {
+            d = chars.next().unwrap_or('%');
+            false
+        } else {
+            true
+        };
+        let num = |n: i64, w: usize| {
+            if pad {
+                format!("{n:0w$}")
+            } else {
+                n.to_string()
+            }
+        };
+        let month0 = u8::from(now.month()) as usize - 1;
+        let wd = now.weekday().number_days_from_monday() as usize;
+        let hour12 = match now.hour() % 12 {
+            0 => 12,
+            h => h,
+        };
+        let piece = match d {
+            'Y' => now.year().to_string(),
+            'y' => num((now.year() % 100) as i64, 2),
+            'm' => num(month0 as i64 + 1, 2),
+            'd' => num(now.day() as i64, 2),
+            'e' => format!("{:>2}", now.day()),
+            'H' => num(now.hour() as i64, 2),
+            'I' => num(hour12 as i64, 2),
+            'M' => num(now.minute() as i64, 2),
+            'S' => num(now.second() as i64, 2),
+            'j' => num(now.ordinal() as i64, 3),
+            'p' => if now.hour() < 12 { "AM" } else { "PM" }.to_string(),
+            'B' => MONTHS[month0].to_string(),
+            'b' | 'h' => MONTHS[month0][..3].to_string(),
+            'A' => DAYS[wd].to_string(),
+            'a' => DAYS[wd][..3].to_string(),
+            'u' => (wd + 1).to_string(),
+            'w' => ((wd + 1) % 7).to_string(),
+            'F' => format!("{}-{:02}-{:02}", now.year(), month0 + 1, now.day()),
+            'T' => format!("{:02}:{:02}:{:02}", now.hour(), now.minute(), now.second()),
+            '%' => "%".to_string(),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: directive %{other} is not supported by Ladle's renderer"
+                    ),
+                ))
+            }
+        };
+        out.push_str(&piece);
+    }
+    Ok(out)
+}
+
+fn strftime_now(fmt: String) -> Result<Value, Error> {
+    // Python's datetime.now() is local time; the process' UTC offset is used when the
+    // platform lets us read it safely, UTC otherwise.
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    strftime(now, &fmt).map(Value::from)
+}
+
+/// jinja2 prints Python objects with `str()`: `True`, `None`, `['a', 1]`.
+fn python_formatter(out: &mut minijinja::Output, _state: &State, v: &Value) -> Result<(), Error> {
+    if let Some(s) = v.as_str() {
+        return out.write_str(s).map_err(Error::from);
+    }
+    let mut s = String::new();
+    pyfmt::py_str(v, &mut s)?;
+    out.write_str(&s).map_err(Error::from)
+}
+
+/// Rewrites `{% generation %}` / `{% endgeneration %}` (transformers' AssistantTracker
+/// extension tags) into a filter block. Both are block tags, so trim_blocks and
+/// lstrip_blocks treat them exactly as jinja2 treats the extension tags.
+pub fn rewrite_generation_tags(src: &str) -> (String, bool) {
+    let mut out = String::with_capacity(src.len());
+    let mut found = false;
+    let mut rest = src;
+    while let Some(pos) = rest.find("{%") {
+        out.push_str(&rest[..pos]);
+        let tag = &rest[pos..];
+        let Some(end) = tag.find("%}") else {
+            out.push_str(tag);
+            rest = "";
+            break;
+        };
+        let inner = &tag[2..end];
+        let (lead, body) = match inner.strip_prefix(['-', '+']) {
+            Some(b) => (&inner[..1], b),
+            None => ("", inner),
+        };
+        let (body, trail) = match body.strip_suffix(['-', '+']) {
+            Some(b) => (b, &body[body.len() - 1..]),
+            None => (body, ""),
+        };
+        let word = body.trim();
+        let replacement = match word {
+            "generation" => Some("filter __ladle_generation"),
+            "endgeneration" => Some("endfilter"),
+            _ => None,
+        };
+        match replacement {
+            Some(r) => {
+                found = true;
+                out.push_str(&format!("{{%{lead} {r} {trail}%}}"));
+            }
+            None => out.push_str(&tag[..end + 2]),
+        }
+        rest = &tag[end + 2..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// The environment every chat template is compiled in.
+pub fn new_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(false);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_formatter(python_formatter);
+    env.add_filter("tojson", tojson);
+    env.add_filter("string", string_filter);
+    env.add_filter("__ladle_generation", generation_filter);
+    env.add_function("raise_exception", raise_exception);
+    env.add_function("strftime_now", strftime_now);
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_generation_tags_keeping_whitespace_control() {
+        let (s, found) =
+            rewrite_generation_tags("a{%- generation %}b{% endgeneration -%}c{% if x %}");
+        assert!(found);
+        assert_eq!(
+            s,
+            "a{%- filter __ladle_generation %}b{% endfilter -%}c{% if x %}"
+        );
+        assert!(!rewrite_generation_tags("{{ x }}{% for m in y %}").1);
+    }
+
+    #[test]
+    fn strftime_directives() {
+        let t = time::macros::datetime!(2024-07-05 14:03:09 UTC);
+        assert_eq!(strftime(t, "%d %b %Y").unwrap(), "05 Jul 2024");
+        assert_eq!(
+            strftime(t, "%-d %B %Y, %A %I:%M %p").unwrap(),
+            "5 July 2024, Friday 02:03 PM"
+        );
+        assert!(strftime(t, "%Z").is_err());
+    }
+
+    #[test]
+    fn tojson_is_python_json_dumps() {
+        let env = new_environment();
+        let v = serde_json::json!({"a": "é<>", "b": [1, 2.0, null, true], "c": {}});
+        let out = env
+            .render_str(
+                "{{ v|tojson }}|{{ v|tojson(indent=2) }}",
+                minijinja::context! { v => Value::from_serialize(&v) },
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "{\"a\": \"é<>\", \"b\": [1, 2.0, null, true], \"c\": {}}|{\n  \"a\": \"é<>\",\n  \"b\": [\n    1,\n    2.0,\n    null,\n    true\n  ],\n  \"c\": {}\n}"
+        );
+    }
+}

@@ -1,1 +1,0 @@
-//! (tokenize) filled in by its issue.
