@@ -239,12 +239,13 @@ fn assemble_packed<'py>(
         p.seq_lengths.into_pyarray(py),
         p.seq_offsets.into_pyarray(py),
     ))
+}
+
 // ---------------------------------------------------------------- chat / tokenize
 
 use crate::chat::{ChatTemplate, Conversation};
 use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, TrainOn};
 use crate::tokenize::TextTokenizer;
-use numpy::PyArray1;
 use pyo3::types::PyAny;
 
 /// Per-row outcome handed back to Python: the exception instance of a failed row, so
