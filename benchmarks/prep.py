@@ -139,7 +139,7 @@ def _hf_encode(batch: dict[str, list[Any]], model_dir: str) -> dict[str, list[An
             start = len(
                 tok.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True)
             )
-            end = len(tok.apply_chat_template(msgs[: i + 1], tokenize=False)) - 1  # keep "\n" out
+            end = len(tok.apply_chat_template(msgs[: i + 1], tokenize=False))
             sp.append((start, end))
         texts.append(text)
         spans.append(sp)

@@ -67,9 +67,11 @@ def normalize_rows(
     unit: str = "line",
     offset: int = 0,
     json_array: bool = False,
-) -> tuple[list[dict[str, Any]], list[int], dict[str, int], list[tuple[str, int, str, str]]]:
-    """Parse JSON rows and normalise a dataset format; returns
-    ``(rows, line numbers, bad counts per reason, first bad rows (reason, line, field, message))``."""
+    as_json: bool = False,
+) -> tuple[list[Any], list[int], dict[str, int], list[tuple[str, int, str, str]]]:
+    """Parse JSON rows and normalise a dataset format; returns ``(rows (dicts, or JSON
+    text with as_json), line numbers, bad counts per reason, first bad rows (reason,
+    line, field, message))``."""
 
 def pack(
     lengths: npt.NDArray[np.int64], capacity: int, strategy: str = "bfd", seed: int = 0

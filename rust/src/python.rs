@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
+use rayon::prelude::*;
 
 use crate::error::LadleError;
 
@@ -121,11 +122,13 @@ type NormalizeOut<'py> = (
 
 /// Parse and normalise JSON rows into Ladle's internal conversation form.
 ///
-/// Returns `(rows, lines, bad_counts, bad_first)`; `bad_first` holds
+/// Returns `(rows, lines, bad_counts, bad_first)` (rows as dicts, or as compact JSON text
+/// with `as_json`); `bad_first` holds
 /// `(reason, line, field, message)` for the first few bad rows of each reason.
 #[pyfunction]
 #[pyo3(signature = (data, format, *, columns=None, roles=None, system=None, strict=false,
-    limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false))]
+    limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false,
+    as_json=false))]
 #[allow(clippy::too_many_arguments)]
 fn normalize_rows<'py>(
     py: Python<'py>,
@@ -140,6 +143,7 @@ fn normalize_rows<'py>(
     unit: String,
     offset: usize,
     json_array: bool,
+    as_json: bool,
 ) -> PyResult<NormalizeOut<'py>> {
     let opts = crate::load::Options {
         format: crate::load::Format::parse(format).map_err(to_py_err)?,
@@ -162,8 +166,23 @@ fn normalize_rows<'py>(
         })
         .map_err(to_py_err)?;
     let rows = pyo3::types::PyList::empty(py);
-    for row in &loaded.rows {
-        rows.append(json_to_py(py, row)?)?;
+    if as_json {
+        // Compact JSON text per row: a fraction of the memory of Python dicts, and what
+        // the chat encoder parses anyway.
+        let texts: Vec<String> = py.detach(|| {
+            loaded
+                .rows
+                .par_iter()
+                .map(|r| serde_json::to_string(r).unwrap_or_default())
+                .collect()
+        });
+        for t in texts {
+            rows.append(t)?;
+        }
+    } else {
+        for row in &loaded.rows {
+            rows.append(json_to_py(py, row)?)?;
+        }
     }
     let counts = loaded
         .bad_counts

@@ -196,7 +196,9 @@ class ChatTokenizer:
         folder = _model_folder(model)
         tok_json = folder / "tokenizer.json"
         if not tok_json.is_file():
-            raise TokenizerError(f"{folder} has no tokenizer.json (only fast tokenizers are supported)")
+            raise TokenizerError(
+                f"{folder} has no tokenizer.json (only fast tokenizers are supported)"
+            )
         config: dict[str, Any] = {}
         cfg_path = folder / "tokenizer_config.json"
         if cfg_path.is_file():

@@ -108,20 +108,26 @@ def _trained(labels: Ids) -> int:
 
 
 def encode_sft(
-    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+    enc: Encoder,
+    rows: list[str],
+    kinds: list[str],
+    locations: list[str],
+    drops: Drops,
+    over: Overlong,
 ) -> list[tuple[int, Ids, Ids]]:
-    """Tokenize a chunk of chat/text rows into ``(row index, ids, labels)`` documents.
+    """Tokenize a chunk of rows (JSON text; ``kinds`` "chat" or "text") into
+    ``(row index, ids, labels)`` documents.
 
     One row can give several documents (``split``) or none (a counted drop).
     """
-    chat_idx = [i for i, r in enumerate(rows) if "messages" in r]
-    text_idx = [i for i, r in enumerate(rows) if "text" in r]
+    chat_idx = [i for i, k in enumerate(kinds) if k == "chat"]
+    text_idx = [i for i, k in enumerate(kinds) if k == "text"]
     encoded: dict[int, tuple[Ids, Ids]] = {}
-    if chat_idx and hasattr(enc.chat, "encode_arrays"):
-        # ChatTokenizer's flat form: one Rust call, no per-token Python objects, and a
-        # row whose template raises is a counted drop instead of a failed batch. Rows
-        # are {"messages", "tools"?} mappings, which it accepts as conversations.
-        b = enc.chat.encode_arrays([rows[i] for i in chat_idx], train_on=enc.train_on)
+    if chat_idx and hasattr(enc.chat, "encode_json"):
+        # ChatTokenizer's flat form: the rows' JSON goes straight to Rust (no Python
+        # dicts, no per-token Python objects), and a row whose template raises is a
+        # counted drop instead of a failed batch. A row is {"messages", "tools"?}.
+        b = enc.chat.encode_json([rows[i] for i in chat_idx], train_on=enc.train_on)
         off = b.offsets
         for k, i in enumerate(chat_idx):
             if b.errors[k] is not None:
@@ -130,28 +136,30 @@ def encode_sft(
                 drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
                 continue
             encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
-    elif chat_idx:
-        plain = [i for i in chat_idx if not rows[i].get("tools")]
+    elif chat_idx:  # any object with ChatTokenizer's encode/encode_batch signature
+        parsed = {i: json.loads(rows[i]) for i in chat_idx}
+        plain = [i for i in chat_idx if not parsed[i].get("tools")]
         if plain:
             batch = enc.chat.encode_batch(
-                [rows[i]["messages"] for i in plain], train_on=enc.train_on
+                [parsed[i]["messages"] for i in plain], train_on=enc.train_on
             )
             for i, (raw_ids, raw_labels) in zip(plain, _pairs(batch), strict=True):
                 encoded[i] = (np.asarray(raw_ids, np.int32), np.asarray(raw_labels, np.int32))
         for i in chat_idx:
-            if rows[i].get("tools"):
+            if parsed[i].get("tools"):
                 r = enc.chat.encode(
-                    rows[i]["messages"], train_on=enc.train_on, tools=rows[i]["tools"]
+                    parsed[i]["messages"], train_on=enc.train_on, tools=parsed[i]["tools"]
                 )
                 encoded[i] = (
                     np.asarray(r["input_ids"], np.int32),
                     np.asarray(r["labels"], np.int32),
                 )
     if text_idx:
-        for i, toks in zip(text_idx, enc.text([rows[i]["text"] for i in text_idx]), strict=True):
-            if enc.eos_id is not None:
-                toks = [*toks, enc.eos_id]
+        texts = [json.loads(rows[i])["text"] for i in text_idx]
+        for i, toks in zip(text_idx, enc.text(texts), strict=True):
             arr = np.asarray(toks, np.int32)
+            if enc.eos_id is not None:
+                arr = np.append(arr, np.int32(enc.eos_id))
             encoded[i] = (arr, arr.copy())
 
     docs: list[tuple[int, Ids, Ids]] = []

@@ -165,7 +165,7 @@ def prep(
 class _Rows:
     """Rows of one split with their dataset index and source location."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)  # normalised rows as JSON text
     ds: list[int] = field(default_factory=list)
     loc: list[str] = field(default_factory=list)
 
@@ -191,7 +191,7 @@ def _build(
 ) -> dict[str, Any]:
     data = recipe.data
     report("load", 0, len(data.datasets))
-    loaded = load_all(data.datasets, strict=data.strict)
+    loaded = load_all(data.datasets, strict=data.strict, as_json=True)
     report("load", len(data.datasets), len(data.datasets))
     drops = Drops()
     per_ds: list[dict[str, Any]] = []
@@ -239,7 +239,8 @@ def _build(
     else:
         stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
     stats["overlong"] = vars(over)
-    eval_shards = write_eval(tmp, evals.rows, evals.ds) if evals.rows else []
+    eval_rows = [json.loads(r) for r in evals.rows]
+    eval_shards = write_eval(tmp, eval_rows, evals.ds) if eval_rows else []
     rows_out = stats.pop("rows_out_by_ds")
     tokens_by_ds = stats.pop("tokens_by_ds")
     for i, row in enumerate(per_ds):
@@ -272,19 +273,20 @@ def _dedup(
         # The dedup area is not merged in this build: record it rather than pretend.
         return train, evals, {"skipped": "ladle.dedup is not available in this build"}
     cfg = recipe.data.dedup
-    against = evals.rows if (cfg.decontaminate and evals.rows) else None
+    against = [json.loads(r) for r in evals.rows] if (cfg.decontaminate and evals.rows) else None
+    rows = [json.loads(r) for r in train.rows]
     kept, rep = dedup_rows(
-        train.rows,
+        rows,
         cfg,
         against_rows=against,
         locations=train.loc,
         against_locations=evals.loc if against is not None else None,
     )
     keep_ids = {id(r) for r in kept}
-    idx = [i for i, r in enumerate(train.rows) if id(r) in keep_ids]
+    idx = [i for i, r in enumerate(rows) if id(r) in keep_ids]
     rep = dict(rep) if not isinstance(rep, dict) else rep
     contaminated = {p.get("removed") for p in rep.get("contaminated_pairs", [])}
-    for i, r in enumerate(train.rows):
+    for i, r in enumerate(rows):
         if id(r) not in keep_ids:
             reason = "contaminated" if train.loc[i] in contaminated else "duplicate"
             drops.add(reason, train.loc[i])
@@ -319,6 +321,7 @@ def _prep_sft(
     report: Progress,
 ) -> dict[str, Any]:
     data = recipe.data
+    specs = data.datasets
     work = tmp / ".work"
     work.mkdir()
     lengths: list[int] = []
@@ -329,8 +332,9 @@ def _prep_sft(
     with open(work / "ids.bin", "wb") as fi, open(work / "labels.bin", "wb") as fl:
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
-            docs = encode_sft(enc, train.rows[a:b], train.loc[a:b], drops, over)
-            train.rows[a:b] = [{}] * (b - a)  # free the conversations as we go
+            kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
+            docs = encode_sft(enc, train.rows[a:b], kinds, train.loc[a:b], drops, over)
+            train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
             seen = set()
             for i, ids, labels in docs:
                 fi.write(ids.tobytes())
@@ -413,7 +417,8 @@ def _prep_preference(
     rows_out: dict[int, int] = {}
     for a in range(0, n, CHUNK_ROWS):
         b = min(n, a + CHUNK_ROWS)
-        for i, p, c, r in encode_preference(enc, train.rows[a:b], train.loc[a:b], drops, over):
+        chunk = [json.loads(r) for r in train.rows[a:b]]
+        for i, p, c, r in encode_preference(enc, chunk, train.loc[a:b], drops, over):
             triples.append((p, c, r))
             rows_out[train.ds[a + i]] = rows_out.get(train.ds[a + i], 0) + 1
         report("tokenize", b, n)

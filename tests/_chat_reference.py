@@ -1,11 +1,12 @@
-"""TEST-ONLY stand-in for ``ladle.data.ChatTokenizer`` (built on the ``chat`` branch).
+"""TEST-ONLY reference tokenizer with ``ladle.data.ChatTokenizer``'s signature.
 
-Same signature as the real class, implemented the slow reference way: transformers'
-``apply_chat_template`` for rendering and prefix-diff tokenization for the loss mask
-(render the conversation up to each trained assistant turn with
-``add_generation_prompt=True``; the tokens between that prefix and the end of the turn
-are trained). Used only so the prep tests can run before the Rust renderer is merged;
-it is never imported by the package.
+Implemented the slow reference way: transformers' ``apply_chat_template`` for rendering
+and prefix-diff tokenization for the loss mask (render the conversation up to each
+trained assistant turn with ``add_generation_prompt=True``; the tokens between that
+prefix and the end of the turn are trained). It served as a stand-in before the Rust
+ChatTokenizer was merged; now it is the reference ``prep`` is checked against, and it
+exercises prep's generic path for tokenizers without ``encode_json``. Never imported
+by the package.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any
 IGNORE = -100
 
 
-class StandInChatTokenizer:
+class ReferenceChatTokenizer:
     def __init__(self, tok: Any) -> None:
         self.tok = tok
 
     @classmethod
     def from_pretrained(
         cls, model_dir: str | Path, template: str | None = None
-    ) -> StandInChatTokenizer:
+    ) -> ReferenceChatTokenizer:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -62,10 +63,6 @@ class StandInChatTokenizer:
                     self._ids(self.render(messages[:i], add_generation_prompt=True, tools=tools))
                 )
             end = len(self._ids(self.render(messages[: i + 1], tools=tools)))
-            # ChatML closes a turn with "<|im_end|>\n": train up to and including <|im_end|>.
-            end_text = self.render(messages[: i + 1], tools=tools)
-            if end_text.endswith("\n") and train_on != "all":
-                end -= 1
             for t in range(start, min(end, len(ids))):
                 labels[t] = ids[t]
         return {"input_ids": ids, "labels": labels}
