@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         with _bar(console) as report:
             result = prep(recipe, force=args.force, progress=report)
     console.print(summary_table(result))
+    console.print(f"output: {result.path}", soft_wrap=True)
     return 0
 
 
@@ -118,5 +119,4 @@ def summary_table(result: Any) -> Any:
             "",
         )
     t.add_row("eval rows", "", "", f"{m['eval']['rows']:,}", "")
-    t.add_row("output", "", "", "", str(result.path))
     return t
