@@ -225,3 +225,19 @@ def test_missing_paths_are_data_errors(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("x")
     with pytest.raises(DataError, match="unsupported file type"):
         _load(tmp_path / "x.txt")
+
+
+def test_jsonl_read_in_blocks_keeps_line_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ladle.data.load as load_mod
+
+    monkeypatch.setattr(load_mod, "BLOCK_BYTES", 100)  # many blocks, lines cut mid-way
+    rows: list[Any] = [CHAT] * 7
+    rows[4] = "{bad"
+    path = _jsonl(tmp_path / "d.jsonl", rows)
+    path.write_text(path.read_text().rstrip("\n"))  # last line without newline
+    d = _load(path)
+    assert len(d.rows) == 6
+    assert d.locations[-1] == f"{path}:7"
+    assert d.drops.first["malformed_json"][0].startswith(f"{path}:5:")

@@ -30,6 +30,7 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".arrow")
 FIRST_BAD = 5  # locations kept per drop reason (the Rust side keeps the same number)
 BATCH_ROWS = 65_536  # table rows per record batch handed to Rust
+BLOCK_BYTES = 64 << 20  # JSONL bytes per block handed to Rust
 
 
 @dataclass
@@ -217,9 +218,14 @@ def load_dataset(
     for path in files:
         if spec.limit is not None and len(rows) >= spec.limit:
             break
+        if path.name.endswith(".json"):
+            take(path.read_bytes(), str(path), "line", 0, True)
+            continue
         if path.name.endswith(JSON_SUFFIXES):
-            data = path.read_bytes()
-            take(data, str(path), "line", 0, path.name.endswith(".json"))
+            for block, first_line in _line_blocks(path):
+                if spec.limit is not None and len(rows) >= spec.limit:
+                    break
+                take(block, str(path), "line", first_line, False)
             continue
         offset = 0
         for batch in _record_batches(path):
@@ -228,6 +234,27 @@ def load_dataset(
             take(_ndjson(batch), str(path), "row", offset, False)
             offset += batch.num_rows
     return LoadedDataset(index, spec, files, rows, locations, read, drops)
+
+
+def _line_blocks(path: Path) -> Iterator[tuple[bytes, int]]:
+    """JSONL in blocks of whole lines (``BLOCK_BYTES`` each), with the number of lines
+    before each block: parsing a block at a time keeps the parsed JSON of a huge file
+    from ever being in memory at once."""
+    line = 0
+    carry = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(BLOCK_BYTES)
+            data = carry + chunk
+            if not chunk:
+                if data:
+                    yield data, line
+                return
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                yield data[:cut], line
+                line += data.count(b"\n", 0, cut)
 
 
 def _ndjson(batch: Any) -> bytes:
