@@ -281,14 +281,52 @@ def test_strict_prep_fails_on_bad_row(
         run_prep(recipe, chat_tokenizer)
 
 
-def test_dedup_integration_point_is_reported(
-    tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
+def test_dedup_integration(
+    tmp_path: Path,
+    home: Path,
+    smollm2_dir: Path,
+    chat_tokenizer: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """prep calls ladle.dedup.dedup_rows(rows, config, against_rows=eval rows, locations=...)
+    and counts what it removed. The real module comes from the dedup area; this fake has
+    its signature and removes exact duplicates of the conversation and of eval rows."""
+    import types
+
+    calls: list[dict[str, Any]] = []
+
+    def dedup_rows(rows, config, against_rows=None, *, locations=None, against_locations=None):  # type: ignore[no-untyped-def]
+        calls.append({"config": config, "n": len(rows), "against": against_rows})
+        seen = {json.dumps(r, sort_keys=True) for r in (against_rows or [])}
+        evals = set(seen)
+        kept, contaminated = [], []
+        for i, r in enumerate(rows):
+            key = json.dumps(r, sort_keys=True)
+            if key in evals:
+                contaminated.append({"removed": locations[i]})
+            elif key not in seen:
+                kept.append(r)
+            seen.add(key)
+        return kept, {
+            "rows_in": len(rows),
+            "rows_out": len(kept),
+            "contaminated_pairs": contaminated,
+        }
+
+    monkeypatch.setitem(sys.modules, "ladle.dedup", types.SimpleNamespace(dedup_rows=dedup_rows))
+    train = jsonl(tmp_path / "d.jsonl", [conv(1), conv(2), conv(1), conv(3)])
+    evals = jsonl(tmp_path / "e.jsonl", [conv(3)])
     recipe = write_recipe(
-        tmp_path, smollm2_dir, [{"path": jsonl(tmp_path / "d.jsonl", [conv(1), conv(1)])}]
+        tmp_path, smollm2_dir, [{"path": train}, {"path": evals, "split": "eval"}]
     )
     res = run_prep(recipe, chat_tokenizer, "data.dedup.enabled=true")
-    assert res.manifest["dedup"] is not None
+    assert calls[0]["n"] == 4 and calls[0]["against"] == [conv(3)]
+    assert res.manifest["drops"]["duplicate"] == {"count": 1, "first": [f"{train}:3"]}
+    assert res.manifest["drops"]["contaminated"] == {"count": 1, "first": [f"{train}:4"]}
+    assert res.manifest["train"]["examples"] == 2
+    assert res.manifest["dedup"]["rows_out"] == 2
+    off = run_prep(recipe, chat_tokenizer)  # dedup.enabled: false in the recipe
+    assert off.manifest["train"]["examples"] == 4 and len(calls) == 1
 
 
 def test_cli_prep_and_render(
