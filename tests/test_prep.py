@@ -406,3 +406,29 @@ def test_prep_equals_transformers_reference(
     # The one reply that starts with spaces may differ on the straddling token (see
     # reference-formats.md); everything else must agree exactly.
     assert n_diff <= 1
+
+
+def test_cache_hit_hashes_nothing_and_reports_progress(
+    tmp_path: Path,
+    home: Path,
+    smollm2_dir: Path,
+    chat_tokenizer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ladle.data import iter_train_rows
+
+    recipe = write_recipe(
+        tmp_path, smollm2_dir, [{"path": jsonl(tmp_path / "d.jsonl", [conv(i) for i in range(3)])}]
+    )
+    stages: list[str] = []
+    first = prep(
+        load_recipe(recipe), tokenizer=chat_tokenizer, progress=lambda s, d, t: stages.append(s)
+    )
+    assert {"load", "tokenize", "pack", "write"} <= set(stages)
+    assert sum(1 for _ in iter_train_rows(first.path)) == first.manifest["train"]["rows"]
+
+    def no_hashing(paths: list[str]) -> str:
+        raise AssertionError(f"a cache hit must not hash {paths}")
+
+    monkeypatch.setattr(prep_mod._core, "fingerprint_files", no_hashing)
+    assert prep(load_recipe(recipe)).cache_hit
