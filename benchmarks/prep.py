@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -492,7 +493,7 @@ def compare(hf: dict[str, Any], ladle_res: Any) -> dict[str, int]:
         flat_lab = pc.list_flatten(batch["labels"]).to_numpy()
         seqs = pc.list_flatten(batch["seq_lengths"]).to_numpy()
         starts = np.concatenate([[0], np.cumsum(seqs)])
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in itertools.pairwise(starts):
             ours_ids[_digest(flat_ids[a:b])] += 1
             ours_both[_digest(flat_ids[a:b], flat_lab[a:b])] += 1
     return {
