@@ -432,3 +432,15 @@ def test_cache_hit_hashes_nothing_and_reports_progress(
 
     monkeypatch.setattr(prep_mod._core, "fingerprint_files", no_hashing)
     assert prep(load_recipe(recipe)).cache_hit
+
+
+def test_stale_temp_folders_of_killed_runs_are_cleared(home: Path) -> None:
+    import os
+
+    old = home / "prep" / ".tmp-abc-123"
+    fresh = home / "prep" / ".tmp-def-456"
+    old.mkdir(parents=True)
+    fresh.mkdir()
+    os.utime(old, (0, 0))
+    assert prep_mod.clear_stale_temp() == 1
+    assert not old.exists() and fresh.exists()  # a young one may be a running prep

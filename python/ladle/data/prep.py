@@ -154,6 +154,7 @@ def prep(
         tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
     )
     report = progress or (lambda stage, done, total: None)
+    clear_stale_temp()
     with atomic_dir(out, replace=True) as tmp:
         manifest = _build(recipe, model_dir, chat, files, tmp, report)
         manifest["fingerprint"] = fp
@@ -441,7 +442,12 @@ def _prep_preference(
 
 
 def clear_stale_temp(home: Path | None = None) -> int:
-    """Remove ``.tmp-*`` folders that interrupted runs left under the prep cache."""
+    """Remove ``.tmp-*`` folders that killed runs left under the prep cache.
+
+    ``atomic_dir`` removes its folder on any exception; only a hard kill (SIGKILL, power
+    loss) leaves one behind. Folders younger than an hour may belong to a prep running
+    right now in another process, so they stay.
+    """
     root = (home or ladle_home()) / "prep"
     n = 0
     if root.is_dir():
