@@ -84,18 +84,17 @@ def run(args: argparse.Namespace) -> int:
     from rich.text import Text
 
     from ladle.commands.common import console
+    from ladle.data.prep import load_chat_tokenizer
     from ladle.models import resolve_model
     from ladle.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    rows = examples(recipe, args.limit, args.split)
+    tok = load_chat_tokenizer(Path(resolve_model(recipe.model.base)), recipe.data.template)
+    rows = examples(recipe, args.limit, args.split, tokenizer=tok)
     if args.json:
         for r in rows:
             print(json.dumps(r, ensure_ascii=False))
         return 0
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(resolve_model(recipe.model.base)) / "tokenizer.json"))
     for n, r in enumerate(rows):
         trained = sum(1 for x in r["labels"] if x != -100)
         console.print(Rule(f"example {n + 1}: {len(r['input_ids'])} tokens, {trained} trained"))
