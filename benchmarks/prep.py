@@ -367,7 +367,9 @@ def run_hf(corpus: Path, model_dir: Path) -> dict[str, Any]:
     )
     t_map = time.perf_counter() - t0
     t0 = time.perf_counter()
-    packed = pack_dataset(enc, MAX_LENGTH, strategy="bfd")
+    packed = pack_dataset(
+        enc, MAX_LENGTH, strategy="bfd", map_kwargs={"load_from_cache_file": False}
+    )
     t_pack = time.perf_counter() - t0
     lens = np.asarray([len(x) for x in enc["input_ids"]])
     packed_tokens = int(sum(len(x) for x in packed["input_ids"]))
@@ -386,24 +388,36 @@ def run_hf(corpus: Path, model_dir: Path) -> dict[str, Any]:
 
 
 def run_tokenizers(corpus: Path, model_dir: Path) -> dict[str, Any]:
+    """(b) in a fresh process: the (a) process holds its datasets and has
+    TOKENIZERS_PARALLELISM=false left behind by datasets.map(num_proc>1), either of
+    which would understate what the crate alone can do."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--only-tokenizers", str(corpus), str(model_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "true"},
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _tokenizers_only(corpus: Path, model_dir: Path) -> None:
     from tokenizers import Tokenizer
 
     from ladle.data import ChatTokenizer
 
-    # datasets.map(num_proc>1) leaves TOKENIZERS_PARALLELISM=false behind in this
-    # process, which would make (b) single-threaded: (b) is "all cores".
-    os.environ["TOKENIZERS_PARALLELISM"] = "true"
     with open(corpus) as f:
         convs = [json.loads(line)["messages"] for line in f]
     # Not timed. Ladle's renderer is byte-identical to apply_chat_template (the chat
     # tests prove it; equal token totals of (a) and (b) below confirm it here) and
     # saves minutes of Jinja in Python.
     texts = ChatTokenizer.from_pretrained(model_dir).render_batch(convs)
+    del convs
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     t0 = time.perf_counter()
     encs = tok.encode_batch_fast(texts, add_special_tokens=False)
     t = time.perf_counter() - t0
-    return {"t": t, "tokens": sum(len(e.ids) for e in encs)}
+    print(json.dumps({"t": t, "tokens": sum(len(e.ids) for e in encs)}))
 
 
 # ----------------------------------------------------------------------------- (c)
@@ -510,7 +524,13 @@ def main() -> int:
     )
     ap.add_argument("--rows", type=int, default=100_000, help="corpus rows (default 100000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--only-tokenizers", nargs=2, metavar=("CORPUS", "MODEL"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
+    if args.only_tokenizers:
+        _tokenizers_only(Path(args.only_tokenizers[0]), Path(args.only_tokenizers[1]))
+        return 0
     cores = os.cpu_count() or 1
     try:
         import torch
