@@ -270,6 +270,8 @@ use pyo3::types::PyAny;
 /// Per-row outcome handed back to Python: the exception instance of a failed row, so
 /// the wrapper can raise it (or count it) with its proper class.
 type RowErrors = Vec<Option<Py<PyAny>>>;
+/// Flat int32 values and int64 row offsets.
+type FlatRows<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
 
 fn row_errors<T>(py: Python<'_>, rows: &[crate::Result<T>]) -> RowErrors {
     rows.iter()
@@ -296,11 +298,7 @@ fn clone_err(e: &LadleError) -> LadleError {
 }
 
 /// Flat int32 ids plus row offsets: the layout pyarrow's ListArray.from_arrays takes.
-fn flatten<'py>(
-    py: Python<'py>,
-    rows: impl Iterator<Item = Vec<i32>>,
-    n: usize,
-) -> (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>) {
+fn flatten<'py>(py: Python<'py>, rows: impl Iterator<Item = Vec<i32>>, n: usize) -> FlatRows<'py> {
     let mut flat = Vec::new();
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0i64);
@@ -434,11 +432,7 @@ impl PyChatEncoder {
 
     /// Tokenizes plain texts (no template, no special tokens added); returns flat int32
     /// ids and int64 row offsets.
-    fn tokenize<'py>(
-        &self,
-        py: Python<'py>,
-        texts: Vec<String>,
-    ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+    fn tokenize<'py>(&self, py: Python<'py>, texts: Vec<String>) -> PyResult<FlatRows<'py>> {
         let rows = py
             .detach(|| self.inner.tokenize_batch(&texts))
             .map_err(to_py_err)?;
@@ -472,6 +466,451 @@ impl PyChatEncoder {
     }
 }
 
+// ---------------------------------------------------------------- dedup
+
+use std::sync::Arc;
+
+use numpy::PyArrayMethods;
+use pyo3::types::{PyDict, PyString};
+
+use crate::dedup;
+
+/// Live counters of a running `dedup_run`, polled by the Python progress bar from
+/// another thread while the GIL is released.
+#[pyclass(module = "ladle._core", name = "DedupProgress", frozen)]
+struct DedupProgress {
+    inner: Arc<dedup::Progress>,
+}
+
+#[pymethods]
+impl DedupProgress {
+    #[new]
+    fn new() -> Self {
+        DedupProgress {
+            inner: Arc::new(dedup::Progress::default()),
+        }
+    }
+
+    /// `(stage, done, total)`.
+    fn snapshot(&self) -> (&'static str, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stage = self.inner.stage.load(Relaxed).min(dedup::STAGES.len() - 1);
+        (
+            dedup::STAGES[stage],
+            self.inner.done.load(Relaxed),
+            self.inner.total.load(Relaxed),
+        )
+    }
+}
+
+/// Borrow the UTF-8 of Python strings; the `Bound`s keep them alive while the GIL
+/// is released, so no text is copied.
+fn borrow_texts<'a>(texts: &'a [Bound<'_, PyString>]) -> PyResult<Vec<&'a str>> {
+    texts.iter().map(|t| t.to_str()).collect()
+}
+
+#[allow(clippy::fn_params_excessive_bools)]
+fn norm_options(
+    normalize: bool,
+    nfkc: bool,
+    lowercase: bool,
+    strip_punctuation: bool,
+    collapse_whitespace: bool,
+    digits_to_zero: bool,
+) -> Option<dedup::NormalizeOptions> {
+    normalize.then_some(dedup::NormalizeOptions {
+        nfkc,
+        lowercase,
+        strip_punctuation,
+        collapse_whitespace,
+        digits_to_zero,
+    })
+}
+
+/// Normalised texts, exactly as the hashes see them.
+#[pyfunction]
+#[pyo3(signature = (texts, *, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false))]
+fn dedup_normalize(
+    py: Python<'_>,
+    texts: Vec<Bound<'_, PyString>>,
+    nfkc: bool,
+    lowercase: bool,
+    strip_punctuation: bool,
+    collapse_whitespace: bool,
+    digits_to_zero: bool,
+) -> PyResult<Vec<String>> {
+    let views = borrow_texts(&texts)?;
+    let opts = dedup::NormalizeOptions {
+        nfkc,
+        lowercase,
+        strip_punctuation,
+        collapse_whitespace,
+        digits_to_zero,
+    };
+    Ok(py.detach(|| {
+        use rayon::prelude::*;
+        views
+            .par_iter()
+            .map(|t| dedup::normalize(t, &opts))
+            .collect()
+    }))
+}
+
+/// Permutation parameters `(a, b)` of a scheme, as datasketch's `MinHash.permutations`.
+#[pyfunction]
+#[pyo3(signature = (num_perm=128, seed=1, scheme="datasketch"))]
+fn dedup_permutations(num_perm: usize, seed: u32, scheme: &str) -> PyResult<(Vec<u64>, Vec<u64>)> {
+    let params = dedup::MinHashParams {
+        scheme: dedup::Scheme::parse(scheme).map_err(to_py_err)?,
+        num_perm,
+        ngram: 1,
+        seed,
+        normalize: None,
+    };
+    Ok(dedup::MinHasher::new(params)
+        .map_err(to_py_err)?
+        .permutations())
+}
+
+/// MinHash signatures, `len(texts) x num_perm` (uint32, or uint64 for the legacy scheme).
+#[pyfunction]
+#[pyo3(signature = (texts, *, num_perm=128, ngram=5, scheme="datasketch", seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false))]
+#[allow(clippy::too_many_arguments)]
+fn dedup_minhash<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    num_perm: usize,
+    ngram: usize,
+    scheme: &str,
+    seed: u32,
+    normalize: bool,
+    nfkc: bool,
+    lowercase: bool,
+    strip_punctuation: bool,
+    collapse_whitespace: bool,
+    digits_to_zero: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let params = dedup::MinHashParams {
+        scheme: dedup::Scheme::parse(scheme).map_err(to_py_err)?,
+        num_perm,
+        ngram,
+        seed,
+        normalize: norm_options(
+            normalize,
+            nfkc,
+            lowercase,
+            strip_punctuation,
+            collapse_whitespace,
+            digits_to_zero,
+        ),
+    };
+    let hasher = dedup::MinHasher::new(params).map_err(to_py_err)?;
+    let views = borrow_texts(&texts)?;
+    let n = views.len();
+    Ok(match py.detach(|| dedup::signatures(&hasher, &views)) {
+        dedup::Signatures::U32(v) => v.into_pyarray(py).reshape([n, num_perm])?.into_any(),
+        dedup::Signatures::U64(v) => v.into_pyarray(py).reshape([n, num_perm])?.into_any(),
+    })
+}
+
+/// `(bands, rows)` for a threshold, as datasketch's `_optimal_param`.
+#[pyfunction]
+#[pyo3(signature = (threshold, num_perm=128, fp_weight=0.5, fn_weight=0.5))]
+fn dedup_optimal_params(
+    py: Python<'_>,
+    threshold: f64,
+    num_perm: usize,
+    fp_weight: f64,
+    fn_weight: f64,
+) -> PyResult<(usize, usize)> {
+    py.detach(|| dedup::optimal_params(threshold, num_perm, fp_weight, fn_weight))
+        .map_err(to_py_err)
+}
+
+fn pairs_to_dict<'py>(py: Python<'py>, pairs: &[dedup::Pair]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(
+        "removed",
+        pairs
+            .iter()
+            .map(|p| p.removed as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    d.set_item(
+        "kept",
+        pairs
+            .iter()
+            .map(|p| p.kept as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    d.set_item(
+        "similarity",
+        pairs
+            .iter()
+            .map(|p| p.similarity)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+    )?;
+    Ok(d)
+}
+
+/// The whole dedup pass. Returns a dict of numpy arrays and counters; the typed
+/// result object lives in `ladle.dedup`.
+#[pyfunction]
+#[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, ngram=5, scheme="fast", seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false, exact=true, near=true, verify=true, keep="first", bands=None, lsh_weights=None, against=None, against_keys=None, lengths=None, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn dedup_run<'py>(
+    py: Python<'py>,
+    texts: Vec<Bound<'py, PyString>>,
+    threshold: f64,
+    num_perm: usize,
+    ngram: usize,
+    scheme: &str,
+    seed: u32,
+    normalize: bool,
+    nfkc: bool,
+    lowercase: bool,
+    strip_punctuation: bool,
+    collapse_whitespace: bool,
+    digits_to_zero: bool,
+    exact: bool,
+    near: bool,
+    verify: bool,
+    keep: &str,
+    bands: Option<(usize, usize)>,
+    lsh_weights: Option<(f64, f64)>,
+    against: Option<Vec<Bound<'py, PyString>>>,
+    against_keys: Option<Vec<Bound<'py, PyString>>>,
+    lengths: Option<Vec<u64>>,
+    progress: Option<Bound<'py, DedupProgress>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let config = dedup::DedupConfig {
+        threshold,
+        minhash: dedup::MinHashParams {
+            scheme: dedup::Scheme::parse(scheme).map_err(to_py_err)?,
+            num_perm,
+            ngram,
+            seed,
+            normalize: norm_options(
+                normalize,
+                nfkc,
+                lowercase,
+                strip_punctuation,
+                collapse_whitespace,
+                digits_to_zero,
+            ),
+        },
+        exact,
+        near,
+        verify,
+        keep: dedup::Keep::parse(keep).map_err(to_py_err)?,
+        bands,
+        weights: lsh_weights,
+    };
+    let views = borrow_texts(&texts)?;
+    let eval_owned = against.unwrap_or_default();
+    let eval = borrow_texts(&eval_owned)?;
+    let keys_owned = against_keys.unwrap_or_default();
+    let keys = borrow_texts(&keys_owned)?;
+    let has_against = !eval_owned.is_empty() || !keys_owned.is_empty();
+    let prog = progress.map_or_else(
+        || Arc::new(dedup::Progress::default()),
+        |p| p.get().inner.clone(),
+    );
+    let out = py
+        .detach(|| {
+            let against =
+                has_against.then_some(((!keys.is_empty()).then_some(&keys[..]), &eval[..]));
+            dedup::deduplicate(&views, &config, against, lengths.as_deref(), &prog)
+        })
+        .map_err(to_py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("keep", out.keep.into_pyarray(py))?;
+    d.set_item("cluster", out.cluster.into_pyarray(py))?;
+    d.set_item("pairs", pairs_to_dict(py, &out.pairs)?)?;
+    d.set_item("contaminated", pairs_to_dict(py, &out.contaminated)?)?;
+    let s = &out.stats;
+    let stats = PyDict::new(py);
+    for (k, v) in [
+        ("rows_in", s.rows_in),
+        ("rows_out", s.rows_out),
+        ("empty_rows", s.empty_rows),
+        ("exact_removed", s.exact_removed),
+        ("near_clusters", s.near_clusters),
+        ("near_removed", s.near_removed),
+        ("decontaminated", s.decontaminated),
+        ("candidate_pairs", s.candidate_pairs),
+        ("verified_pairs", s.verified_pairs),
+        ("bands", s.bands),
+        ("rows_per_band", s.rows_per_band),
+    ] {
+        stats.set_item(k, v)?;
+    }
+    d.set_item("stats", stats)?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------- nf4
+
+/// Packed codes, float32 absmax and, with double quantization, (codes, nested absmax,
+/// offset), as numpy arrays.
+type Nf4Out<'py> = (
+    Bound<'py, numpy::PyArray1<u8>>,
+    Bound<'py, numpy::PyArray1<f32>>,
+    Option<(
+        Bound<'py, numpy::PyArray1<u8>>,
+        Bound<'py, numpy::PyArray1<f32>>,
+        f32,
+    )>,
+);
+
+/// Quantize the little-endian bytes of one tensor (`dtype`: float32/bfloat16/float16).
+#[pyfunction]
+#[pyo3(signature = (data, dtype, blocksize=64, quant_type="nf4", double_quant=false, lanes=16, threads=1))]
+#[allow(clippy::too_many_arguments)]
+fn nf4_quantize<'py>(
+    py: Python<'py>,
+    data: numpy::PyReadonlyArray1<'py, u8>,
+    dtype: &str,
+    blocksize: usize,
+    quant_type: &str,
+    double_quant: bool,
+    lanes: usize,
+    threads: usize,
+) -> PyResult<Nf4Out<'py>> {
+    use numpy::IntoPyArray;
+    let dtype = crate::nf4::FloatDtype::parse(dtype).map_err(to_py_err)?;
+    let qt = crate::nf4::QuantType::parse(quant_type).map_err(to_py_err)?;
+    let bytes = data
+        .as_slice()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let q = py
+        .detach(|| {
+            crate::nf4::quantize_tensor(dtype, bytes, blocksize, qt, double_quant, lanes, threads)
+        })
+        .map_err(to_py_err)?;
+    let nested = q.nested.map(|n| {
+        (
+            n.codes.into_pyarray(py),
+            n.absmax2.into_pyarray(py),
+            n.offset,
+        )
+    });
+    Ok((q.packed.into_pyarray(py), q.absmax.into_pyarray(py), nested))
+}
+
+/// torch's CPU `sum` of a float32 vector, emulated for `lanes`-wide vectors and
+/// `threads` threads (used to calibrate against the running torch).
+#[pyfunction]
+fn nf4_torch_sum(
+    xs: numpy::PyReadonlyArray1<'_, f32>,
+    lanes: usize,
+    threads: usize,
+) -> PyResult<f32> {
+    let xs = xs
+        .as_slice()
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    if lanes == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "lanes must be positive",
+        ));
+    }
+    Ok(crate::nf4::double::torch_sum(xs, lanes, threads))
+}
+
+/// The code tables compiled in (float32 values): `nf4`, `fp4`, `dynamic`.
+#[pyfunction]
+fn nf4_tables() -> std::collections::HashMap<&'static str, Vec<f32>> {
+    use crate::nf4::{dynamic_map, tables_f32, QuantType};
+    std::collections::HashMap::from([
+        ("nf4", tables_f32(QuantType::Nf4).to_vec()),
+        ("fp4", tables_f32(QuantType::Fp4).to_vec()),
+        ("dynamic", dynamic_map().to_vec()),
+    ])
+}
+
+/// The quant_state JSON bytes bitsandbytes packs for one quantized weight.
+#[pyfunction]
+#[pyo3(signature = (quant_type, blocksize, dtype, shape, nested_offset=None))]
+fn nf4_quant_state_json(
+    quant_type: &str,
+    blocksize: usize,
+    dtype: &str,
+    shape: Vec<usize>,
+    nested_offset: Option<f32>,
+) -> PyResult<Vec<u8>> {
+    let meta = crate::nf4::QuantStateMeta {
+        quant_type: crate::nf4::QuantType::parse(quant_type).map_err(to_py_err)?,
+        blocksize,
+        dtype: crate::nf4::FloatDtype::parse(dtype).map_err(to_py_err)?,
+        shape,
+        nested_offset,
+    };
+    Ok(meta.to_json_bytes())
+}
+
+/// Convert safetensors shards `jobs` [(src, dst)] to a bitsandbytes 4-bit checkpoint.
+/// Returns [(dst, keys, data_bytes)]. `progress(done, total)` is called with source bytes.
+#[pyfunction]
+#[pyo3(signature = (jobs, quantize, transpose=Vec::new(), blocksize=64, quant_type="nf4", double_quant=true, dtype=None, lanes=16, threads=1, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn nf4_convert_checkpoint(
+    py: Python<'_>,
+    jobs: Vec<(String, String)>,
+    quantize: Vec<String>,
+    transpose: Vec<String>,
+    blocksize: usize,
+    quant_type: &str,
+    double_quant: bool,
+    dtype: Option<&str>,
+    lanes: usize,
+    threads: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Vec<(String, Vec<String>, u64)>> {
+    use std::path::PathBuf;
+    let opts = crate::nf4::ConvertOptions {
+        blocksize,
+        quant_type: crate::nf4::QuantType::parse(quant_type).map_err(to_py_err)?,
+        double_quant,
+        dtype: dtype
+            .map(crate::nf4::FloatDtype::parse)
+            .transpose()
+            .map_err(to_py_err)?,
+        lanes,
+        threads,
+    };
+    let jobs: Vec<(PathBuf, PathBuf)> = jobs
+        .into_iter()
+        .map(|(s, d)| (s.into(), d.into()))
+        .collect();
+    let quantize = quantize.into_iter().collect();
+    let transpose = transpose.into_iter().collect();
+    let mut callback_err: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut report = |done: u64, total: u64| -> bool {
+            let Some(cb) = &progress else { return true };
+            Python::attach(|py| match cb.call1(py, (done, total)) {
+                Ok(_) => true,
+                Err(e) => {
+                    callback_err = Some(e);
+                    false
+                }
+            })
+        };
+        crate::nf4::convert_checkpoint(&jobs, &quantize, &transpose, &opts, &mut report)
+    });
+    if let Some(e) = callback_err {
+        return Err(e);
+    }
+    let reports = result.map_err(to_py_err)?;
+    Ok(reports
+        .into_iter()
+        .map(|r| (r.path.display().to_string(), r.keys, r.data_bytes))
+        .collect())
+}
+
 // ---------------------------------------------------------------- module
 
 #[pymodule]
@@ -487,10 +926,24 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fingerprint_bytes, m)?)?;
     // chat / tokenize
     m.add_class::<PyChatEncoder>()?;
-    // load + pack (data prep)
+    // ---- load + pack (data prep)
     m.add_function(wrap_pyfunction!(normalize_rows, m)?)?;
     m.add_function(wrap_pyfunction!(pack, m)?)?;
     m.add_function(wrap_pyfunction!(assemble_packed, m)?)?;
-    // dedup / nf4 bindings are added below by their issues.
+
+    // ---- dedup
+    m.add_class::<DedupProgress>()?;
+    m.add_function(wrap_pyfunction!(dedup_normalize, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_permutations, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_minhash, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_optimal_params, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup_run, m)?)?;
+
+    // ---- nf4
+    m.add_function(wrap_pyfunction!(nf4_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(nf4_tables, m)?)?;
+    m.add_function(wrap_pyfunction!(nf4_torch_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(nf4_quant_state_json, m)?)?;
+    m.add_function(wrap_pyfunction!(nf4_convert_checkpoint, m)?)?;
     Ok(())
 }

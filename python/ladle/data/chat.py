@@ -9,6 +9,16 @@ batch forms; notebooks and pipelines can use it directly.
 A conversation is a list of OpenAI-style messages (``{"role", "content"}``, optional
 ``"train": False`` to keep a message out of the loss) or a dict with ``"messages"`` and
 optional ``"tools"``/``"documents"``.
+
+Loss masks (``train_on``): ``assistant`` trains every assistant turn, ``last`` the final
+one, ``all`` every token; a message with ``train: False`` is never trained. A turn's
+span runs from the end of the generation prompt to the end of the turn, so the
+end-of-turn token (``<|im_end|>``) is trained. Templates with ``{% generation %}``
+markers use the marked spans instead (transformers' ``return_assistant_tokens_mask``).
+A token is trained when it overlaps a trained span: a token that straddles the header
+and the reply (SmolLM2 merges the header's newline with a reply's leading spaces) is
+trained, since it carries reply text. Rows with nothing to train report
+``n_trained == 0`` so a pipeline can drop them.
 """
 
 from __future__ import annotations

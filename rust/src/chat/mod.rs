@@ -7,9 +7,9 @@
 //!
 //! Anything the renderer cannot reproduce is an error carrying the template line
 //! ([`LadleError::Template`]); it never renders something different silently.
-//! Known gap: the `~` operator formats booleans and None the minijinja way (`true`,
-//! `none`); jinja2 writes `True`/`None`. Printing with `{{ }}` and the `string` filter
-//! are Python-compatible.
+//! Values print the Python way (`True`, `None`, `['a', 1]`, `1e+20`). Known gap: minijinja
+//! has no tuples, so printing `d|items|list` whole gives `[['a', 1]]` where jinja2 gives
+//! `[('a', 1)]` (iterating over it, as templates do, is identical).
 
 mod env;
 mod pyfmt;

@@ -10,7 +10,7 @@
 //!   is built once from onig itself, so `\p{L}`, `\p{N}` and `\s` mean exactly what
 //!   they mean to the crate;
 //! - each pre-token ("word") is looked up in a per-thread word->ids cache (no locks,
-//!   grows to ~1M words); only misses run the crate's own BPE merges, so ids cannot
+//!   bounded, reset when full); only misses run the crate's own BPE merges, so ids cannot
 //!   drift from the crate's;
 //! - offsets come for free: a token's byte length is its vocab string's char count.
 //!
@@ -180,7 +180,12 @@ struct WordCache {
     arena: Vec<u32>,
 }
 
-const CACHE_MAX_WORDS: usize = 1 << 20;
+/// Words per thread cache before it is reset: SmolLM2 on English+code hits >99% well
+/// before this; the bound keeps memory at tens of MB per thread.
+const CACHE_MAX_WORDS: usize = 1 << 18;
+/// Tokenizers whose caches a thread keeps; older ones are dropped (the caches live in
+/// thread-locals, so a dropped tokenizer's cache goes when it falls out of this window).
+const CACHES_PER_THREAD: usize = 4;
 
 thread_local! {
     static CACHES: RefCell<Vec<(usize, WordCache)>> = const { RefCell::new(Vec::new()) };
@@ -287,6 +292,9 @@ impl ByteLevelBpe {
             let pos = match caches.iter().position(|(id, _)| *id == self.id) {
                 Some(p) => p,
                 None => {
+                    if caches.len() >= CACHES_PER_THREAD {
+                        caches.remove(0);
+                    }
                     caches.push((self.id, WordCache::default()));
                     caches.len() - 1
                 }
@@ -403,14 +411,12 @@ impl ByteLevelBpe {
                 .iter()
                 .map(|&id| self.tok_len.get(id as usize).copied().unwrap_or(0) as usize)
                 .sum();
-            if w.len() == 1 && total == end - start || total != end - start {
-                if w.len() == 1 && total == end - start {
-                    offsets.push((start, end));
-                } else {
-                    // A byte missing from the vocab was dropped by BPE (no unk token):
-                    // take the true offsets from the model's tokens.
-                    self.word_offsets(&text.as_bytes()[start..end], w, start, &mut offsets);
-                }
+            if total != end - start {
+                // A byte missing from the vocab was dropped by BPE (no unk token):
+                // recover which bytes each token covers.
+                self.word_offsets(&text.as_bytes()[start..end], w, start, &mut offsets);
+            } else if w.len() == 1 {
+                offsets.push((start, end));
             } else {
                 let mut s = start;
                 for &id in w {

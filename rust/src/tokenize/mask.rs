@@ -113,11 +113,20 @@ impl ChatEncoder {
         // Byte range of message i: between the renders of messages[:i] and messages[:i+1].
         let region = |i: usize, header: bool| -> Result<(usize, usize)> {
             let start = self.template.render_prefix(conv, i, header)?.text;
-            let end = self.template.render_prefix(conv, i + 1, false)?.text;
-            if !text.starts_with(&start) || !text.starts_with(&end) || start.len() > end.len() {
+            // The last message ends where the conversation does (one render saved).
+            let end = if i + 1 == n {
+                text.len()
+            } else {
+                let end = self.template.render_prefix(conv, i + 1, false)?.text;
+                if !text.starts_with(&end) {
+                    return Err(not_prefix(i));
+                }
+                end.len()
+            };
+            if !text.starts_with(&start) || start.len() > end {
                 return Err(not_prefix(i));
             }
-            Ok((start.len(), end.len()))
+            Ok((start.len(), end))
         };
         if mode == TrainOn::All {
             let mut spans = vec![(0, text.len())];

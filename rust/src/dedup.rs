@@ -1,1 +1,0 @@
-//! (dedup) filled in by its issue.

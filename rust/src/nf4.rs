@@ -1,1 +1,0 @@
-//! (nf4) filled in by its issue.
