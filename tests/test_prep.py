@@ -444,3 +444,47 @@ def test_stale_temp_folders_of_killed_runs_are_cleared(home: Path) -> None:
     os.utime(old, (0, 0))
     assert prep_mod.clear_stale_temp() == 1
     assert not old.exists() and fresh.exists()  # a young one may be a running prep
+
+
+def test_real_dedup_removes_duplicates_and_eval_copies(
+    tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
+) -> None:
+    pytest.importorskip("ladle.dedup")
+    import random
+
+    rng = random.Random(0)
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "sigma",
+        "omega",
+    ]
+
+    def row() -> dict[str, Any]:
+        q = " ".join(rng.choice(words) for _ in range(30))
+        a = " ".join(rng.choice(words) for _ in range(30))
+        return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+    rows = [row() for _ in range(6)]
+    train = jsonl(tmp_path / "d.jsonl", [*rows, rows[0]])  # line 7 repeats line 1
+    evals = jsonl(tmp_path / "e.jsonl", [rows[2]])  # train line 3 is an eval row
+    recipe = write_recipe(
+        tmp_path,
+        smollm2_dir,
+        [{"path": train}, {"path": evals, "split": "eval"}],
+        dedup={"enabled": True},
+    )
+    res = run_prep(recipe, chat_tokenizer)
+    drops = res.manifest["drops"]
+    assert drops["duplicate"] == {"count": 1, "first": [f"{train}:7"]}
+    assert drops["contaminated"] == {"count": 1, "first": [f"{train}:3"]}
+    assert res.manifest["train"]["examples"] == 5
+    assert res.manifest["dedup"]["enabled"] is True
