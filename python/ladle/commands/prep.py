@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
@@ -96,8 +97,9 @@ def summary_table(result: Any) -> Any:
     t.add_column("rows out", justify="right")
     t.add_column("tokens", justify="right")
     for d in m["datasets"]:
+        name = ", ".join(Path(p).name for p in d["path"].split(", "))
         t.add_row(
-            d["path"],
+            name,
             d["split"],
             f"{d['rows_in']:,}",
             f"{d['rows_out']:,}",
