@@ -34,17 +34,6 @@ REFERENCE_TEMPLATES = sorted(SHARED.glob("*.jinja")) if SHARED else []
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    from ladle.errors import ModelError
-    from ladle.models import resolve_model
-
-    try:
-        return resolve_model("builtin:smollm2-135m-instruct")
-    except ModelError as e:  # pragma: no cover - depends on the machine
-        pytest.skip(f"SmolLM2 unavailable: {e}")
-
-
-@pytest.fixture(scope="session")
 def hf_tok(smollm2_dir: Path) -> Any:
     transformers = pytest.importorskip("transformers")
     return transformers.AutoTokenizer.from_pretrained(str(smollm2_dir))
@@ -85,7 +74,7 @@ CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
     "no_system_multi": [
         {"role": "user", "content": "Écris un haïku 🍂"},
         {"role": "assistant", "content": "  Feuilles qui tombent\n\tle vent\n"},
-        {"role": "user", "content": "merci <|im_end|> «ok»"},
+        {"role": "user", "content": "merci <|im_end|> «ok»\u00a0\u200b\x7f"},
         {"role": "assistant", "content": "De rien."},
     ],
     "ends_with_user": [
@@ -165,7 +154,7 @@ def test_reference_templates_match_transformers(hf_tok: Any, smollm2_dir: Path, 
 # Jinja features exercised one by one, each compared with transformers.
 FEATURE_TEMPLATES = {
     "tojson": "{{ messages|tojson }}|{{ tools|tojson(indent=2) }}|{{ {'b': 1, 'a': [1.5, none, true]}|tojson(sort_keys=true) }}",
-    "python_print": "{{ messages[0] }}{{ true }}{{ none }}{{ [1, 'x', 2.0] }}{{ 1e20 }}",
+    "python_print": "{{ messages }}{{ true }}{{ none }}{{ [1, 'x', 2.0] }}{{ 1e20 }}",
     "string_methods": "{% for m in messages %}{{ m.content.strip().upper() }}|{{ m.content.split(' ')|length }}|{{ m.content.startswith('H') }}|{{ m.role.title() }}|{{ m.content.replace('i', 'I') }}|{{ m.content.lstrip('H') }}{% endfor %}",
     "loop_controls": "{% for m in messages %}{% if loop.index0 == 1 %}{% continue %}{% endif %}{% if loop.index0 > 2 %}{% break %}{% endif %}{{ loop.index }}{{ m.role }}{{ loop.last }}{% endfor %}",
     "namespace_dict": "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}{% set d = dict(a=1) %}{{ d.a }}{% for k, v in d|items %}{{ k }}={{ v }}{% endfor %}",

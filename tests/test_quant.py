@@ -233,6 +233,38 @@ def test_tiny_checkpoint_equals_transformers_key_by_key(
     )
 
 
+def test_fp4_checkpoint_equals_transformers(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    cfg = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="fp4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    oracle = tmp_path / "bnb"
+    AutoModelForCausalLM.from_pretrained(tiny_llama_dir, quantization_config=cfg).save_pretrained(
+        oracle
+    )
+    ours = quantize_checkpoint(tiny_llama_dir, tmp_path / "ladle", quant_type="fp4")
+    assert_same_checkpoint(ours, oracle)
+
+
+def test_dtype_cast_equals_transformers_loading_in_bf16(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """``dtype="bfloat16"`` on a float32 checkpoint: what from_pretrained(dtype=bf16) saves."""
+    from transformers import AutoModelForCausalLM
+
+    oracle = tmp_path / "bnb"
+    AutoModelForCausalLM.from_pretrained(
+        tiny_llama_dir, quantization_config=bnb_config(True), dtype=torch.bfloat16
+    ).save_pretrained(oracle)
+    ours = quantize_checkpoint(tiny_llama_dir, tmp_path / "ladle", dtype="bfloat16")
+    assert_same_checkpoint(ours, oracle)
+    assert json.loads((ours / "config.json").read_text())["dtype"] == "bfloat16"
+
+
 def test_output_folder_is_complete(tiny_quantized: dict, tiny_llama_dir: Path) -> None:
     out = tiny_quantized[("ladle", True)]
     for name in ("tokenizer.json", "chat_template.jinja", "generation_config.json"):

@@ -54,9 +54,6 @@ class ChatEncoder:
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str: ...
     def token_to_id(self, token: str) -> int | None: ...
 
-def fingerprint_files(paths: list[str]) -> str: ...
-def fingerprint_bytes(data: bytes) -> str: ...
-
 # ---- dedup
 
 class DedupProgress:
@@ -159,3 +156,41 @@ def nf4_convert_checkpoint(
     threads: int = 1,
     progress: Callable[[int, int], object] | None = None,
 ) -> list[tuple[str, list[str], int]]: ...
+
+# ---- load + pack (data prep)
+
+def normalize_rows(
+    data: bytes,
+    format: str,
+    *,
+    columns: dict[str, str] | None = None,
+    roles: dict[str, str] | None = None,
+    system: str | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    source: str = "<data>",
+    unit: str = "line",
+    offset: int = 0,
+    json_array: bool = False,
+    as_json: bool = False,
+) -> tuple[list[Any], list[int], dict[str, int], list[tuple[str, int, str, str]]]:
+    """Parse JSON rows and normalise a dataset format; returns ``(rows (dicts, or JSON
+    text with as_json), line numbers, bad counts per reason, first bad rows (reason,
+    line, field, message))``."""
+
+def pack(
+    lengths: npt.NDArray[np.int64], capacity: int, strategy: str = "bfd", seed: int = 0
+) -> list[list[int]]: ...
+def assemble_packed(
+    ids: npt.NDArray[np.int32],
+    labels: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    bins: list[list[int]],
+) -> tuple[
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+]: ...

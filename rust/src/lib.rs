@@ -7,6 +7,7 @@
 //! - [`error`]: the one error enum every module returns.
 //! - [`chat`]: chat-template rendering (minijinja, transformers-compatible).
 //! - [`tokenize`]: tokenization with loss masks.
+//! - [`load`]: row parsing and normalisation of dataset formats.
 //! - [`pack`]: sequence packing (best-fit / first-fit decreasing).
 //! - [`dedup`]: exact and MinHash near-duplicate detection.
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
@@ -16,6 +17,7 @@ pub mod chat;
 pub mod dedup;
 pub mod error;
 pub mod hashing;
+pub mod load;
 pub mod nf4;
 pub mod pack;
 pub mod tokenize;

@@ -7,6 +7,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+use std::collections::{BTreeMap, HashMap};
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use rayon::prelude::*;
+
 use crate::error::LadleError;
 
 create_exception!(
@@ -70,12 +76,195 @@ fn fingerprint_bytes(data: &[u8]) -> String {
     crate::hashing::fingerprint_bytes(data)
 }
 
+// ---------------------------------------------------------------- load
+
+/// Convert a parsed JSON value into Python objects (dict/list/str/int/float/bool/None).
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use pyo3::types::{PyDict, PyList};
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => pyo3::types::PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
+            }
+        }
+        Value::String(s) => pyo3::types::PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, item) in map {
+                dict.set_item(k, json_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+type BadRow = (String, usize, String, String);
+type NormalizeOut<'py> = (
+    Bound<'py, PyAny>,
+    Vec<usize>,
+    BTreeMap<String, usize>,
+    Vec<BadRow>,
+);
+
+/// Parse and normalise JSON rows into Ladle's internal conversation form.
+///
+/// Returns `(rows, lines, bad_counts, bad_first)` (rows as dicts, or as compact JSON text
+/// with `as_json`); `bad_first` holds
+/// `(reason, line, field, message)` for the first few bad rows of each reason.
+#[pyfunction]
+#[pyo3(signature = (data, format, *, columns=None, roles=None, system=None, strict=false,
+    limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false,
+    as_json=false))]
+#[allow(clippy::too_many_arguments)]
+fn normalize_rows<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    format: &str,
+    columns: Option<HashMap<String, String>>,
+    roles: Option<HashMap<String, String>>,
+    system: Option<String>,
+    strict: bool,
+    limit: Option<usize>,
+    source: String,
+    unit: String,
+    offset: usize,
+    json_array: bool,
+    as_json: bool,
+) -> PyResult<NormalizeOut<'py>> {
+    let opts = crate::load::Options {
+        format: crate::load::Format::parse(format).map_err(to_py_err)?,
+        columns: columns.unwrap_or_default(),
+        roles: roles.unwrap_or_default(),
+        system,
+        strict,
+        limit,
+        source,
+        unit,
+        offset,
+    };
+    let loaded = py
+        .detach(|| {
+            if json_array {
+                crate::load::normalize_json(data, &opts)
+            } else {
+                crate::load::normalize_jsonl(data, &opts)
+            }
+        })
+        .map_err(to_py_err)?;
+    let rows = pyo3::types::PyList::empty(py);
+    if as_json {
+        // Compact JSON text per row: a fraction of the memory of Python dicts, and what
+        // the chat encoder parses anyway.
+        let texts: Vec<String> = py.detach(|| {
+            loaded
+                .rows
+                .par_iter()
+                .map(|r| serde_json::to_string(r).unwrap_or_default())
+                .collect()
+        });
+        for t in texts {
+            rows.append(t)?;
+        }
+    } else {
+        for row in &loaded.rows {
+            rows.append(json_to_py(py, row)?)?;
+        }
+    }
+    let counts = loaded
+        .bad_counts
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let first = loaded
+        .bad_first
+        .into_iter()
+        .map(|b| (b.reason.to_string(), b.line, b.field, b.message))
+        .collect();
+    Ok((rows.into_any(), loaded.lines, counts, first))
+}
+
+// ---------------------------------------------------------------- pack
+
+/// Pack documents of the given lengths into bins of at most `capacity` tokens.
+/// Returns the document indices of each bin; bins are shuffled by `seed`.
+#[pyfunction]
+#[pyo3(signature = (lengths, capacity, strategy="bfd", seed=0))]
+fn pack(
+    py: Python<'_>,
+    lengths: PyReadonlyArray1<'_, i64>,
+    capacity: u64,
+    strategy: &str,
+    seed: u64,
+) -> PyResult<Vec<Vec<usize>>> {
+    let strategy = crate::pack::Strategy::parse(strategy).map_err(to_py_err)?;
+    let lengths = lengths
+        .as_slice()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if let Some(bad) = lengths.iter().find(|&&l| l < 0) {
+        return Err(PyValueError::new_err(format!("negative length {bad}")));
+    }
+    let lengths: Vec<u64> = lengths.iter().map(|&l| l as u64).collect();
+    py.detach(|| crate::pack::pack(&lengths, capacity, strategy, seed))
+        .map_err(to_py_err)
+}
+
+type PackedArrays<'py> = (
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// Concatenate documents into packed rows. Returns flat arrays
+/// `(input_ids, labels, position_ids, row_offsets, seq_lengths, seq_offsets)`.
+#[pyfunction]
+fn assemble_packed<'py>(
+    py: Python<'py>,
+    ids: PyReadonlyArray1<'py, i32>,
+    labels: PyReadonlyArray1<'py, i32>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    bins: Vec<Vec<usize>>,
+) -> PyResult<PackedArrays<'py>> {
+    let err = |e: numpy::AsSliceError| PyValueError::new_err(e.to_string());
+    let (ids, labels, offsets) = (
+        ids.as_slice().map_err(err)?,
+        labels.as_slice().map_err(err)?,
+        offsets.as_slice().map_err(err)?,
+    );
+    let p = py
+        .detach(|| crate::pack::assemble(ids, labels, offsets, &bins))
+        .map_err(to_py_err)?;
+    Ok((
+        p.input_ids.into_pyarray(py),
+        p.labels.into_pyarray(py),
+        p.position_ids.into_pyarray(py),
+        p.row_offsets.into_pyarray(py),
+        p.seq_lengths.into_pyarray(py),
+        p.seq_offsets.into_pyarray(py),
+    ))
+}
+
 // ---------------------------------------------------------------- chat / tokenize
 
 use crate::chat::{ChatTemplate, Conversation};
 use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, TrainOn};
 use crate::tokenize::TextTokenizer;
-use numpy::PyArray1;
 use pyo3::types::PyAny;
 
 /// Per-row outcome handed back to Python: the exception instance of a failed row, so
@@ -281,7 +470,7 @@ impl PyChatEncoder {
 
 use std::sync::Arc;
 
-use numpy::{IntoPyArray, PyArrayMethods};
+use numpy::PyArrayMethods;
 use pyo3::types::{PyDict, PyString};
 
 use crate::dedup;
@@ -737,6 +926,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fingerprint_bytes, m)?)?;
     // chat / tokenize
     m.add_class::<PyChatEncoder>()?;
+    // ---- load + pack (data prep)
+    m.add_function(wrap_pyfunction!(normalize_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(pack, m)?)?;
+    m.add_function(wrap_pyfunction!(assemble_packed, m)?)?;
+
     // ---- dedup
     m.add_class::<DedupProgress>()?;
     m.add_function(wrap_pyfunction!(dedup_normalize, m)?)?;

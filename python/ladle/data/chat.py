@@ -189,8 +189,17 @@ class ChatTokenizer:
         self.tokenizer_path = Path(tokenizer_path)
         self.template = template
         self.special_tokens = dict(special_tokens or {})
+        self._fast = fast
         self._core = ChatEncoder(
             str(self.tokenizer_path), template, list(self.special_tokens.items()), fast
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The Rust object does not pickle; rebuilding from its inputs lets a
+        # ChatTokenizer cross process boundaries (multiprocessing, datasets.map).
+        return (
+            _rebuild,
+            (str(self.tokenizer_path), self.template, self.special_tokens, self._fast),
         )
 
     @classmethod
@@ -250,6 +259,19 @@ class ChatTokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self._core.token_to_id(token)
 
+    def fingerprint(self) -> str:
+        """Hex fingerprint of everything that decides the ids and labels: tokenizer.json
+        bytes, template text, special tokens and the Ladle version (for prep caches)."""
+        from ladle._core import __version__, fingerprint_bytes, fingerprint_files
+
+        parts = {
+            "tokenizer": fingerprint_files([str(self.tokenizer_path)]),
+            "template": self.template,
+            "special_tokens": self.special_tokens,
+            "ladle": __version__,
+        }
+        return fingerprint_bytes(json.dumps(parts, sort_keys=True).encode())
+
     # ---- rendering
 
     def render(
@@ -258,7 +280,10 @@ class ChatTokenizer:
         add_generation_prompt: bool = False,
         tools: Sequence[Any] | None = None,
     ) -> str:
-        """The text the model sees: ``apply_chat_template(tokenize=False)``."""
+        """The text the model sees: ``apply_chat_template(tokenize=False)``.
+
+        ``tools`` are JSON schemas (dicts); Python functions are not converted.
+        """
         return self.render_batch([messages], add_generation_prompt, tools)[0]
 
     def render_batch(
@@ -334,6 +359,10 @@ class ChatTokenizer:
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._core.decode([int(i) for i in ids], skip_special_tokens)
+
+
+def _rebuild(path: str, template: str, special: dict[str, str], fast: bool) -> ChatTokenizer:
+    return ChatTokenizer(path, template, special, fast=fast)
 
 
 def _raise_first(errors: Sequence[BaseException | None]) -> None:

@@ -270,7 +270,11 @@ class MetricSpec(Section):
     fields: list[str] | None = Field(
         None, description="json_field_accuracy: fields to score (default: all in the reference)."
     )
-    pattern: str | None = Field(None, description="regex: pattern the output must match.")
+    pattern: str | None = Field(
+        None,
+        description="regex: pattern the whole (stripped) output must match (`re.fullmatch`, "
+        "DOTALL); write `.*X.*` to accept text around X.",
+    )
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="json_schema: the JSON Schema outputs must satisfy."
     )
@@ -349,6 +353,12 @@ class GenerationSpec(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     num_samples: int = Field(1, ge=1, description="Samples per prompt (consistency).")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Compute precision while generating. `auto`: bf16 autocast where the "
+        "hardware has native bf16 (AVX-512 bf16/AMX CPUs, modern GPUs), else fp32. `fp32` "
+        "gives the most reproducible greedy outputs across machines.",
+    )
 
 
 class EvaluateSection(Section):

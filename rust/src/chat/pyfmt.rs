@@ -81,13 +81,45 @@ pub fn str_repr(s: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c)
             }
-            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            c if !is_printable(c) => {
+                let n = c as u32;
+                let _ = match n {
+                    0..=0xff => write!(out, "\\x{n:02x}"),
+                    0x100..=0xffff => write!(out, "\\u{n:04x}"),
+                    _ => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }
     }
     out.push(q);
+}
+
+/// Python's `str.isprintable` for one char: false for the Unicode categories Other (C*)
+/// and Separator (Z*) except the ASCII space. Non-ASCII chars are looked up in a table
+/// built once from onig's `\p{C}` and `\p{Z}`.
+fn is_printable(c: char) -> bool {
+    let n = c as u32;
+    if n < 0x80 {
+        return (0x20..0x7f).contains(&n);
+    }
+    static TABLE: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut table = vec![true; 0x110000];
+        let all: String = (0x80u32..0x110000).filter_map(char::from_u32).collect();
+        let re = onig::Regex::new(r"[\p{C}\p{Z}]+").expect("valid class regex");
+        for (start, end) in re.find_iter(&all) {
+            for ch in all[start..end].chars() {
+                table[ch as usize] = false;
+            }
+        }
+        // Surrogates never occur in a Rust string; mark them unprintable like Python.
+        for t in &mut table[0xd800..0xe000] {
+            *t = false;
+        }
+        table
+    });
+    table[n as usize]
 }
 
 fn map_items(v: &Value) -> Result<Vec<(Value, Value)>, Error> {
@@ -298,5 +330,8 @@ mod tests {
         let mut s = String::new();
         repr(&v, &mut s).unwrap();
         assert_eq!(s, r#"{'a': [1, True, None, "it's"], 'b': 1.0}"#);
+        let mut s = String::new();
+        str_repr("é中\u{200b}\u{a0}\u{7f}\n\u{e000}\u{f0000}😀", &mut s);
+        assert_eq!(s, r"'é中\u200b\xa0\x7f\n\ue000\U000f0000😀'");
     }
 }

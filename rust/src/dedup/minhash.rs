@@ -21,7 +21,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::kernels::{affine32, fmix32, legacy, MERSENNE};
 use super::mt19937::RandomState;
-use super::normalize::{is_space, normalize_into, NormalizeOptions};
+use super::normalize::{is_space, normalize_into, normalize_words_into, NormalizeOptions};
 use crate::error::{LadleError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct Scratch {
     bytes: Vec<u8>,
     h32: Vec<u32>,
     h64: Vec<u64>,
+    /// `spans` already hold the words of the prepared text (filled by normalisation).
+    spans_ready: bool,
 }
 
 pub struct MinHasher {
@@ -147,12 +149,38 @@ impl MinHasher {
         }
     }
 
+    /// [`Self::prepare`] that also records the words in `scratch` when normalisation
+    /// can find them in the same pass; follow with [`Self::signature_prepared`].
+    pub fn prepare_words<'a>(
+        &self,
+        text: &'a str,
+        norm: &'a mut String,
+        scratch: &mut Scratch,
+    ) -> &'a str {
+        match &self.params.normalize {
+            Some(opts) => {
+                scratch.spans_ready = normalize_words_into(text, opts, norm, &mut scratch.spans);
+                norm
+            }
+            None => {
+                scratch.spans_ready = false;
+                text
+            }
+        }
+    }
+
+    fn words_of(&self, s: &str, scratch: &mut Scratch) {
+        if !std::mem::take(&mut scratch.spans_ready) {
+            split_words(s, &mut scratch.spans, self.single_spaced());
+        }
+    }
+
     /// 64-bit hashes of the fast scheme's shingles of an already prepared text into
     /// `scratch.h64` (not deduplicated). They also identify shingles for true-Jaccard
     /// verification in every scheme: the shingle sets are the same, only the hash the
     /// signature uses differs.
     fn fast_shingles(&self, s: &str, scratch: &mut Scratch) {
-        split_words(s, &mut scratch.spans, self.single_spaced());
+        self.words_of(s, scratch);
         scratch.words.clear();
         scratch.words.extend(
             scratch
@@ -174,7 +202,7 @@ impl MinHasher {
     /// similarity verification and reports use.
     pub fn shingle_set(&self, text: &str, scratch: &mut Scratch) -> Vec<u64> {
         let mut norm = std::mem::take(&mut scratch.norm);
-        let s = self.prepare(text, &mut norm);
+        let s = self.prepare_words(text, &mut norm, scratch);
         self.fast_shingles(s, scratch);
         scratch.norm = norm;
         let mut v = scratch.h64.clone();
@@ -192,7 +220,7 @@ impl MinHasher {
         out64: &mut [u64],
     ) -> bool {
         let mut norm = std::mem::take(&mut scratch.norm);
-        let s = self.prepare(text, &mut norm);
+        let s = self.prepare_words(text, &mut norm, scratch);
         let any = self.signature_prepared(s, scratch, out32, out64);
         scratch.norm = norm;
         any
@@ -219,7 +247,7 @@ impl MinHasher {
                 !scratch.h32.is_empty()
             }
             Scheme::Datasketch | Scheme::DatasketchLegacy => {
-                split_words(s, &mut scratch.spans, self.single_spaced());
+                self.words_of(s, scratch);
                 scratch.h32.clear();
                 let (n, spans) = (self.params.ngram, &scratch.spans);
                 if !spans.is_empty() {

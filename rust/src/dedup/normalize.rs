@@ -58,7 +58,7 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         // ASCII is already NFKC: a byte loop, the common case, several times faster
         // than decoding chars.
         let mut bytes = std::mem::take(out).into_bytes();
-        push_ascii(text.as_bytes(), opts, &mut bytes);
+        push_ascii(text.as_bytes(), opts, &mut bytes, None);
         *out = String::from_utf8(bytes).expect("ASCII in, ASCII out");
     } else if opts.nfkc {
         push_chars(text.nfkc(), opts, out);
@@ -68,6 +68,28 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
     if opts.collapse_whitespace && out.ends_with(' ') {
         out.pop();
     }
+}
+
+/// [`normalize_into`] that also fills `spans` with the byte spans of the words of
+/// `out` when it can do so in the same pass (ASCII text, whitespace collapsed);
+/// returns whether it did.
+pub fn normalize_words_into(
+    text: &str,
+    opts: &NormalizeOptions,
+    out: &mut String,
+    spans: &mut Vec<(usize, usize)>,
+) -> bool {
+    spans.clear();
+    if !(opts.collapse_whitespace && text.is_ascii()) {
+        normalize_into(text, opts, out);
+        return false;
+    }
+    out.clear();
+    let mut bytes = std::mem::take(out).into_bytes();
+    bytes.reserve(text.len());
+    push_ascii(text.as_bytes(), opts, &mut bytes, Some(spans));
+    *out = String::from_utf8(bytes).expect("ASCII in, ASCII out");
+    true
 }
 
 /// Convenience wrapper returning a new string.
@@ -106,66 +128,79 @@ const ASCII_CLASS: [u8; 128] = {
     t
 };
 
-/// `push_chars` for ASCII input, byte by byte (same rules, same output).
-fn push_ascii(text: &[u8], opts: &NormalizeOptions, out: &mut Vec<u8>) {
+/// `push_chars` for ASCII input, byte by byte (same rules, same output). Every output
+/// byte stands for a distinct input byte, so the output is written in place into a
+/// buffer of the input's length and truncated at the end: no per-byte growth checks.
+fn push_ascii(
+    text: &[u8],
+    opts: &NormalizeOptions,
+    out: &mut Vec<u8>,
+    mut spans: Option<&mut Vec<(usize, usize)>>,
+) {
+    // With `spans` (collapse mode only), each flushed space ends a word, so the words
+    // come out of this pass and need no second split.
+    let base = out.len();
+    out.resize(base + text.len(), 0);
+    let buf = &mut out[..];
+    let mut w = base;
+    let mut word_start = base;
     let mut pending_space = false;
     let mut in_digits = false;
-    let passes = |class: u8| class == KEEP || (class == DIGIT && !opts.digits_to_zero);
-    let mut i = 0;
-    while i < text.len() {
-        // Fast path: copy a run of bytes that pass through unchanged (most of a word).
-        if passes(ASCII_CLASS[(text[i] & 0x7f) as usize]) {
-            let start = i;
-            i += 1;
-            while i < text.len() && passes(ASCII_CLASS[(text[i] & 0x7f) as usize]) {
-                i += 1;
-            }
-            if pending_space {
-                out.push(b' ');
-                pending_space = false;
-            }
-            out.extend_from_slice(&text[start..i]);
-            in_digits = false;
-            continue;
-        }
-        let b = text[i];
-        i += 1;
-        let mut c = b;
+    for &b in text {
         let mut class = ASCII_CLASS[(b & 0x7f) as usize];
-        if class == UPPER {
-            class = KEEP;
-            if opts.lowercase {
-                c = b.to_ascii_lowercase();
-            }
-        } else if class == PUNCT {
-            if opts.strip_punctuation {
-                class = SPACE;
-                c = b' ';
-            } else {
+        let mut c = b;
+        // Letters, and digits unless folded, pass unchanged: the common case.
+        let passes = class == KEEP || (class == DIGIT && !opts.digits_to_zero);
+        if !passes {
+            if class == UPPER {
                 class = KEEP;
+                if opts.lowercase {
+                    c = b.to_ascii_lowercase();
+                }
+            } else if class == PUNCT {
+                if opts.strip_punctuation {
+                    class = SPACE;
+                    c = b' ';
+                } else {
+                    class = KEEP;
+                }
             }
-        }
-        match class {
-            SPACE if opts.collapse_whitespace => {
-                pending_space = !out.is_empty();
-                in_digits = false;
-                continue;
-            }
-            DIGIT if opts.digits_to_zero => {
-                if in_digits {
+            match class {
+                SPACE if opts.collapse_whitespace => {
+                    pending_space = w > base;
+                    in_digits = false;
                     continue;
                 }
-                in_digits = true;
-                c = b'0';
+                DIGIT if opts.digits_to_zero => {
+                    if in_digits {
+                        continue;
+                    }
+                    in_digits = true;
+                    c = b'0';
+                }
+                _ => in_digits = false,
             }
-            _ => in_digits = false,
+        } else {
+            in_digits = false;
         }
         if pending_space {
-            out.push(b' ');
+            if let Some(sp) = spans.as_deref_mut() {
+                sp.push((word_start, w));
+            }
+            buf[w] = b' ';
+            w += 1;
+            word_start = w;
             pending_space = false;
         }
-        out.push(c);
+        buf[w] = c;
+        w += 1;
     }
+    if let Some(sp) = spans {
+        if word_start < w {
+            sp.push((word_start, w));
+        }
+    }
+    out.truncate(w);
 }
 
 fn push_chars(chars: impl Iterator<Item = char>, opts: &NormalizeOptions, out: &mut String) {
@@ -271,6 +306,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fused_word_spans() {
+        let mut out = String::new();
+        let mut spans = vec![];
+        let o = NormalizeOptions::default();
+        assert!(normalize_words_into(
+            "  Hi, there!  big   World ",
+            &o,
+            &mut out,
+            &mut spans
+        ));
+        assert_eq!(out, "hi there big world");
+        let words: Vec<&str> = spans.iter().map(|&(a, b)| &out[a..b]).collect();
+        assert_eq!(words, vec!["hi", "there", "big", "world"]);
+        assert!(normalize_words_into(" ... ", &o, &mut out, &mut spans));
+        assert!(spans.is_empty() && out.is_empty());
+        assert!(!normalize_words_into(
+            "café au lait",
+            &o,
+            &mut out,
+            &mut spans
+        ));
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Ctx {
                     let mut nonempty = Vec::with_capacity(chunk.len());
                     let mut k = vec![0u64; bands];
                     for text in chunk {
-                        let s = self.hasher.prepare(text, norm);
+                        let s = self.hasher.prepare_words(text, norm, scratch);
                         exact.push(xxh3_128(s.as_bytes()));
                         nonempty.push(s.split(super::normalize::is_space).any(|w| !w.is_empty()));
                         if self.near {
@@ -253,7 +253,9 @@ pub fn deduplicate(
         }
         // Without near-duplicate search the bands are never used.
         None if !config.near => (1, config.minhash.num_perm),
-        None if config.threshold >= 1.0 => (config.minhash.num_perm, 1),
+        // Jaccard 1 means identical shingle sets, hence identical signatures: one band
+        // of every row finds them all and nothing else.
+        None if config.threshold >= 1.0 => (1, config.minhash.num_perm),
         None => {
             let default = if config.verify {
                 VERIFIED_WEIGHTS

@@ -241,13 +241,15 @@ mod tests {
     }
 
     #[test]
-    fn codes_are_near_nearest_and_zero_blocks_are_zero() {
+    fn codes_follow_the_bin_table_and_zero_blocks_are_zero() {
         let m = dynamic_map();
         let (q, am) = quantize_blockwise_8bit(&[1.0, -1.0, m[37], 0.0], 256);
         assert_eq!(am, vec![1.0]);
         assert_eq!(&q[..2], &[255, 0]);
         assert_eq!(q[2], 37);
-        assert_eq!(q[3], 127); // the code of 0.0
+        // Not 127 (the code of 0.0): 0 falls in the bin of -1 + 2 * 32768 / 65535 = 1.5e-5,
+        // whose nearest code is 131. bitsandbytes 0.50.2 gives 131 too.
+        assert_eq!(q[3], 131);
         let (q, am) = quantize_blockwise_8bit(&[0.0; 300], 256);
         assert_eq!(am, vec![0.0, 0.0]);
         assert!(q.iter().all(|&c| c == 0));

@@ -7,8 +7,9 @@
 //! - without markers, prefix-diff rendering: assistant message `i` spans from the end of
 //!   `render(messages[:i], add_generation_prompt=True)` to the end of
 //!   `render(messages[:i+1])`, so its end-of-turn token (`<|im_end|>`) is trained and the
-//!   model learns to stop. A template whose renders are not prefixes of each other is
-//!   refused rather than guessed at.
+//!   model learns to stop. Trailing layout whitespace of the generation prompt is
+//!   tolerated (see `prompt_end`); a template whose renders are otherwise not prefixes of
+//!   each other is refused rather than guessed at.
 //!
 //! Boundary convention: a token is trained when its byte range OVERLAPS a trained span.
 //! This is transformers' rule for generation markers, applied to both sources so Ladle
@@ -75,6 +76,29 @@ fn not_prefix(i: usize) -> LadleError {
     ))
 }
 
+/// Where the reply starts in `text`, given the render of the conversation up to the
+/// generation prompt. Normally `prompt` is a prefix of `text`. Templates written as
+/// indented Jinja often end the generation prompt with layout whitespace that the
+/// full render does not have at that point (`"<|assistant|>\n\n"` vs
+/// `"<|assistant|>\nHello"`); when only such trailing whitespace differs, the reply
+/// starts where the two diverge. Anything else is not a prefix: None.
+fn prompt_end(text: &str, prompt: &str) -> Option<usize> {
+    if text.starts_with(prompt) {
+        return Some(prompt.len());
+    }
+    let core = prompt.trim_end();
+    if !text.starts_with(core) {
+        return None;
+    }
+    let same = prompt[core.len()..]
+        .chars()
+        .zip(text[core.len()..].chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a.len_utf8())
+        .sum::<usize>();
+    Some(core.len() + same)
+}
+
 /// Subtracts `hole` from sorted, disjoint `spans`.
 fn subtract(spans: Vec<(usize, usize)>, hole: (usize, usize)) -> Vec<(usize, usize)> {
     let mut out = Vec::with_capacity(spans.len() + 1);
@@ -123,10 +147,11 @@ impl ChatEncoder {
                 }
                 end.len()
             };
-            if !text.starts_with(&start) || start.len() > end {
+            let start = prompt_end(&text, &start).ok_or_else(|| not_prefix(i))?;
+            if start > end {
                 return Err(not_prefix(i));
             }
-            Ok((start.len(), end))
+            Ok((start, end))
         };
         if mode == TrainOn::All {
             let mut spans = vec![(0, text.len())];
@@ -239,6 +264,54 @@ mod tests {
         assert_eq!(subtract(vec![(0, 10)], (3, 5)), vec![(0, 3), (5, 10)]);
         assert_eq!(subtract(vec![(0, 3), (5, 10)], (0, 6)), vec![(6, 10)]);
         assert_eq!(subtract(vec![(0, 3)], (3, 6)), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn prompt_end_tolerates_trailing_layout_whitespace() {
+        assert_eq!(prompt_end("<a>\nHi", "<a>\n"), Some(4));
+        assert_eq!(prompt_end("<a>\nHi", "<a>\n\n"), Some(4));
+        assert_eq!(prompt_end("<a>\n  Hi", "<a>\n\n"), Some(4));
+        assert_eq!(prompt_end("<b>\nHi", "<a>\n"), None);
+    }
+
+    const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn masks_on_smollm2() {
+        let Some(path) = crate::tokenize::bytelevel::tests::smollm2_tokenizer_json() else {
+            eprintln!("skipped: no SmolLM2 tokenizer.json in the Ladle model cache");
+            return;
+        };
+        let enc = ChatEncoder::new(
+            ChatTemplate::new(SMOL, &[]).unwrap(),
+            TextTokenizer::from_file(path).unwrap(),
+        );
+        let conv = Conversation::from_json(
+            r#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Yo"},
+                {"role":"user","content":"Again"},{"role":"assistant","content":"Sure","train":false}]"#,
+        )
+        .unwrap();
+        let eos = enc.tokenizer.token_to_id("<|im_end|>").unwrap() as i32;
+        let trained = |e: &Encoded| {
+            e.labels
+                .iter()
+                .filter(|&&l| l != IGNORE)
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let text = |ids: Vec<i32>| {
+            let ids: Vec<u32> = ids.into_iter().map(|i| i as u32).collect();
+            enc.tokenizer.decode(&ids, false).unwrap()
+        };
+        let a = enc.encode(&conv, TrainOn::Assistant).unwrap();
+        assert_eq!(text(trained(&a)), "Yo<|im_end|>\n");
+        assert_eq!(trained(&a).iter().filter(|&&l| l == eos).count(), 1);
+        assert_eq!(a.n_trained, trained(&a).len());
+        // The final assistant turn is train: false, so `last` teaches nothing.
+        assert_eq!(enc.encode(&conv, TrainOn::Last).unwrap().n_trained, 0);
+        let all = enc.encode(&conv, TrainOn::All).unwrap();
+        assert!(!text(trained(&all)).contains("Sure"));
+        assert!(text(trained(&all)).contains("Again"));
     }
 
     #[test]

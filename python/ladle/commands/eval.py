@@ -1,0 +1,161 @@
+"""``ladle eval`` (before/after evaluation with a CI gate) and ``ladle compare``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+EVAL_DESCRIPTION = """\
+Is the fine-tuned model better than simply prompting the base model, by how much, at
+what cost, and is the difference real?
+
+  baseline   the recipe's base model with evaluate.baseline's prompt: system prompt +
+             few-shot examples drawn by seed from the TRAIN rows (never the eval set)
+  candidate  each --candidate (a run folder with adapter/ or model/, an adapter folder,
+             or a model folder) with evaluate.candidate's prompt
+
+Every difference gets a paired-bootstrap 95% interval (McNemar's test for binary
+metrics); evaluate.gate's conditions decide the exit code. Reports go to --output
+(default RUN_DIR/eval): report.json, report.md (also appended to $GITHUB_STEP_SUMMARY),
+junit.xml (one test case per gate condition), examples.jsonl, chart.png."""
+
+EVAL_EXAMPLE = """\
+ladle eval recipes/quickstart.yaml --candidate runs/quickstart-20260101-120000
+ladle eval recipes/quickstart.yaml --candidate runs/a --candidate runs/b --output out/eval
+ladle eval recipes/quickstart.yaml --candidate runs/a evaluate.limit=50 evaluate.bootstrap=2000
+
+exit codes: 0 gate passed, 1 gate failed (the failing conditions are printed),
+2 usage or input error"""
+
+COMPARE_EXAMPLE = """\
+ladle compare runs/old/eval/report.json runs/new/eval/report.json
+ladle compare runs/old/eval runs/new/eval          # folders holding report.json"""
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets KEY=VALUE overrides follow options (``RECIPE --candidate RUN k=v``).
+
+    Plain argparse matches all positionals in the first run of them, so an override after
+    ``--candidate`` would be "unrecognized"; intermixed parsing collects them wherever
+    they stand. The subparser action calls ``parse_known_args``, so that is redirected
+    (the guard stops the recursion: the intermixed parser calls it internally)."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
+def _subparser(
+    sub: Any, name: str, help: str, description: str, example: str
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog="examples:\n  " + example.strip().replace("\n", "\n  "),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return p
+
+
+def register(sub: Any) -> None:
+    p = _subparser(
+        sub,
+        "eval",
+        help="fine-tuned model vs the prompted base model, with the recipe's gate",
+        description=EVAL_DESCRIPTION,
+        example=EVAL_EXAMPLE,
+    )
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="override recipe fields by dotted path, e.g. evaluate.limit=50",
+    )
+    p.add_argument(
+        "--candidate",
+        "-c",
+        action="append",
+        required=True,
+        metavar="RUN_DIR",
+        help="fine-tuned run folder, adapter folder or model folder (repeat for several)",
+    )
+    p.add_argument("--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval)")
+    p.set_defaults(func=run)
+    p.__class__ = _IntermixedParser  # created by the caller's add_parser; see the class
+
+    c = _subparser(
+        sub,
+        "compare",
+        help="diff two eval reports (track a recipe across commits)",
+        description="Show how every measure moved between two `ladle eval` reports: "
+        "baseline and candidate values of each, and the candidate's change. Candidates are "
+        "paired in order.",
+        example=COMPARE_EXAMPLE,
+    )
+    c.add_argument("report_a", metavar="REPORT_A", help="earlier report.json (or its folder)")
+    c.add_argument("report_b", metavar="REPORT_B", help="later report.json (or its folder)")
+    c.set_defaults(func=run_compare)
+
+
+def load_rows(
+    recipe: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    """(eval rows, train rows, decontamination info) for a recipe.
+
+    INTEGRATION POINT: once the `prep` branch lands, take the rows and the
+    decontamination counts from ``ladle.data.prep(recipe)`` here; until then the
+    recipe's `messages` JSONL datasets are read directly and decontamination is unknown.
+    """
+    from ladle.demo import ensure_generated
+    from ladle.evaluate.prompts import read_split
+
+    ensure_generated(recipe)  # builtin demo datasets (`generate:`) are written on first use
+    return read_split(recipe, "eval"), read_split(recipe, "train"), None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ladle.errors import EvalError
+    from ladle.evaluate import evaluate
+    from ladle.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if not recipe.evaluate.enabled:
+        raise EvalError(f"{args.recipe}: evaluate.enabled is false")
+    candidates = [Path(c) for c in args.candidate]
+    output = Path(args.output) if args.output else candidates[0] / "eval"
+    eval_rows, train_rows, decon = load_rows(recipe)
+    report = evaluate(
+        recipe,
+        eval_rows,
+        train_rows,
+        candidates,
+        output,
+        decontamination=decon,
+        progress=lambda msg: print(f"ladle eval: {msg}", file=sys.stderr),
+    )
+    print((output / "report.md").read_text(encoding="utf-8"))
+    print(f"reports written to {output}/ ({', '.join(report.files)})")
+    if not report.gate_passed:
+        for g in report.gate_failures:
+            print(f"gate FAILED [{g.candidate}] {g.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ladle.evaluate import compare_reports, load_report
+
+    print(compare_reports(load_report(Path(args.report_a)), load_report(Path(args.report_b))))
+    return 0

@@ -1,0 +1,234 @@
+"""From normalised rows to token documents: tokenize, mask, apply the over-long policy.
+
+Every example that leaves here has at least one trained token that survives packing
+(the first token of a packed document never carries loss), because an example with
+nothing to learn still costs compute and silently dilutes the loss: it is a counted
+drop (``no_trained_tokens``), never a quiet row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ladle.data.load import Drops
+from ladle.data.packing import IGNORE_INDEX
+
+Ids = npt.NDArray[np.int32]
+
+
+@dataclass
+class Encoder:
+    """What tokenizing a chunk of rows needs: the chat tokenizer and the recipe's rules."""
+
+    chat: Any  # ladle.data.ChatTokenizer (or anything with its encode_batch signature)
+    text: Callable[[list[str]], list[list[int]]]
+    eos_id: int | None
+    max_length: int
+    train_on: str
+    overlong: str  # auto | drop | truncate | split
+    strict: bool = False
+
+    def policy(self, is_text: bool) -> str:
+        if self.overlong == "auto":
+            return "split" if is_text else "drop"
+        return self.overlong
+
+
+@dataclass
+class Overlong:
+    dropped: int = 0
+    truncated: int = 0
+    split: int = 0
+    pieces: int = 0
+
+    def merge(self, o: Overlong) -> None:
+        self.dropped += o.dropped
+        self.truncated += o.truncated
+        self.split += o.split
+        self.pieces += o.pieces
+
+
+def text_encoder(
+    chat: Any, model_dir: Path
+) -> tuple[Callable[[list[str]], list[list[int]]], int | None]:
+    """Raw-text tokenization (for ``format: text``) and the EOS id that ends each document.
+
+    Uses the chat tokenizer's own raw-text path when it has one, else the ``tokenizers``
+    package on the model's tokenizer.json (same ids: same file, no special tokens added).
+    """
+    eos_id: int | None = getattr(chat, "eos_token_id", None)
+    fn = None
+    if hasattr(chat, "tokenize_batch"):
+
+        def fn(texts: list[str]) -> list[list[int]]:
+            ids, offsets = chat.tokenize_batch(texts)
+            return [ids[offsets[k] : offsets[k + 1]] for k in range(len(texts))]
+
+    if fn is None or eos_id is None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        if fn is None:
+
+            def fn(texts: list[str]) -> list[list[int]]:
+                return [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+
+        if eos_id is None:
+            eos_id = _eos_id(model_dir, tok)
+    return fn, eos_id
+
+
+def _eos_id(model_dir: Path, tok: Any) -> int | None:
+    cfg = model_dir / "tokenizer_config.json"
+    if not cfg.is_file():
+        return None
+    eos = json.loads(cfg.read_text()).get("eos_token")
+    if isinstance(eos, dict):
+        eos = eos.get("content")
+    return tok.token_to_id(eos) if isinstance(eos, str) else None
+
+
+def _pairs(result: Any) -> list[tuple[list[int], list[int]]]:
+    """Accept encode_batch output as a list of dicts or a dict of lists."""
+    if isinstance(result, dict):
+        return list(zip(result["input_ids"], result["labels"], strict=True))
+    return [(r["input_ids"], r["labels"]) for r in result]
+
+
+def _trained(labels: Ids) -> int:
+    """Trained tokens once packed (the document's first label is always ignored)."""
+    return int(np.count_nonzero(labels[1:] != IGNORE_INDEX))
+
+
+def encode_sft(
+    enc: Encoder,
+    rows: list[str],
+    kinds: list[str],
+    locations: list[str],
+    drops: Drops,
+    over: Overlong,
+) -> list[tuple[int, Ids, Ids]]:
+    """Tokenize a chunk of rows (JSON text; ``kinds`` "chat" or "text") into
+    ``(row index, ids, labels)`` documents.
+
+    One row can give several documents (``split``) or none (a counted drop).
+    """
+    chat_idx = [i for i, k in enumerate(kinds) if k == "chat"]
+    text_idx = [i for i, k in enumerate(kinds) if k == "text"]
+    encoded: dict[int, tuple[Ids, Ids]] = {}
+    if chat_idx and hasattr(enc.chat, "encode_json"):
+        # ChatTokenizer's flat form: the rows' JSON goes straight to Rust (no Python
+        # dicts, no per-token Python objects), and a row whose template raises is a
+        # counted drop instead of a failed batch. A row is {"messages", "tools"?}.
+        b = enc.chat.encode_json([rows[i] for i in chat_idx], train_on=enc.train_on)
+        off = b.offsets
+        for k, i in enumerate(chat_idx):
+            if b.errors[k] is not None:
+                if enc.strict:
+                    raise b.errors[k]
+                drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
+                continue
+            encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
+    elif chat_idx:  # any object with ChatTokenizer's encode/encode_batch signature
+        parsed = {i: json.loads(rows[i]) for i in chat_idx}
+        plain = [i for i in chat_idx if not parsed[i].get("tools")]
+        if plain:
+            batch = enc.chat.encode_batch(
+                [parsed[i]["messages"] for i in plain], train_on=enc.train_on
+            )
+            for i, (raw_ids, raw_labels) in zip(plain, _pairs(batch), strict=True):
+                encoded[i] = (np.asarray(raw_ids, np.int32), np.asarray(raw_labels, np.int32))
+        for i in chat_idx:
+            if parsed[i].get("tools"):
+                r = enc.chat.encode(
+                    parsed[i]["messages"], train_on=enc.train_on, tools=parsed[i]["tools"]
+                )
+                encoded[i] = (
+                    np.asarray(r["input_ids"], np.int32),
+                    np.asarray(r["labels"], np.int32),
+                )
+    if text_idx:
+        texts = [json.loads(rows[i])["text"] for i in text_idx]
+        for i, toks in zip(text_idx, enc.text(texts), strict=True):
+            arr = np.asarray(toks, np.int32)
+            if enc.eos_id is not None:
+                arr = np.append(arr, np.int32(enc.eos_id))
+            encoded[i] = (arr, arr.copy())
+
+    docs: list[tuple[int, Ids, Ids]] = []
+    for i in sorted(encoded):
+        ids, labels = encoded[i]
+        pieces = [(ids, labels)]
+        if len(ids) > enc.max_length:
+            policy = enc.policy("text" in rows[i])
+            if policy == "drop":
+                over.dropped += 1
+                drops.add("overlong", f"{locations[i]}: {len(ids)} tokens > {enc.max_length}")
+                continue
+            if policy == "truncate":
+                over.truncated += 1
+                pieces = [(ids[: enc.max_length], labels[: enc.max_length])]
+            else:
+                over.split += 1
+                m = enc.max_length
+                pieces = [(ids[a : a + m], labels[a : a + m]) for a in range(0, len(ids), m)]
+                over.pieces += len(pieces)
+        kept = [(a, b) for a, b in pieces if _trained(b) > 0]
+        if not kept:
+            drops.add("no_trained_tokens", locations[i])
+            continue
+        docs.extend((i, a, b) for a, b in kept)
+    return docs
+
+
+def encode_preference(
+    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+) -> list[tuple[int, Ids, Ids, Ids]]:
+    """Tokenize preference rows into ``(row index, prompt, chosen, rejected)`` id triples.
+
+    The prompt is the conversation rendered up to the reply with the generation prompt
+    (the tokens before the first trained one); chosen and rejected are the reply tokens
+    up to and including the end-of-turn token, so the pair shares one exact prefix.
+    """
+    convs: list[list[dict[str, Any]]] = []
+    for r in rows:
+        pmsgs = [{**m, "train": False} for m in r["prompt"]]
+        convs.append(pmsgs + r["chosen"])
+        convs.append(pmsgs + r["rejected"])
+    pairs = _pairs(enc.chat.encode_batch(convs, train_on="assistant"))
+    out: list[tuple[int, Ids, Ids, Ids]] = []
+    for i in range(len(rows)):
+        spans = []
+        for ids, labels in pairs[2 * i : 2 * i + 2]:
+            lab = np.asarray(labels, np.int32)
+            trained = np.flatnonzero(lab != IGNORE_INDEX)
+            if len(trained) == 0:
+                break
+            arr = np.asarray(ids, np.int32)
+            spans.append((arr[: trained[0]], arr[trained[0] : trained[-1] + 1]))
+        if len(spans) < 2:
+            drops.add("no_trained_tokens", locations[i])
+            continue
+        (prompt, chosen), (prompt2, rejected) = spans
+        if not np.array_equal(prompt, prompt2):
+            drops.add("prompt_mismatch", locations[i])
+            continue
+        if len(prompt) + max(len(chosen), len(rejected)) > enc.max_length:
+            if enc.overlong != "truncate":
+                over.dropped += 1
+                drops.add("overlong", locations[i])
+                continue
+            over.truncated += 1
+            keep = max(enc.max_length // 2, enc.max_length - max(len(chosen), len(rejected)))
+            prompt = prompt[-keep:]  # keep the end of the prompt, nearest the reply
+            room = enc.max_length - len(prompt)
+            chosen, rejected = chosen[:room], rejected[:room]
+        out.append((i, prompt, chosen, rejected))
+    return out

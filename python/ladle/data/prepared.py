@@ -1,0 +1,176 @@
+"""The on-disk layout of prepared data, written by ``prep`` and read by training/eval.
+
+A prep folder holds:
+
+- ``train-NNNNN.parquet``: SFT rows, each ``input_ids``, ``labels``, ``position_ids``
+  and ``seq_lengths`` (list<int32>) plus ``num_tokens``; a packed row holds several
+  documents, told apart by ``position_ids`` restarting at 0 (transformers' padding-free
+  layout). DPO data instead has ``prompt_input_ids``, ``chosen_input_ids`` and
+  ``rejected_input_ids``, one preference pair per row, never packed together.
+- ``eval-00000.parquet``: eval rows kept as conversations for the evaluator:
+  ``messages`` (JSON), ``prompt`` (JSON: the messages before the final assistant
+  turn), ``reference`` (that turn's text), ``text`` (raw-text rows) and ``dataset``.
+- ``manifest.json``: counts, drops, tokens, packing efficiency (see ``prep``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ladle.errors import DataError
+
+PREF_ROWS_PER_SHARD = 65_536
+# Token ids gain nothing from Parquet's dictionary pages (it doubles the write time);
+# zstd level 1 still shrinks them by about half.
+_PARQUET: dict[str, Any] = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
+
+
+def _arrow(values: npt.NDArray[Any]) -> Any:
+    """A numpy array as an Arrow array without copying (and without ``pa.array``'s
+    pandas probe, which costs half a second of import on first use)."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    typ = {np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64()}[values.dtype]
+    return pa.Array.from_buffers(typ, len(values), [None, pa.py_buffer(values)])
+
+
+def _lists(offsets: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> Any:
+    import pyarrow as pa
+
+    if offsets[-1] < 2**31:
+        return pa.ListArray.from_arrays(_arrow(offsets.astype(np.int32)), _arrow(values))
+    return pa.LargeListArray.from_arrays(_arrow(offsets.astype(np.int64)), _arrow(values))
+
+
+def _ragged(arrays: list[npt.NDArray[np.int32]]) -> Any:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0, np.int32)
+    return _lists(offsets, values.astype(np.int32, copy=False))
+
+
+def write_packed(path: Path, packed: dict[str, Any]) -> None:
+    """One Parquet shard of packed SFT rows from ``packing.assemble``'s flat arrays."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ro, so = packed["row_offsets"], packed["seq_offsets"]
+    table = pa.table(
+        {
+            "input_ids": _lists(ro, packed["input_ids"]),
+            "labels": _lists(ro, packed["labels"]),
+            "position_ids": _lists(ro, packed["position_ids"]),
+            "seq_lengths": _lists(so, packed["seq_lengths"]),
+            "num_tokens": _arrow(np.diff(ro).astype(np.int32)),
+        }
+    )
+    pq.write_table(table, path, **_PARQUET)
+
+
+def write_preference(folder: Path, triples: list[tuple[Any, Any, Any]]) -> list[str]:
+    """DPO pairs as shards of ``prompt/chosen/rejected_input_ids``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = []
+    for s, a in enumerate(range(0, max(1, len(triples)), PREF_ROWS_PER_SHARD)):
+        part = triples[a : a + PREF_ROWS_PER_SHARD]
+        table = pa.table(
+            {
+                "prompt_input_ids": _ragged([t[0] for t in part]),
+                "chosen_input_ids": _ragged([t[1] for t in part]),
+                "rejected_input_ids": _ragged([t[2] for t in part]),
+            }
+        )
+        name = f"train-{s:05d}.parquet"
+        pq.write_table(table, folder / name, **_PARQUET)
+        names.append(name)
+    return names
+
+
+def eval_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A normalised row as the evaluator needs it: prompt messages and reference answer."""
+    if "text" in row:
+        return {"messages": None, "prompt": None, "reference": None, "text": row["text"]}
+    if "chosen" in row:
+        msgs = row["prompt"] + row["chosen"]
+        prompt, ref_msgs = row["prompt"], row["chosen"]
+    else:
+        msgs = row["messages"]
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))
+        prompt, ref_msgs = msgs[:last], msgs[last:]
+    ref = next((m["content"] for m in ref_msgs if m["role"] == "assistant"), None)
+    rec: dict[str, Any] = {
+        "messages": json.dumps(msgs, ensure_ascii=False),
+        "prompt": json.dumps(prompt, ensure_ascii=False),
+        "reference": ref,
+        "text": None,
+    }
+    if row.get("tools"):
+        rec["tools"] = json.dumps(row["tools"], ensure_ascii=False)
+    return rec
+
+
+def write_eval(folder: Path, rows: list[dict[str, Any]], datasets: list[int]) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = [eval_record(r) for r in rows]
+    cols = {
+        k: pa.array([r.get(k) for r in recs], type=pa.string())
+        for k in ("messages", "prompt", "reference", "text", "tools")
+    }
+    cols["dataset"] = pa.array(datasets, type=pa.int32())
+    pq.write_table(pa.table(cols), folder / "eval-00000.parquet", **_PARQUET)
+    return ["eval-00000.parquet"]
+
+
+def _folder(path: Any) -> Path:
+    folder = Path(getattr(path, "path", path))
+    if not (folder / "manifest.json").is_file():
+        raise DataError(
+            f"{folder}: not a prepared data folder (no manifest.json); run `ladle prep`"
+        )
+    return folder
+
+
+def load_prepared(path: Any) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+    """Open a prep folder (or a ``PrepResult``): ``(train Table, eval rows, manifest)``.
+
+    The train split is a ``pyarrow.Table`` over the shards (memory-mapped); eval rows are
+    dicts with ``messages``/``prompt`` decoded from JSON plus ``reference``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = _folder(path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shards = [folder / s for s in manifest["train"]["shards"]]
+    tables = [pq.read_table(s, memory_map=True) for s in shards]
+    train = pa.concat_tables(tables) if tables else pa.table({})
+    evals: list[dict[str, Any]] = []
+    for s in manifest["eval"]["shards"]:
+        for rec in pq.read_table(folder / s).to_pylist():
+            for k in ("messages", "prompt", "tools"):
+                if rec.get(k) is not None:
+                    rec[k] = json.loads(rec[k])
+            evals.append(rec)
+    return train, evals, manifest
+
+
+def iter_train_rows(path: Any, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """Stream train rows as dicts of lists, one shard batch at a time (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    folder = _folder(path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for s in manifest["train"]["shards"]:
+        for batch in pq.ParquetFile(folder / s).iter_batches(batch_size=batch_size):
+            yield from batch.to_pylist()

@@ -1,0 +1,286 @@
+"""Loading contestants and generating their answers, batched.
+
+Performance notes (why the code looks like this):
+
+- Prompts are sorted by token length and cut into batches, so a batch holds prompts of
+  similar length and left padding wastes little compute; answers are put back in input
+  order afterwards.
+- Left padding with an explicit attention mask: ``generate`` derives position ids from
+  the mask (``cumsum - 1``), so a padded prompt sees the same positions as when it runs
+  alone and greedy output matches the per-example loop (up to float reassociation in the
+  batched matmuls; benchmarks/eval.py measures it).
+- Generation stops at the chat template's end-of-turn token (``<|im_end|>`` for ChatML),
+  not only the tokenizer's eos, so no budget is spent on a next turn; a row that finished
+  keeps emitting padding until the whole batch is done, and its token count stops at
+  the stop token.
+- A LoRA adapter is merged into the base weights once: generation then runs plain
+  matmuls instead of base + low-rank product for every token.
+- An explicit ``GenerationConfig`` overrides whatever sampling defaults a checkpoint
+  ships in ``generation_config.json``: greedy means greedy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ladle.errors import EvalError, ModelError
+from ladle.models import check_model_dir
+from ladle.recipe.schema import GenerationSpec
+
+if TYPE_CHECKING:
+    import torch
+
+Messages = list[dict[str, str]]
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+"""End-of-turn markers of the common chat templates; those in the vocabulary stop generation."""
+
+
+# ----------------------------------------------------------------------- rendering
+
+
+Renderer = Callable[[Messages], str]
+
+
+def prompt_renderer(tokenizer_dir: Path, template: str | None = None) -> Renderer:
+    """The function that turns a contestant's messages into its prompt text, with the
+    assistant header opened (``add_generation_prompt=True``).
+
+    The one place that chooses the renderer: Ladle's Rust ``ChatTokenizer`` (the same
+    renderer ``prep`` trains with, byte-identical to transformers' ``apply_chat_template``)
+    with the recipe's ``data.template``, so a candidate is asked in exactly the format it
+    was trained on.
+    """
+    from ladle.data import ChatTokenizer
+
+    chat = ChatTokenizer.from_pretrained(tokenizer_dir, template=template)
+    return lambda messages: chat.render(messages, add_generation_prompt=True)
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end an assistant turn: eos plus known end-of-turn markers."""
+    ids: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    vocab = tokenizer.get_vocab()
+    ids += [int(vocab[t]) for t in END_OF_TURN if t in vocab]
+    return sorted(set(ids))
+
+
+# ----------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a contestant's weights come from."""
+
+    model_dir: Path
+    adapter_dir: Path | None = None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        if self.adapter_dir is not None and (self.adapter_dir / "tokenizer.json").is_file():
+            return self.adapter_dir
+        return self.model_dir
+
+
+def candidate_source(path: Path, base_dir: Path) -> ModelSource:
+    """Interpret a candidate path: a run folder (``adapter/`` or ``model/``), an adapter
+    folder, or a plain model folder."""
+    path = Path(path)
+    if not path.exists():
+        raise EvalError(f"candidate {path} does not exist")
+    if (path / "adapter" / "adapter_config.json").is_file():
+        return ModelSource(base_dir, path / "adapter")
+    if (path / "model" / "config.json").is_file():
+        return ModelSource(check_model_dir(path / "model"))
+    if (path / "adapter_config.json").is_file():
+        return ModelSource(base_dir, path)
+    if (path / "config.json").is_file():
+        return ModelSource(check_model_dir(path))
+    raise EvalError(
+        f"candidate {path} is neither a run folder (with adapter/ or model/), an adapter "
+        "folder (adapter_config.json) nor a model folder (config.json)"
+    )
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 where the hardware computes it natively (AVX-512 bf16/AMX CPUs and
+    modern GPUs), else fp32."""
+    import torch
+
+    if precision != "auto":
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
+    """Load (model, tokenizer) in eval mode; an adapter is merged into its base."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    torch_dtype = {
+        "auto": torch.float32 if device == "cpu" else "auto",
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+    }[dtype]
+    try:
+        tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
+        model: Any = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch_dtype)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {source.model_dir}: {e}") from e
+    if source.adapter_dir is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, source.adapter_dir)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load adapter {source.adapter_dir}: {e}") from e
+        model = model.merge_and_unload()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(device).eval()
+    return model, tok
+
+
+def read_base_of_adapter(adapter_dir: Path) -> str | None:
+    """The base model an adapter was trained on, as peft recorded it."""
+    try:
+        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    base = cfg.get("base_model_name_or_path")
+    return str(base) if base else None
+
+
+# ----------------------------------------------------------------------- generation
+
+
+@dataclass
+class Generation:
+    """What one contestant produced, in input order."""
+
+    outputs: list[list[str]]
+    """outputs[i][j]: sample j of example i (one sample when greedy)."""
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    """Mean over samples, counting the stop token (it is generated and billed)."""
+    latency_s: np.ndarray
+    """Per example: its batch's wall time split evenly over the batch (amortised)."""
+    total_s: float
+    precision: str
+
+
+def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def _cut(tokens: list[int], stops: set[int]) -> tuple[list[int], int]:
+    """Tokens before the first stop token, and the count generated including it."""
+    for i, t in enumerate(tokens):
+        if t in stops:
+            return tokens[:i], i + 1
+    return tokens, len(tokens)
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    spec: GenerationSpec,
+    *,
+    seed: int = 0,
+    precision: str = "auto",
+) -> Generation:
+    """Generate answers for rendered ``prompts`` in length-sorted, left-padded batches."""
+    import contextlib
+
+    import torch
+    from transformers import GenerationConfig
+
+    device = str(next(model.parameters()).device.type)
+    precision = resolve_precision(precision, device)
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if any(len(e) == 0 for e in encoded):
+        raise EvalError("an eval prompt rendered to zero tokens")
+    stops = stop_token_ids(tokenizer)
+    pad_id = int(tokenizer.pad_token_id)
+    n_ret = spec.num_samples
+    config = GenerationConfig(
+        max_new_tokens=spec.max_new_tokens,
+        do_sample=spec.do_sample,
+        temperature=spec.temperature if spec.do_sample else None,
+        top_p=spec.top_p if spec.do_sample else None,
+        top_k=None,
+        num_return_sequences=n_ret,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    outputs: list[list[str]] = [[] for _ in encoded]
+    completion = np.zeros(len(encoded))
+    latency = np.zeros(len(encoded))
+    autocast = (
+        torch.autocast(device_type=device, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    torch.manual_seed(seed)
+    total = 0.0
+    for start in range(0, len(order), spec.batch_size):
+        batch = order[start : start + spec.batch_size]
+        ids, mask = _left_pad([encoded[i] for i in batch], pad_id)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), autocast:
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+            )
+        dt = time.perf_counter() - t0
+        total += dt
+        new = out[:, ids.shape[1] :].tolist()
+        for k, i in enumerate(batch):
+            counts = []
+            for j in range(n_ret):
+                toks, count = _cut(new[k * n_ret + j], set(stops))
+                outputs[i].append(tokenizer.decode(toks, skip_special_tokens=True))
+                counts.append(count)
+            completion[i] = float(np.mean(counts))
+            latency[i] = dt / len(batch)
+    return Generation(
+        outputs=outputs,
+        prompt_tokens=np.array([len(e) for e in encoded], dtype=np.float64),
+        completion_tokens=completion,
+        latency_s=latency,
+        total_s=total,
+        precision=precision,
+    )

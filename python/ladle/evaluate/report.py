@@ -1,0 +1,335 @@
+"""Report files: report.json, report.md, junit.xml, examples.jsonl and chart.png.
+
+The folder is written through :func:`ladle.paths.atomic_dir`, so it is either the
+complete report of one evaluation or absent: CI never reads a half-written report.json
+next to last run's junit.xml. report.md is also appended to ``$GITHUB_STEP_SUMMARY``
+when that is set (the job summary of a GitHub Actions step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ladle.errors import EvalError
+from ladle.paths import atomic_dir
+
+if TYPE_CHECKING:
+    from ladle.evaluate.runner import Contestant, EvalReport
+    from ladle.evaluate.stats import Comparison
+
+SCHEMA_VERSION = 1
+OPERATIONAL = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "latency_p50",
+    "latency_p95",
+    "tokens_per_s",
+    "consistency",
+)
+"""Cost and latency measures, shown below the quality metrics."""
+
+
+def _num(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def fmt(key: str, x: float | None) -> str:
+    """A value as a person reads it: tokens as counts, seconds with ms, rates with 3 digits."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if key in ("prompt_tokens", "completion_tokens", "tokens_per_s") or key.startswith("length"):
+        return f"{x:.1f}"
+    if key.startswith("latency"):
+        return f"{x * 1000:.0f} ms"
+    if key == "cost":
+        return f"{x:.6f}"
+    return f"{x:.3f}"
+
+
+def fmt_diff(key: str, c: Comparison) -> str:
+    scale, unit = (1000, " ms") if key.startswith("latency") else (1, "")
+    if key == "cost":
+        return f"{c.diff:+.6f} [{c.low:+.6f}, {c.high:+.6f}]"
+    return f"{c.diff * scale:+.3g}{unit} [{c.low * scale:+.3g}, {c.high * scale:+.3g}]"
+
+
+def fmt_p(c: Comparison, resamples: int) -> str:
+    """A bootstrap p of 0 only says "below the resolution of the resamples"."""
+    if not math.isfinite(c.p_value):
+        return "n/a"
+    if c.test == "bootstrap" and c.p_value == 0:
+        return f"<{1 / resamples:.2g}"
+    return f"{c.p_value:.3g}"
+
+
+# ----------------------------------------------------------------------- report.json
+
+
+def _contestant(c: Contestant) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "source": c.source,
+        "prompt": c.prompt_spec.model_dump(),
+        "values": {k: _num(v) for k, v in c.values().items()},
+        "ci95": {k: [_num(lo), _num(hi)] for k, (lo, hi) in c.ci.items()},
+        "precision": c.generation.precision,
+        "generate_s": c.generation.total_s,
+        "load_s": c.load_s,
+    }
+
+
+def _comparison(c: Comparison) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "baseline": _num(c.baseline),
+        "candidate": _num(c.candidate),
+        "diff": _num(c.diff),
+        "ci95": [_num(c.low), _num(c.high)],
+        "p_value": _num(c.p_value),
+        "test": c.test,
+        "better": c.better,
+        "significant": c.significant,
+    }
+    if c.mcnemar_b is not None:
+        out["mcnemar"] = {"baseline_only": c.mcnemar_b, "candidate_only": c.mcnemar_c}
+    return out
+
+
+def to_dict(report: EvalReport) -> dict[str, Any]:
+    return {
+        "ladle_eval": SCHEMA_VERSION,
+        "recipe": report.recipe,
+        "n_examples": report.n_examples,
+        "settings": report.settings,
+        "decontamination": report.decontamination,
+        "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
+        "baseline": _contestant(report.baseline),
+        "candidates": [_contestant(c) for c in report.candidates],
+        "comparisons": {
+            name: {k: _comparison(c) for k, c in cmps.items()}
+            for name, cmps in report.comparisons.items()
+        },
+        "gate": [g.to_dict() for g in report.gate],
+        "gate_passed": report.gate_passed,
+    }
+
+
+# ----------------------------------------------------------------------- report.md
+
+
+def decontamination_line(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "Decontamination: not checked (no data-engine report passed to the evaluation)."
+    counts = ", ".join(f"{k}: {v}" for k, v in info.items() if k != "decontaminated")
+    if info.get("decontaminated"):
+        return "Decontamination: train rows overlapping eval prompts were removed" + (
+            f" ({counts})." if counts else "."
+        )
+    return "Decontamination: OFF, eval prompts may have been trained on" + (
+        f" ({counts})." if counts else "."
+    )
+
+
+def markdown(report: EvalReport) -> str:
+    ev_shots = len(report.few_shot)
+    lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
+    for cand in report.candidates:
+        cmps = report.comparisons[cand.name]
+        lines += [
+            f"## baseline (base model, {ev_shots}-shot prompt) vs `{cand.name}`",
+            "",
+            "| metric | baseline | candidate | diff [95% CI] | p |",
+            "|---|---:|---:|---|---:|",
+        ]
+        quality = [k for k in cmps if k not in OPERATIONAL]
+        ops = [k for k in OPERATIONAL if k in cmps]
+        for key in quality + ops:
+            c = cmps[key]
+            p = fmt_p(c, report.settings.get("bootstrap", 1000))
+            mark = " *" if c.significant and key in quality else ""
+            lines.append(
+                f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "
+                f"{fmt_diff(key, c)}{mark} | {p} |"
+            )
+        lines.append("")
+    lines += [
+        "`*`: the 95% paired-bootstrap interval excludes 0. p: McNemar's test for binary "
+        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency is "
+        "per example, each batch's wall time split over its examples.",
+        "",
+        "## Gate",
+        "",
+    ]
+    if not report.gate:
+        lines.append("No gate conditions in the recipe.")
+    else:
+        lines += ["| | candidate | condition | result |", "|---|---|---|---|"]
+        for g in report.gate:
+            icon = "✅" if g.passed else "❌"
+            lines.append(f"| {icon} | {g.candidate} | {g.name} | {g.message} |")
+        lines += ["", f"**Gate {'passed' if report.gate_passed else 'FAILED'}.**"]
+    lines += ["", decontamination_line(report.decontamination), ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------- junit.xml
+
+
+def junit_xml(report: EvalReport) -> str:
+    """One test case per gate condition and candidate, as CI systems render JUnit."""
+    failures = len(report.gate_failures)
+    suite = ET.Element(
+        "testsuite",
+        name=f"ladle-eval.{report.recipe}",
+        tests=str(len(report.gate)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+    )
+    for g in report.gate:
+        case = ET.SubElement(suite, "testcase", classname=f"ladle.gate.{g.candidate}", name=g.name)
+        if not g.passed:
+            fail = ET.SubElement(case, "failure", message=g.message, type="GateFailed")
+            fail.text = g.message
+        else:
+            ET.SubElement(case, "system-out").text = g.message
+    root = ET.Element("testsuites", tests=str(len(report.gate)), failures=str(failures))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# ----------------------------------------------------------------------- examples.jsonl
+
+
+def _side(c: Contestant, i: int) -> dict[str, Any]:
+    g = c.generation
+    out: dict[str, Any] = {
+        "output": g.outputs[i][0] if g.outputs[i] else "",
+        "scores": {
+            k: _num(float(s.values[i])) for k, s in c.scores.items() if k not in OPERATIONAL
+        },
+        "prompt_tokens": int(g.prompt_tokens[i]),
+        "completion_tokens": float(g.completion_tokens[i]),
+        "latency_s": float(g.latency_s[i]),
+    }
+    if len(g.outputs[i]) > 1:
+        out["samples"] = g.outputs[i]
+    return out
+
+
+def examples_jsonl(report: EvalReport) -> str:
+    lines = []
+    for i, e in enumerate(report.examples):
+        row = {
+            "index": i,
+            "prompt": e.prompt,
+            "reference": e.reference,
+            "baseline": _side(report.baseline, i),
+            "candidates": {c.name: _side(c, i) for c in report.candidates},
+        }
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------- writing
+
+
+def check_output_dir(out_dir: Path) -> Path:
+    """The report folder replaces an earlier report, never a folder holding anything else."""
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "report.json").exists())
+    ):
+        raise EvalError(
+            f"{out_dir} exists and is not an eval report folder; choose another --output"
+        )
+    return out_dir
+
+
+def write_reports(report: EvalReport, out_dir: Path) -> list[Path]:
+    """Write the five report files into ``out_dir`` (replacing an earlier eval report)."""
+    from ladle.evaluate.chart import bar_chart
+
+    out_dir = check_output_dir(Path(out_dir))
+    md = markdown(report)
+    with atomic_dir(out_dir, replace=True) as tmp:
+        (tmp / "report.json").write_text(json.dumps(to_dict(report), indent=2) + "\n")
+        (tmp / "report.md").write_text(md)
+        (tmp / "junit.xml").write_text(junit_xml(report))
+        (tmp / "examples.jsonl").write_text(examples_jsonl(report), encoding="utf-8")
+        bar_chart(report, tmp / "chart.png")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(md + "\n")
+    report.output_dir = out_dir
+    report.files = ["report.json", "report.md", "junit.xml", "examples.jsonl", "chart.png"]
+    return [out_dir / f for f in report.files]
+
+
+# ----------------------------------------------------------------------- compare
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EvalError(f"cannot read report {path}: {e}") from e
+    if not isinstance(data, dict) or data.get("ladle_eval") != SCHEMA_VERSION:
+        raise EvalError(f"{path} is not a Ladle eval report.json (version {SCHEMA_VERSION})")
+    return data
+
+
+def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Markdown table of how each measure moved from report A to report B.
+
+    Candidates are paired by position (run folder names change between commits); the
+    baseline columns show whether the yardstick itself moved.
+    """
+    lines = [f"# Ladle compare: `{a['recipe']}` -> `{b['recipe']}`", ""]
+    for ca, cb in zip(a["candidates"], b["candidates"], strict=False):
+        va, vb = ca["values"], cb["values"]
+        ba, bb = a["baseline"]["values"], b["baseline"]["values"]
+        lines += [
+            f"## `{ca['name']}` -> `{cb['name']}`",
+            "",
+            "| measure | baseline A | baseline B | candidate A | candidate B | change |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key in [k for k in va if k in vb]:
+            x, y = va[key], vb[key]
+            change = "n/a" if x is None or y is None else f"{y - x:+.4g}"
+            lines.append(
+                f"| {key} | {fmt(key, ba.get(key))} | {fmt(key, bb.get(key))} | "
+                f"{fmt(key, x)} | {fmt(key, y)} | {change} |"
+            )
+        only = sorted(set(va) ^ set(vb))
+        if only:
+            lines += ["", f"In one report only: {', '.join(only)}"]
+        lines.append("")
+    if len(a["candidates"]) != len(b["candidates"]):
+        lines.append(
+            f"Candidate counts differ ({len(a['candidates'])} vs {len(b['candidates'])}); "
+            "the extra ones are not compared."
+        )
+    gate = f"Gate: A {'passed' if a['gate_passed'] else 'FAILED'}, "
+    gate += f"B {'passed' if b['gate_passed'] else 'FAILED'}."
+    lines.append(gate)
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "compare_reports",
+    "load_report",
+    "markdown",
+    "to_dict",
+    "write_reports",
+]

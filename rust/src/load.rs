@@ -1,0 +1,586 @@
+//! Row normalisation: parse JSON rows (JSONL lines, JSON array items, or table rows that
+//! Python serialised as JSONL) in parallel and turn each dataset format into one
+//! internal form, so everything downstream sees only three shapes:
+//!
+//! - chat: `{"messages": [{"role", "content", ...}], "tools"?: [...]}`
+//! - text: `{"text": "..."}`
+//! - preference: `{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}`
+//!
+//! Bad rows are data, not crashes: each is classified by reason (malformed JSON, missing
+//! field, wrong type, unknown role, empty content) and counted with the first few
+//! locations, unless the caller asked for `strict`, where the first one is an error
+//! naming the file, line and field. Parsing runs with rayon over blocks of lines, so a
+//! `limit` stops early instead of parsing a whole corpus to keep its head.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rayon::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::error::{LadleError, Result};
+
+/// How many locations to keep per bad-row reason.
+pub const FIRST_BAD: usize = 5;
+/// Lines parsed per parallel block (bounds the work wasted past a `limit`).
+const BLOCK: usize = 16_384;
+
+const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Messages,
+    ShareGpt,
+    Alpaca,
+    PromptCompletion,
+    Text,
+    Preference,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "messages" => Format::Messages,
+            "sharegpt" => Format::ShareGpt,
+            "alpaca" => Format::Alpaca,
+            "prompt_completion" => Format::PromptCompletion,
+            "text" => Format::Text,
+            "preference" => Format::Preference,
+            other => return Err(LadleError::Value(format!("unknown data format {other:?}"))),
+        })
+    }
+}
+
+/// What to do with each row.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub format: Format,
+    /// Format field name -> this file's column name.
+    pub columns: HashMap<String, String>,
+    /// Role renames applied before validation (added to the format's defaults).
+    pub roles: HashMap<String, String>,
+    /// System prompt for conversations that have none.
+    pub system: Option<String>,
+    pub strict: bool,
+    /// Keep at most this many good rows.
+    pub limit: Option<usize>,
+    /// Name used in locations (the file path).
+    pub source: String,
+    /// What a row number counts: "line" (JSONL), "row" (tables), "item" (JSON arrays).
+    pub unit: String,
+    /// Added to every row number (a table read in batches numbers rows across batches).
+    pub offset: usize,
+}
+
+/// One skipped row.
+#[derive(Debug, Clone)]
+pub struct Bad {
+    pub reason: &'static str,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// Result of normalising one file.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub rows: Vec<Value>,
+    /// 1-based line/row/item number of each kept row.
+    pub lines: Vec<usize>,
+    pub bad_counts: BTreeMap<&'static str, usize>,
+    /// First [`FIRST_BAD`] bad rows per reason.
+    pub bad_first: Vec<Bad>,
+}
+
+impl Options {
+    fn col<'a>(&'a self, name: &'a str) -> &'a str {
+        self.columns.get(name).map(String::as_str).unwrap_or(name)
+    }
+
+    fn location(&self, line: usize) -> String {
+        if self.unit == "line" {
+            format!("{}:{line}", self.source)
+        } else {
+            format!("{} {} {line}", self.source, self.unit)
+        }
+    }
+
+    fn role(&self, raw: &str) -> String {
+        if let Some(r) = self.roles.get(raw) {
+            return r.clone();
+        }
+        if matches!(self.format, Format::ShareGpt) {
+            let mapped = match raw {
+                "human" => "user",
+                "gpt" => "assistant",
+                "observation" | "function" => "tool",
+                "function_call" => "assistant",
+                other => other,
+            };
+            return mapped.to_string();
+        }
+        raw.to_string()
+    }
+}
+
+fn bad(reason: &'static str, field: &str, message: impl Into<String>) -> Bad {
+    Bad {
+        reason,
+        line: 0,
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+type RowResult = std::result::Result<Value, Bad>;
+
+/// Normalise JSONL bytes (one JSON object per line; blank lines ignored).
+pub fn normalize_jsonl(bytes: &[u8], opts: &Options) -> Result<Loaded> {
+    let lines: Vec<(usize, &[u8])> = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+        .collect();
+    collect(&lines, opts, |raw| {
+        serde_json::from_slice::<Value>(raw)
+            .map_err(|e| bad("malformed_json", "", format!("invalid JSON: {e}")))
+    })
+}
+
+/// Normalise a JSON document: an array of row objects, else one object per line.
+pub fn normalize_json(bytes: &[u8], opts: &Options) -> Result<Loaded> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        return normalize_jsonl(bytes, opts);
+    }
+    let items: Vec<Value> = serde_json::from_slice(bytes)
+        .map_err(|e| LadleError::Data(format!("{}: invalid JSON array: {e}", opts.source)))?;
+    let items: Vec<(usize, &Value)> = items.iter().enumerate().map(|(i, v)| (i + 1, v)).collect();
+    collect(&items, opts, |v| Ok((*v).clone()))
+}
+
+fn collect<T: Sync>(
+    items: &[(usize, T)],
+    opts: &Options,
+    parse: impl Fn(&T) -> RowResult + Sync,
+) -> Result<Loaded> {
+    let mut out = Loaded::default();
+    let limit = opts.limit.unwrap_or(usize::MAX);
+    for block in items.chunks(BLOCK) {
+        let results: Vec<RowResult> = block
+            .par_iter()
+            .map(|(_, raw)| parse(raw).and_then(|v| normalize_row(&v, opts)))
+            .collect();
+        for ((line, _), res) in block.iter().zip(results) {
+            if out.rows.len() >= limit {
+                break; // rows past the limit are neither kept nor counted as bad
+            }
+            let line = line + opts.offset;
+            match res {
+                Ok(v) => {
+                    out.rows.push(v);
+                    out.lines.push(line);
+                }
+                Err(mut b) => {
+                    b.line = line;
+                    if opts.strict {
+                        let field = if b.field.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" field {:?}:", b.field)
+                        };
+                        return Err(LadleError::Data(format!(
+                            "{}:{field} {} ({}; data.strict is on)",
+                            opts.location(b.line),
+                            b.message,
+                            b.reason
+                        )));
+                    }
+                    let count = out.bad_counts.entry(b.reason).or_insert(0);
+                    *count += 1;
+                    if *count <= FIRST_BAD {
+                        out.bad_first.push(b);
+                    }
+                }
+            }
+        }
+        if out.rows.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Normalise one parsed row into the internal form.
+pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
+    let obj = row
+        .as_object()
+        .ok_or_else(|| bad("wrong_type", "", "row is not a JSON object"))?;
+    let mut out = Map::new();
+    match opts.format {
+        Format::Messages | Format::ShareGpt => {
+            let default = if opts.format == Format::ShareGpt {
+                "conversations"
+            } else {
+                "messages"
+            };
+            let field = opts.col(default);
+            let msgs = messages(get(obj, field)?, field, opts)?;
+            out.insert("messages".into(), Value::Array(with_system(msgs, opts)));
+        }
+        Format::Alpaca => {
+            let instruction = string(get(obj, opts.col("instruction"))?, opts.col("instruction"))?;
+            let input = match obj.get(opts.col("input")) {
+                None | Some(Value::Null) => String::new(),
+                Some(v) => string_allow_empty(v, opts.col("input"))?,
+            };
+            let output = string(get(obj, opts.col("output"))?, opts.col("output"))?;
+            let user = if input.trim().is_empty() {
+                instruction
+            } else {
+                format!("{instruction}\n\n{input}")
+            };
+            let mut msgs = Vec::new();
+            if let Some(Value::String(s)) = obj.get(opts.col("system")) {
+                if !s.trim().is_empty() {
+                    msgs.push(message("system", s));
+                }
+            }
+            msgs.push(message("user", &user));
+            msgs.push(message("assistant", &output));
+            out.insert("messages".into(), Value::Array(with_system(msgs, opts)));
+        }
+        Format::PromptCompletion => {
+            let mut msgs = turns(obj, "prompt", "user", opts)?;
+            msgs.extend(turns(obj, "completion", "assistant", opts)?);
+            out.insert("messages".into(), Value::Array(with_system(msgs, opts)));
+        }
+        Format::Text => {
+            let text = string(get(obj, opts.col("text"))?, opts.col("text"))?;
+            out.insert("text".into(), Value::String(text));
+        }
+        Format::Preference => {
+            let mut chosen = turns(obj, "chosen", "assistant", opts)?;
+            let mut rejected = turns(obj, "rejected", "assistant", opts)?;
+            let prompt = match obj.get(opts.col("prompt")) {
+                Some(v) if !v.is_null() => turns(obj, "prompt", "user", opts)?,
+                // Implicit prompt (TRL style): chosen and rejected are whole conversations
+                // sharing their opening turns.
+                _ => {
+                    let n = chosen
+                        .iter()
+                        .zip(&rejected)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    if n == 0 {
+                        return Err(bad("missing_field", opts.col("prompt"), "missing prompt"));
+                    }
+                    rejected.drain(..n);
+                    chosen.drain(..n).collect()
+                }
+            };
+            if chosen.is_empty() || rejected.is_empty() {
+                return Err(bad(
+                    "empty_content",
+                    opts.col("chosen"),
+                    "empty continuation",
+                ));
+            }
+            out.insert("prompt".into(), Value::Array(with_system(prompt, opts)));
+            out.insert("chosen".into(), Value::Array(chosen));
+            out.insert("rejected".into(), Value::Array(rejected));
+        }
+    }
+    if let Some(tools) = obj.get(opts.col("tools")) {
+        let tools = maybe_json(tools);
+        match tools {
+            Value::Null => {}
+            Value::Array(_) => {
+                out.insert("tools".into(), tools);
+            }
+            _ => return Err(bad("wrong_type", opts.col("tools"), "tools must be a list")),
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+fn get<'a>(obj: &'a Map<String, Value>, field: &str) -> std::result::Result<&'a Value, Bad> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(bad("missing_field", field, format!("missing {field:?}"))),
+        Some(v) => Ok(v),
+    }
+}
+
+fn string_allow_empty(v: &Value, field: &str) -> std::result::Result<String, Bad> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(bad(
+            "wrong_type",
+            field,
+            format!("{field:?} must be a string"),
+        )),
+    }
+}
+
+fn string(v: &Value, field: &str) -> std::result::Result<String, Bad> {
+    let s = string_allow_empty(v, field)?;
+    if s.trim().is_empty() {
+        return Err(bad("empty_content", field, format!("{field:?} is empty")));
+    }
+    Ok(s)
+}
+
+fn message(role: &str, content: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("role".into(), Value::String(role.into()));
+    m.insert("content".into(), Value::String(content.into()));
+    Value::Object(m)
+}
+
+/// Tables (CSV, some Parquet) store lists as JSON text; accept both.
+fn maybe_json(v: &Value) -> Value {
+    if let Value::String(s) = v {
+        let t = s.trim_start();
+        if t.starts_with('[') || t.starts_with('{') {
+            if let Ok(parsed) = serde_json::from_str::<Value>(s) {
+                return parsed;
+            }
+        }
+    }
+    v.clone()
+}
+
+/// A field that is either a string (one turn with `role`) or a message list.
+fn turns(
+    obj: &Map<String, Value>,
+    name: &str,
+    role: &str,
+    opts: &Options,
+) -> std::result::Result<Vec<Value>, Bad> {
+    let field = opts.col(name);
+    let v = maybe_json(get(obj, field)?);
+    match v {
+        Value::Array(_) => messages(&v, field, opts),
+        Value::Object(_) => messages(&Value::Array(vec![v]), field, opts),
+        other => Ok(vec![message(role, &string(&other, field)?)]),
+    }
+}
+
+fn with_system(mut msgs: Vec<Value>, opts: &Options) -> Vec<Value> {
+    if let Some(system) = &opts.system {
+        let has = msgs
+            .first()
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("system");
+        if !has {
+            msgs.insert(0, message("system", system));
+        }
+    }
+    msgs
+}
+
+fn messages(v: &Value, field: &str, opts: &Options) -> std::result::Result<Vec<Value>, Bad> {
+    let v = maybe_json(v);
+    let list = v.as_array().ok_or_else(|| {
+        bad(
+            "wrong_type",
+            field,
+            format!("{field:?} must be a list of messages"),
+        )
+    })?;
+    if list.is_empty() {
+        return Err(bad(
+            "empty_content",
+            field,
+            format!("{field:?} has no messages"),
+        ));
+    }
+    let sharegpt = opts.format == Format::ShareGpt;
+    let role_key = opts.col(if sharegpt { "from" } else { "role" });
+    let content_key = opts.col(if sharegpt { "value" } else { "content" });
+    let mut out = Vec::with_capacity(list.len());
+    for (i, m) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let m = m
+            .as_object()
+            .ok_or_else(|| bad("wrong_type", &at, "message is not an object"))?;
+        let raw_role = match m.get(role_key) {
+            Some(Value::String(s)) => s.as_str(),
+            None | Some(Value::Null) => {
+                return Err(bad(
+                    "missing_field",
+                    &format!("{at}.{role_key}"),
+                    "missing role",
+                ))
+            }
+            Some(_) => {
+                return Err(bad(
+                    "wrong_type",
+                    &format!("{at}.{role_key}"),
+                    "role must be a string",
+                ))
+            }
+        };
+        let role = opts.role(raw_role);
+        if !ROLES.contains(&role.as_str()) {
+            return Err(bad(
+                "unknown_role",
+                &format!("{at}.{role_key}"),
+                format!(
+                    "unknown role {raw_role:?} (expected system/user/assistant/tool; map others \
+                     with `roles`)"
+                ),
+            ));
+        }
+        let has_calls = matches!(m.get("tool_calls"), Some(Value::Array(a)) if !a.is_empty());
+        let content = match m.get(content_key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => text_parts(parts).ok_or_else(|| {
+                bad(
+                    "wrong_type",
+                    &format!("{at}.{content_key}"),
+                    "bad content parts",
+                )
+            })?,
+            None | Some(Value::Null) if has_calls => String::new(),
+            None | Some(Value::Null) => {
+                return Err(bad(
+                    "missing_field",
+                    &format!("{at}.{content_key}"),
+                    "missing content",
+                ))
+            }
+            Some(_) => {
+                return Err(bad(
+                    "wrong_type",
+                    &format!("{at}.{content_key}"),
+                    "content must be a string",
+                ))
+            }
+        };
+        if content.trim().is_empty() && !has_calls {
+            return Err(bad(
+                "empty_content",
+                &format!("{at}.{content_key}"),
+                "empty content",
+            ));
+        }
+        let mut msg = Map::new();
+        msg.insert("role".into(), Value::String(role));
+        msg.insert("content".into(), Value::String(content));
+        for (k, val) in m {
+            if k == role_key || k == content_key || val.is_null() {
+                continue;
+            }
+            if k == "train" && !val.is_boolean() {
+                return Err(bad(
+                    "wrong_type",
+                    &format!("{at}.train"),
+                    "train must be true/false",
+                ));
+            }
+            msg.insert(k.clone(), val.clone());
+        }
+        out.push(Value::Object(msg));
+    }
+    Ok(out)
+}
+
+/// OpenAI content parts: keep the text parts, in order.
+fn text_parts(parts: &[Value]) -> Option<String> {
+    let mut s = String::new();
+    for p in parts {
+        match p {
+            Value::String(t) => s.push_str(t),
+            Value::Object(o) => s.push_str(o.get("text")?.as_str()?),
+            _ => return None,
+        }
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(format: &str) -> Options {
+        Options {
+            format: Format::parse(format).unwrap(),
+            columns: HashMap::new(),
+            roles: HashMap::new(),
+            system: None,
+            strict: false,
+            limit: None,
+            source: "f.jsonl".into(),
+            unit: "line".into(),
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn messages_and_bad_rows() {
+        let data = br#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo", "train": false}]}
+not json
+
+{"messages": [{"role": "wizard", "content": "x"}]}
+{"messages": [{"role": "user", "content": " "}]}
+{"other": 1}
+"#;
+        let out = normalize_jsonl(data, &opts("messages")).unwrap();
+        assert_eq!(out.rows.len(), 1);
+        assert_eq!(out.lines, vec![1]);
+        assert_eq!(out.rows[0]["messages"][1]["train"], Value::Bool(false));
+        assert_eq!(out.bad_counts["malformed_json"], 1);
+        assert_eq!(out.bad_counts["unknown_role"], 1);
+        assert_eq!(out.bad_counts["empty_content"], 1);
+        assert_eq!(out.bad_counts["missing_field"], 1);
+        let lines: Vec<usize> = out.bad_first.iter().map(|b| b.line).collect();
+        assert_eq!(lines, vec![2, 4, 5, 6]);
+        let mut strict = opts("messages");
+        strict.strict = true;
+        let err = normalize_jsonl(data, &strict).unwrap_err().to_string();
+        assert!(err.starts_with("f.jsonl:2:"), "{err}");
+    }
+
+    #[test]
+    fn formats() {
+        let o = opts("sharegpt");
+        let row = serde_json::json!({"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]});
+        let v = normalize_row(&row, &o).unwrap();
+        assert_eq!(v["messages"][1]["role"], "assistant");
+        let row = serde_json::json!({"instruction": "do", "input": "this", "output": "done"});
+        let v = normalize_row(&row, &opts("alpaca")).unwrap();
+        assert_eq!(v["messages"][0]["content"], "do\n\nthis");
+        let row = serde_json::json!({"prompt": "p", "chosen": "c", "rejected": "r"});
+        let v = normalize_row(&row, &opts("preference")).unwrap();
+        assert_eq!(v["chosen"][0]["role"], "assistant");
+        let row = serde_json::json!({
+            "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "c"}],
+            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "r"}]});
+        let v = normalize_row(&row, &opts("preference")).unwrap();
+        assert_eq!(v["prompt"][0]["content"], "q");
+        assert_eq!(v["rejected"][0]["content"], "r");
+        let mut o = opts("prompt_completion");
+        o.columns.insert("prompt".into(), "q".into());
+        o.system = Some("sys".into());
+        let row = serde_json::json!({"q": "p", "completion": "c"});
+        let v = normalize_row(&row, &o).unwrap();
+        assert_eq!(v["messages"][0]["role"], "system");
+        assert_eq!(v["messages"][2]["content"], "c");
+    }
+
+    #[test]
+    fn limit_and_json_array() {
+        let data = br#"[{"text": "a"}, {"text": ""}, {"text": "b"}, {"text": "c"}]"#;
+        let mut o = opts("text");
+        o.unit = "item".into();
+        o.limit = Some(2);
+        let out = normalize_json(data, &o).unwrap();
+        assert_eq!(out.rows.len(), 2);
+        assert_eq!(out.lines, vec![1, 3]);
+        assert_eq!(out.bad_first[0].line, 2);
+    }
+}
