@@ -605,3 +605,42 @@ def test_progress_bar_shows_loss_and_throughput(capsys: pytest.CaptureFixture[st
         bar(4, 1.2345, 6789.0)
     err = capsys.readouterr().err
     assert "loss 1.2345" in err and "6,789 tok/s" in err and "4/4" in err
+
+
+def test_cli_trains_from_ladle_prep(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ladle train RECIPE` with no --data prepares the recipe's data (ladle.data.prep) and
+    trains on its packed rows."""
+    from ladle.cli import main as cli
+
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    convs = [
+        {
+            "messages": [
+                {"role": "user", "content": f"count from {i}"},
+                {"role": "assistant", "content": " ".join(str(i + k) for k in range(12))},
+            ]
+        }
+        for i in range(40)
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in convs))
+    (tmp_path / "r.yaml").write_text(
+        textwrap.dedent(f"""\
+        name: prepped
+        model: {{base: {tiny_llama_dir}}}
+        data:
+          datasets: [{{path: train.jsonl}}]
+          max_length: 128
+          dedup: {{enabled: false}}
+        train: {{max_steps: 2, lr: 0.01, report_to: [none], threads: 2}}
+        evaluate: {{enabled: false}}
+        """)
+    )
+    assert (
+        cli(["train", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "run"), "--no-progress"])
+        == 0
+    )
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["training"]["steps"] == 2 and man["data"]["rows"] >= 1
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()

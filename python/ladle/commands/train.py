@@ -88,17 +88,12 @@ def _newest_unfinished(recipe: Any) -> Path | None:
 
 
 def _prepared(recipe: Any) -> tuple[Any, Any]:
-    """Train/eval rows from the data engine (integration point: ``ladle.data.prep``)."""
-    try:
-        from ladle.data import prep  # type: ignore[attr-defined]
-    except ImportError:
-        raise TrainError(
-            "this build has no data engine (`ladle prep`); pass prepared rows with --data PATH"
-        ) from None
-    prepared = prep(recipe)
-    train_rows = getattr(prepared, "train", prepared)
-    eval_rows = getattr(prepared, "eval", None)
-    return train_rows, eval_rows
+    """Train rows from ``ladle prep`` (cached: a second run with the same inputs is instant).
+    Its eval split holds conversations for generation-based evaluation, not token rows, so
+    no eval loss is computed here; pass --eval-data for one."""
+    from ladle.data import prep
+
+    return prep(recipe), None
 
 
 def run(args: argparse.Namespace) -> int:

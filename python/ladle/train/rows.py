@@ -29,10 +29,14 @@ DPO_COLUMNS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
 
 
 def to_table(rows: Any) -> pa.Table:
-    """Accept a pyarrow Table, a list of dicts, a polars/pandas frame, a `datasets.Dataset`
-    or a path to a prepared folder/Parquet file."""
+    """Accept a pyarrow Table, a list of dicts, a polars frame, a `datasets.Dataset`, a
+    ``ladle prep`` result or folder, or a Parquet file / folder of Parquet files."""
     if isinstance(rows, pa.Table):
         return rows
+    if hasattr(rows, "manifest") and hasattr(rows, "path"):  # ladle.data.PrepResult
+        from ladle.data import load_prepared
+
+        return load_prepared(rows)[0]
     if isinstance(rows, (str, Path)):
         return _load_path(Path(rows))
     if isinstance(rows, list):
@@ -46,19 +50,16 @@ def to_table(rows: Any) -> pa.Table:
 
 
 def _load_path(path: Path) -> pa.Table:
-    # Integration point: the data engine (`ladle prep`) owns the prepared-data layout.
-    try:
-        from ladle.data import load_prepared  # type: ignore[attr-defined]
-    except ImportError:
-        load_prepared = None
-    if load_prepared is not None:
-        return to_table(load_prepared(path))
     import pyarrow.parquet as pq
 
+    if (path / "manifest.json").is_file():  # a `ladle prep` folder: its train split
+        from ladle.data import load_prepared
+
+        return load_prepared(path)[0]
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise TrainError(f"{path} holds no .parquet files")
+            raise TrainError(f"{path} is neither a `ladle prep` folder nor holds .parquet files")
         return pa.concat_tables([pq.read_table(f) for f in files])
     if not path.is_file():
         raise TrainError(f"prepared data {path} not found")
