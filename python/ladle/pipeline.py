@@ -42,7 +42,10 @@ def eval_inputs(
     from ladle.evaluate.prompts import read_split
 
     _, eval_raw, manifest = load_prepared(prepared)
-    eval_rows = [{"messages": json.loads(r["messages"])} for r in eval_raw]
+    eval_rows = [
+        {"messages": json.loads(m) if isinstance(m, str) else m}
+        for m in (r["messages"] for r in eval_raw)
+    ]
     train_rows = read_split(recipe, "train") if recipe.evaluate.baseline.few_shot else []
     return eval_rows, train_rows, decontamination_info(manifest)
 
