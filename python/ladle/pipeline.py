@@ -69,14 +69,16 @@ def run_recipe(
     output: str | Path | None = None,
     resume: bool = False,
 ) -> RunOutcome:
-    from ladle.commands.prep import summary_table
     from ladle.commands.common import console
+    from ladle.commands.prep import summary_table
     from ladle.data import load_prepared, prep
     from ladle.train import default_run_dir, train
 
     t0 = time.perf_counter()
     recipe = load_recipe(path, overrides)
-    _say(f"recipe {recipe.name!r}: {recipe.train.method}/{recipe.train.adapter} on {recipe.model.base}")
+    _say(
+        f"recipe {recipe.name!r}: {recipe.train.method}/{recipe.train.adapter} on {recipe.model.base}"
+    )
 
     _say("1/3 data: generate, dedup, decontaminate, render, tokenize, pack (cached)")
     prepared = prep(recipe)
@@ -87,8 +89,10 @@ def run_recipe(
     _say(f"2/3 train -> {run_dir}")
     result = train(recipe, train_table, output_dir=run_dir, resume=resume)
     if result.final_loss is not None:
-        _say(f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "
-             f"{result.tokens_per_s:,.0f} tokens/s")
+        _say(
+            f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "
+            f"{result.tokens_per_s:,.0f} tokens/s"
+        )
 
     if not recipe.evaluate.enabled:
         _say("evaluate.enabled is false: no before/after comparison, no gate")
@@ -99,8 +103,15 @@ def run_recipe(
     _say("3/3 evaluate: prompted base model vs fine-tuned model")
     eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
     report_dir = result.run_dir / "eval"
-    report = evaluate(recipe, eval_rows, train_rows, [result.run_dir], report_dir,
-                      decontamination=decon, progress=_say)
+    report = evaluate(
+        recipe,
+        eval_rows,
+        train_rows,
+        [result.run_dir],
+        report_dir,
+        decontamination=decon,
+        progress=_say,
+    )
     print((report_dir / "report.md").read_text(encoding="utf-8"))
     seconds = time.perf_counter() - t0
     _say(f"reports in {report_dir}/ ({seconds / 60:.1f} min in all)")

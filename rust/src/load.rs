@@ -339,13 +339,22 @@ fn message(role: &str, content: &str) -> Value {
     Value::Object(m)
 }
 
-/// Tables (CSV, some Parquet) store lists as JSON text; accept both.
+/// Tables (CSV, some Parquet) store message lists as JSON text; accept both. Only a
+/// list, or an object with a `role`, is taken for messages: a reply that happens to BE
+/// JSON (`"chosen": "{\"category\": ...}"`) is content and must stay a string.
 fn maybe_json(v: &Value) -> Value {
     if let Value::String(s) = v {
         let t = s.trim_start();
         if t.starts_with('[') || t.starts_with('{') {
             if let Ok(parsed) = serde_json::from_str::<Value>(s) {
-                return parsed;
+                let is_messages = match &parsed {
+                    Value::Array(_) => true,
+                    Value::Object(o) => o.contains_key("role"),
+                    _ => false,
+                };
+                if is_messages {
+                    return parsed;
+                }
             }
         }
     }
@@ -570,6 +579,20 @@ not json
         let v = normalize_row(&row, &o).unwrap();
         assert_eq!(v["messages"][0]["role"], "system");
         assert_eq!(v["messages"][2]["content"], "c");
+    }
+
+    #[test]
+    fn json_looking_replies_stay_strings() {
+        // A structured-output task: the reply IS a JSON object, written as a string.
+        let row =
+            serde_json::json!({"prompt": "p", "chosen": "{\"a\": 1}", "rejected": "{\"a\": 2}"});
+        let v = normalize_row(&row, &opts("preference")).unwrap();
+        assert_eq!(v["chosen"][0]["role"], "assistant");
+        assert_eq!(v["chosen"][0]["content"], "{\"a\": 1}");
+        // ...while a message list stored as JSON text (CSV) is still parsed.
+        let row = serde_json::json!({"prompt": "p", "chosen": "[{\"role\": \"assistant\", \"content\": \"c\"}]", "rejected": "r"});
+        let v = normalize_row(&row, &opts("preference")).unwrap();
+        assert_eq!(v["chosen"][0]["content"], "c");
     }
 
     #[test]

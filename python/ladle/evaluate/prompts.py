@@ -9,12 +9,10 @@ decontamination was switched off in ``prep``.
 
 from __future__ import annotations
 
-import glob
 import json
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ladle.errors import EvalError
@@ -89,67 +87,20 @@ def build_prompt(example: Example, spec: PromptSpec, shots: Sequence[Example]) -
 
 
 def read_split(recipe: Recipe, split: str) -> list[dict[str, Any]]:
-    """Rows of one split, read directly from the recipe's `messages` datasets.
+    """Conversations of one split, through the data engine's loader (every format).
 
-    INTEGRATION POINT: replace with ``ladle.data.prep(recipe)`` once the `prep` branch
-    lands (normalised formats, dedup, decontamination counts); this reader handles
-    JSONL/JSON files in `messages` format with the column, role, system and limit options.
+    Preference rows become their prompt plus the chosen reply, so a DPO recipe's
+    baseline gets few-shot examples of the answers it should prefer.
     """
+    from ladle.data import load_dataset
+
     rows: list[dict[str, Any]] = []
-    for ds in recipe.data.datasets:
+    for i, ds in enumerate(recipe.data.datasets):
         if ds.split != split:
             continue
-        if ds.format != "messages":
-            raise EvalError(
-                f"evaluation reads `messages` datasets until `ladle prep` is wired in; "
-                f"{ds.path} is `{ds.format}`"
-            )
-        col = ds.columns.get("messages", "messages")
-        taken = 0
-        for path in _expand(ds.path):
-            for i, raw in enumerate(_read_records(path)):
-                if ds.limit is not None and taken >= ds.limit:
-                    break
-                msgs = raw.get(col)
-                if not isinstance(msgs, list):
-                    raise EvalError(f"{path}:{i + 1}: no `{col}` list")
-                msgs = [
-                    {
-                        "role": ds.roles.get(str(m.get("role")), m.get("role")),
-                        "content": m.get("content"),
-                    }
-                    for m in msgs
-                    if isinstance(m, dict)
-                ]
-                if ds.system is not None and not any(m["role"] == "system" for m in msgs):
-                    msgs.insert(0, {"role": "system", "content": ds.system})
-                rows.append({"messages": msgs})
-                taken += 1
+        for row in load_dataset(ds, i).rows:
+            if "messages" in row:
+                rows.append({"messages": row["messages"]})
+            elif "chosen" in row:
+                rows.append({"messages": list(row.get("prompt") or []) + list(row["chosen"])})
     return rows
-
-
-def _expand(path: str | list[str]) -> list[Path]:
-    out: list[Path] = []
-    for p in [path] if isinstance(path, str) else path:
-        matches = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-        if not matches or not all(Path(m).is_file() for m in matches):
-            raise EvalError(f"dataset {p} not found (run `ladle prep` to generate it?)")
-        out += [Path(m) for m in matches]
-    return out
-
-
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(text)
-        return data if isinstance(data, list) else [data]
-    if path.suffix not in (".jsonl", ".ndjson"):
-        raise EvalError(f"{path}: the eval reader takes .jsonl/.json until prep is wired in")
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as e:
-                raise EvalError(f"{path}:{n}: invalid JSON ({e})") from e
-    return out

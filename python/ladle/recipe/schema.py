@@ -198,6 +198,9 @@ class DpoSpec(Section):
     )
 
 
+Tracker = Literal["tensorboard", "mlflow", "wandb", "none"]
+
+
 class TrainSection(Section):
     method: Literal["sft", "dpo"] = Field("sft", description="Supervised fine-tuning or DPO.")
     adapter: Literal["lora", "qlora", "dora", "full"] = Field(
@@ -241,8 +244,8 @@ class TrainSection(Section):
         2, ge=0, description="Keep the newest N checkpoints (0 = keep all); older ones are deleted."
     )
     log_every: int = Field(1, ge=1, description="Write metrics every N steps.")
-    report_to: list[Literal["tensorboard", "mlflow", "wandb", "none"]] = Field(
-        default_factory=lambda: ["tensorboard"], description="Experiment trackers."
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: list[Tracker](["tensorboard"]), description="Experiment trackers."
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
 
