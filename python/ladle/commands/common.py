@@ -12,7 +12,28 @@ console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets KEY=VALUE overrides follow options (``RECIPE --output DIR k=v``).
+
+    Plain argparse matches all positionals in the first run of them, so an override after
+    an option would be "unrecognized"; intermixed parsing collects them wherever
+    they stand. The subparser action calls ``parse_known_args``, so that is redirected
+    (the guard stops the recursion: the intermixed parser calls it internally)."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.__class__ = IntermixedParser  # overrides may follow options: `RECIPE --output D k=v`
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument(
         "overrides",

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ladle.commands.common import IntermixedParser
+
 EVAL_DESCRIPTION = """\
 Is the fine-tuned model better than simply prompting the base model, by how much, at
 what cost, and is the difference real?
@@ -32,26 +34,6 @@ exit codes: 0 gate passed, 1 gate failed (the failing conditions are printed),
 COMPARE_EXAMPLE = """\
 ladle compare runs/old/eval/report.json runs/new/eval/report.json
 ladle compare runs/old/eval runs/new/eval          # folders holding report.json"""
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets KEY=VALUE overrides follow options (``RECIPE --candidate RUN k=v``).
-
-    Plain argparse matches all positionals in the first run of them, so an override after
-    ``--candidate`` would be "unrecognized"; intermixed parsing collects them wherever
-    they stand. The subparser action calls ``parse_known_args``, so that is redirected
-    (the guard stops the recursion: the intermixed parser calls it internally)."""
-
-    _inside = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._inside:
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
 
 
 def _subparser(
@@ -93,7 +75,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval)")
     p.set_defaults(func=run)
-    p.__class__ = _IntermixedParser  # created by the caller's add_parser; see the class
+    p.__class__ = IntermixedParser  # created by the caller's add_parser; see the class
 
     c = _subparser(
         sub,
