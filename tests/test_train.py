@@ -595,6 +595,10 @@ def test_qlora_from_prequantized_checkpoint(
     cached = list((tmp_path / "home" / "quantized").iterdir())
     assert len(cached) == 1 and (cached[0] / "config.json").is_file()
     assert (res.output / "adapter_model.safetensors").is_file()
+    quant = res.manifest["model"]["quantization"]
+    assert quant["method"] == "ladle pre-quantized"
+    assert Path(quant["path"]) == cached[0]
+    assert quant["provenance"] is not None
 
 
 def test_progress_bar_shows_loss_and_throughput(capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,6 +132,9 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError, ImportError) as e:
         raise TrainError(f"cannot load {source} for training: {e}") from e
+    # Where the weights really came from (the NF4 cache folder for pre-quantized QLoRA),
+    # for the run manifest.
+    model.ladle_weights_dir = Path(source)  # type: ignore[assignment]
     if "device_map" not in kwargs:
         model.to(device)  # type: ignore[arg-type]
     model.config.use_cache = False

@@ -288,6 +288,7 @@ def _train(
             isolation,
             start_step,
             trackers.warnings if trackers else [],
+            weights_dir=getattr(base, "ladle_weights_dir", None),
         )
         manifest.write_manifest(run_dir, info)
     d.barrier()
@@ -304,6 +305,21 @@ def _train(
         wall_s=time.perf_counter() - wall0,
         manifest=info,
     )
+
+
+def quantization_record(recipe: Recipe, weights_dir: Path | None) -> dict[str, Any] | None:
+    """How the base was quantized: Ladle's pre-quantized NF4 folder (with the provenance
+    ``ladle quantize`` wrote: source fingerprint, settings, versions) or bitsandbytes on load."""
+    if recipe.train.adapter != "qlora":
+        return None
+    if recipe.model.quantize != "nf4" or weights_dir is None:
+        return {"method": "bitsandbytes on load", "quant_type": "nf4"}
+    record: dict[str, Any] = {"method": "ladle pre-quantized", "path": str(weights_dir)}
+    try:
+        record["provenance"] = json.loads((weights_dir / "ladle_quantized.json").read_text())
+    except (OSError, ValueError):
+        record["provenance"] = None
+    return record
 
 
 def _manifest(
@@ -323,6 +339,7 @@ def _manifest(
     isolation: float | None,
     start_step: int,
     warnings: list[str],
+    weights_dir: Path | None = None,
 ) -> dict[str, Any]:
     session_tokens = sum(s.tokens for s in plan[start_step:])
     tps = session_tokens / result.train_s if result.train_s > 0 else 0.0
@@ -338,6 +355,7 @@ def _manifest(
             ),
             "trainable_params": trainable,
             "total_params": n_params,
+            "quantization": quantization_record(recipe, weights_dir),
         },
         "data": {
             "fingerprint": data_fp,
