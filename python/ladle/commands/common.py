@@ -50,7 +50,9 @@ def subparser(
         name,
         help=help,
         description=description,
-        epilog="example:\n  " + example.strip().replace("\n", "\n  "),
+        epilog=("examples:" if "\n" in example.strip() else "example:")
+        + "\n  "
+        + example.strip().replace("\n", "\n  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ladle.commands.common import IntermixedParser
+from ladle.commands.common import IntermixedParser, subparser
 
 EVAL_DESCRIPTION = """\
 Is the fine-tuned model better than simply prompting the base model, by how much, at
@@ -36,22 +36,8 @@ ladle compare runs/old/eval/report.json runs/new/eval/report.json
 ladle compare runs/old/eval runs/new/eval          # folders holding report.json"""
 
 
-def _subparser(
-    sub: Any, name: str, help: str, description: str, example: str
-) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(
-        name,
-        help=help,
-        description=description,
-        epilog="examples:\n  " + example.strip().replace("\n", "\n  "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    return p
-
-
 def register(sub: Any) -> None:
-    p = _subparser(
+    p = subparser(
         sub,
         "eval",
         help="fine-tuned model vs the prompted base model, with the recipe's gate",
@@ -77,7 +63,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
     p.__class__ = IntermixedParser  # created by the caller's add_parser; see the class
 
-    c = _subparser(
+    c = subparser(
         sub,
         "compare",
         help="diff two eval reports (track a recipe across commits)",
