@@ -141,9 +141,10 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
             cur[p] = [] if isinstance(nxt, int) else {}
         cur = cur[p]
     last = parts[-1]
-    if isinstance(cur, list) and isinstance(last, int) and last < len(cur):
-        cur[last] = value
-    elif isinstance(cur, dict):
+    settable = isinstance(cur, dict) or (
+        isinstance(cur, list) and isinstance(last, int) and last < len(cur)
+    )
+    if settable:
         cur[last] = value
     else:
         raise RecipeError(
