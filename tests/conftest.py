@@ -15,13 +15,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "special_tokens_map.json",
-    "generation_config.json",
-)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +44,9 @@ def build_tiny_llama(out: Path, tokenizer_src: Path, seed: int = 0) -> Path:
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
-    for name in TOKENIZER_FILES:
+    from ladle.models import TOKENIZER_FILES
+
+    for name in (*TOKENIZER_FILES, "generation_config.json"):
         if (tokenizer_src / name).exists():
             shutil.copy(tokenizer_src / name, out / name)
     return out

@@ -48,6 +48,19 @@ BUILTINS: dict[str, Builtin] = {
 }
 DEFAULT_MODEL = "builtin:smollm2-135m-instruct"
 
+# The files that define how text becomes ids for a model folder: what the prep cache and
+# run manifests fingerprint, and what travels with a model that is copied or exported.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
+
 
 def builtin_source(name: str) -> Path:
     """Path of the GGUF file a builtin ships in, found without importing its package."""

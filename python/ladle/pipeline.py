@@ -71,7 +71,7 @@ def run_recipe(
 ) -> RunOutcome:
     from ladle.commands.common import console
     from ladle.commands.prep import summary_table
-    from ladle.data import load_prepared, prep
+    from ladle.data import prep
     from ladle.train import default_run_dir, train
 
     t0 = time.perf_counter()
@@ -83,11 +83,10 @@ def run_recipe(
     _say("1/3 data: generate, dedup, decontaminate, render, tokenize, pack (cached)")
     prepared = prep(recipe)
     console.print(summary_table(prepared))
-    train_table, _, _ = load_prepared(prepared)
 
     run_dir = Path(output) if output else default_run_dir(recipe)
     _say(f"2/3 train -> {run_dir}")
-    result = train(recipe, train_table, output_dir=run_dir, resume=resume)
+    result = train(recipe, prepared, output_dir=run_dir, resume=resume)  # reads its shards
     if result.final_loss is not None:
         _say(
             f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "

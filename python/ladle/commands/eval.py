@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ladle.commands.common import IntermixedParser, subparser
+from ladle.commands.common import add_recipe_args, subparser
 
 EVAL_DESCRIPTION = """\
 Is the fine-tuned model better than simply prompting the base model, by how much, at
@@ -44,13 +44,7 @@ def register(sub: Any) -> None:
         description=EVAL_DESCRIPTION,
         example=EVAL_EXAMPLE,
     )
-    p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="override recipe fields by dotted path, e.g. evaluate.limit=50",
-    )
+    add_recipe_args(p)
     p.add_argument(
         "--candidate",
         "-c",
@@ -61,7 +55,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval)")
     p.set_defaults(func=run)
-    p.__class__ = IntermixedParser  # created by the caller's add_parser; see the class
 
     c = subparser(
         sub,

@@ -32,6 +32,7 @@ from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import IGNORE_INDEX, assemble, pack
 from ladle.data.prepared import write_eval, write_packed, write_preference
 from ladle.errors import TokenizerError
+from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
 from ladle.recipe.schema import Recipe
 
@@ -86,8 +87,7 @@ def _file_fingerprints(paths: list[Path]) -> list[str]:
 
 
 def _tokenizer_files(model_dir: Path, template: str | None) -> list[Path]:
-    names = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json")
-    files = [model_dir / n for n in names if (model_dir / n).is_file()]
+    files = [model_dir / n for n in TOKENIZER_FILES if (model_dir / n).is_file()]
     if template and "\n" not in template and Path(template).is_file():
         files.append(Path(template))
     return files

@@ -36,13 +36,6 @@ PACKAGES = (
     "pyarrow",
 )
 WEIGHT_FILES = ("config.json", "*.safetensors")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-)
 
 
 def fingerprint_globs(folder: Path, patterns: Iterable[str]) -> str | None:

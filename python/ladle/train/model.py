@@ -24,15 +24,6 @@ from ladle.recipe.schema import Recipe
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
 PACKING_SAFE = {"sdpa", "eager", "flash_attention_2"}
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-)
 
 
 def pick_device() -> torch.device:

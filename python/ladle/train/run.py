@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ladle.errors import TrainError
+from ladle.models import TOKENIZER_FILES, resolve_model
 from ladle.paths import atomic_dir, atomic_write_text
 from ladle.recipe.schema import Recipe
 from ladle.train import adapters, checkpoint, distributed, loop, manifest
@@ -166,7 +167,6 @@ def _train(
 
     run_dir = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
     autocast = model_mod.autocast_dtype(recipe.train.precision, device)
-    from ladle.models import resolve_model
 
     model_dir = resolve_model(recipe.model.base)
     tokenizer = model_mod.load_tokenizer(model_dir, recipe)
@@ -184,8 +184,6 @@ def _train(
             )
     elif d.main:
         atomic_write_text(run_dir / "run.json", json.dumps(state, indent=1))
-
-    from ladle.models import resolve_model
 
     seed_everything(recipe.seed)
     base = model_mod.load_base(recipe, model_dir, device)
@@ -350,9 +348,7 @@ def _manifest(
         "model": {
             "path": str(model_dir),
             "fingerprint": manifest.fingerprint_globs(model_dir, manifest.WEIGHT_FILES),
-            "tokenizer_fingerprint": manifest.fingerprint_globs(
-                model_dir, manifest.TOKENIZER_FILES
-            ),
+            "tokenizer_fingerprint": manifest.fingerprint_globs(model_dir, TOKENIZER_FILES),
             "trainable_params": trainable,
             "total_params": n_params,
             "quantization": quantization_record(recipe, weights_dir),
