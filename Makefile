@@ -8,7 +8,7 @@ EXT_STAMP := $(VENV)/.ladle-ext-stamp
 RUST_SRC := $(shell find rust/src -name '*.rs') Cargo.toml
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup build test test-rust test-py lint demo bench clean
+.PHONY: help setup build wheel test test-rust test-py lint demo bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ $(EXT_STAMP): $(STAMP) $(RUST_SRC)
 setup: $(EXT_STAMP)  ## create .venv, install dependencies, build the Rust extension
 
 build: $(EXT_STAMP)  ## rebuild the extension if Rust changed
+
+wheel: setup  ## build the abi3 wheel and the sdist into dist/ (no Rust needed to install them)
+	$(BIN)/maturin build --release --out dist
+	$(BIN)/maturin sdist --out dist
 
 test-rust:  ## Rust unit tests (no Python needed)
 	cargo test --quiet
