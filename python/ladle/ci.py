@@ -96,13 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             change = compare_reports(load_report(args.against), report)
         except (LadleError, OSError, ValueError, KeyError) as e:
             change = f"(could not compare with {args.against}: {e})"
-        _append("GITHUB_STEP_SUMMARY", f"\n### Change against the default branch\n\n```\n{change}\n```\n")
+        _append(
+            "GITHUB_STEP_SUMMARY",
+            f"\n### Change against the default branch\n\n```\n{change}\n```\n",
+        )
     md_path = args.report_dir / "report.md"
     report_md = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
-    _append("GITHUB_OUTPUT", f"verdict={v}\nreport-dir={args.report_dir}\nexit-code={args.exit_code}\n")
+    _append(
+        "GITHUB_OUTPUT", f"verdict={v}\nreport-dir={args.report_dir}\nexit-code={args.exit_code}\n"
+    )
     if args.comment_file is not None:
         args.comment_file.parent.mkdir(parents=True, exist_ok=True)
-        args.comment_file.write_text(comment_body(args.recipe, v, report_md, change), encoding="utf-8")
+        args.comment_file.write_text(
+            comment_body(args.recipe, v, report_md, change), encoding="utf-8"
+        )
         _append("GITHUB_OUTPUT", f"comment-file={args.comment_file}\n")
     print(f"ladle gate verdict: {v}", file=sys.stderr)
     return 0
