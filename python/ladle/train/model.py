@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ladle.errors import TrainError
-from ladle.recipe.schema import Recipe
+from ladle.recipe.schema import Recipe, template_kind
 
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
@@ -150,10 +150,11 @@ def resolve_template(spec: str | None) -> str | None:
     """Jinja text of ``data.template`` (None: keep the model's own)."""
     if spec is None:
         return None
-    if "{{" in spec or "{%" in spec:
+    kind = template_kind(spec)
+    if kind == "inline":
         return spec
     path = Path(spec)
-    if path.suffix in (".jinja", ".j2", ".jinja2") and path.is_file():
+    if kind == "path" and path.is_file():
         return path.read_text(encoding="utf-8")
     from ladle.data.chat import BUILTIN_TEMPLATES
 
