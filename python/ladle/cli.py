@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from ladle import __version__
 from ladle.errors import LadleError
 
-# Order = order in `ladle --help`. A command whose module is missing is skipped, so a
-# slim install without the training extras still validates and preps.
+# Order = order in `ladle --help`. Command modules import torch and friends lazily, in
+# the function that runs the command, so `ladle --help` and `ladle validate` stay fast.
 COMMANDS = (
     "validate",
     "schema",
@@ -57,19 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ladle {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    seen: set[str] = set()
-    for name in COMMANDS:
-        module_name = _module_for(name)
-        if module_name in seen:
-            continue
-        try:
-            module = importlib.import_module(f"ladle.commands.{module_name}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("ladle.commands"):
-                continue
-            raise
-        seen.add(module_name)
-        module.register(sub)
+    for module_name in dict.fromkeys(_module_for(name) for name in COMMANDS):
+        importlib.import_module(f"ladle.commands.{module_name}").register(sub)
     return parser
 
 

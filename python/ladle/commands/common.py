@@ -55,7 +55,11 @@ def subparser(
         + example.strip().replace("\n", "\n  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    # SUPPRESS: without the flag here the namespace keeps the top-level `ladle --debug`
+    # (a default of False would overwrite it).
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
+    )
     return p
 
 

@@ -21,7 +21,6 @@ Performance notes (why the code looks like this):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,16 +161,6 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
         tok.pad_token = tok.eos_token
     model.to(device).eval()
     return model, tok
-
-
-def read_base_of_adapter(adapter_dir: Path) -> str | None:
-    """The base model an adapter was trained on, as peft recorded it."""
-    try:
-        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    base = cfg.get("base_model_name_or_path")
-    return str(base) if base else None
 
 
 # ----------------------------------------------------------------------- generation

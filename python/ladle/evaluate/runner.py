@@ -8,7 +8,6 @@ generate. One model is held in memory at a time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -263,8 +262,3 @@ def evaluate(
 
         write_reports(report, Path(output_dir))
     return report
-
-
-def finite(x: float) -> float | None:
-    """JSON has no NaN: undefined values are written as null."""
-    return x if math.isfinite(x) else None
