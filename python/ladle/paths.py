@@ -40,10 +40,7 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if final.exists() and replace:
-            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
-            final.rename(trash)
-            tmp.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
+            replace_dir(tmp, final)
         else:
             try:
                 tmp.rename(final)
@@ -54,6 +51,19 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the folder ``new`` where ``final`` is, deleting the old ``final`` only once the
+    new one is in place (two renames on one file system; the old copy is never lost)."""
+    trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+    final.rename(trash)
+    try:
+        new.rename(final)
+    except BaseException:
+        trash.rename(final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
