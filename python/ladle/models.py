@@ -10,7 +10,11 @@ Three kinds of reference are accepted:
 - a hub id (``org/name``), resolved from the local HF cache, downloaded only when the hub
   is reachable and ``HF_HUB_OFFLINE`` is not set.
 
-Weights load from safetensors only; pickle checkpoints are refused.
+Weights load from safetensors only; pickle checkpoints are refused. Every load of a
+config, tokenizer or model goes through :func:`load_config`, :func:`load_tokenizer` and
+:func:`load_causal_lm`, so ``model.trust_remote_code`` reaches training, evaluation,
+export and quantization alike, and a checkpoint transformers cannot read is a
+:class:`ModelError`, not a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ladle.errors import ModelError
 from ladle.paths import atomic_dir, ladle_home
@@ -192,3 +197,54 @@ def cached_models() -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _brief(e: Exception, limit: int = 300) -> str:
+    """transformers' messages span lines and paragraphs; errors here are one line."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _remote_code_hint(e: Exception, trust_remote_code: bool) -> str:
+    if not trust_remote_code and "trust_remote_code" in str(e):
+        return "; it ships its own code: set model.trust_remote_code: true if you trust it"
+    return ""
+
+
+def load_config(path: Path, *, trust_remote_code: bool = False) -> Any:
+    """``AutoConfig`` of a model folder; a config transformers cannot read is a ModelError."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # untrusted file: json, key, type and value errors all occur
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"{path}/config.json: cannot read it ({_brief(e)}){hint}") from e
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
+    """The Hugging Face tokenizer of a model (or adapter) folder."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # untrusted files, as above
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"cannot load the tokenizer of {path} ({_brief(e)}){hint}") from e
+
+
+def load_causal_lm(path: Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(path, **kwargs)`` with the recipe's
+    ``trust_remote_code``; safetensors only (``use_safetensors``: never unpickle)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, ImportError, KeyError, TypeError) as e:
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"cannot load {path} ({_brief(e)}){hint}") from e

@@ -53,6 +53,30 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
         raise
 
 
+def check_output_dir(
+    out: Path, marker: str, *, overwrite: bool, command: str, error: type[Exception]
+) -> bool:
+    """May ``command`` write the folder ``out``? Returns True when it replaces one.
+
+    A new path is always fine. An existing one needs ``overwrite``, and is replaced only
+    when it is an empty folder or holds ``marker``, the file ``command`` writes into every
+    folder it makes: a typo in OUT must never delete a model, a dataset or a home folder.
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not overwrite:
+        raise error(f"{out} already exists; pass --overwrite to replace it")
+    if not out.is_dir():
+        raise error(f"{out} exists and is not a folder; choose another output")
+    if any(out.iterdir()) and not (out / marker).is_file():
+        raise error(
+            f"{out} was not written by {command} (no {marker}), so --overwrite does not "
+            "replace it; choose another output folder"
+        )
+    return True
+
+
 def replace_dir(new: Path, final: Path) -> None:
     """Put the folder ``new`` where ``final`` is, deleting the old ``final`` only once the
     new one is in place (two renames on one file system; the old copy is never lost)."""

@@ -131,11 +131,18 @@ def resolve_precision(precision: str, device: str) -> str:
         return "fp32"
 
 
-def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
+def load_model(
+    source: ModelSource,
+    *,
+    dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode; an adapter is merged into its base."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from ladle.models import load_causal_lm, load_tokenizer
 
     hf_logging.disable_progress_bar()
     torch_dtype = {
@@ -144,11 +151,10 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
     }[dtype]
-    try:
-        tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
-        model: Any = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch_dtype)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load {source.model_dir}: {e}") from e
+    tok = load_tokenizer(source.tokenizer_dir, trust_remote_code=trust_remote_code)
+    model: Any = load_causal_lm(
+        source.model_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype
+    )
     if source.adapter_dir is not None:
         from peft import PeftModel
 

@@ -149,7 +149,12 @@ def run_contestant(
     from ladle.evaluate.generate import pick_device
 
     t0 = time.perf_counter()
-    model, tok = load_model(source, dtype=recipe.model.dtype, device=pick_device())
+    model, tok = load_model(
+        source,
+        dtype=recipe.model.dtype,
+        device=pick_device(),
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
     load_s = time.perf_counter() - t0
     render = prompt_renderer(source.tokenizer_dir, recipe.data.template)
     prompts = [render(build_prompt(e, spec, shots)) for e in examples]

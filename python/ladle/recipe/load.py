@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -118,16 +119,16 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
                 cur[p] = [] if isinstance(nxt, int) else {}
         else:
             where = ".".join(map(str, parts[:i])) or "the recipe"
-            raise refuse(f"{where} is a value ({cur!r}), not a section: it has no field {p!r}")
+            raise refuse(f"{where} is a value ({reprlib.repr(cur)}), not a section: it has no field {p!r}")
         cur = cur[p]
     last = parts[-1]
-    if isinstance(cur, dict) or (
-        isinstance(cur, list) and isinstance(last, int) and last < len(cur)
-    ):
+    if isinstance(cur, dict):
+        cur[last] = value
+    elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
         cur[last] = value
     else:
         where = ".".join(map(str, parts[:-1])) or "the recipe"
-        raise refuse(f"cannot set {last!r}: {where} is {cur!r}")
+        raise refuse(f"cannot set {last!r}: {where} is {reprlib.repr(cur)}")
 
 
 # ------------------------------------------------------------------- error mapping

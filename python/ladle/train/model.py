@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from ladle import models
 from ladle.errors import TrainError
+from ladle.models import load_causal_lm
 from ladle.recipe.schema import Recipe, template_kind
 
 # Kernels that isolate packed documents given position_ids (flash-attention through
@@ -78,13 +80,14 @@ def check_packing_attention(attn: str, device: torch.device) -> None:
         raise TrainError("flash_attention_2 needs a GPU; use sdpa on CPU")
 
 
-def _prequantized(model_dir: Path, compute: torch.dtype) -> Path:
+def _prequantized(model_dir: Path, compute: torch.dtype, trust_remote_code: bool) -> Path:
     """Ladle's pre-quantized NF4 copy of ``model_dir`` (``ladle.quant``, made once, cached):
     loading it skips the on-the-fly quantization of every run."""
     from ladle.quant import QuantSettings, prequantized
 
     name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(compute, "float32")
-    return Path(prequantized(model_dir, QuantSettings(double_quant=True, compute_dtype=name)))
+    settings = QuantSettings(double_quant=True, compute_dtype=name)
+    return Path(prequantized(model_dir, settings, trust_remote_code=trust_remote_code))
 
 
 def bnb_config(compute: torch.dtype) -> Any:
@@ -101,33 +104,28 @@ def bnb_config(compute: torch.dtype) -> Any:
 
 def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
     """The base model, ready for an adapter: cache off, attention as the recipe says."""
-    from transformers import AutoModelForCausalLM
-
     attn = recipe.model.attn_implementation
     if recipe.data.packing != "none" or recipe.train.method == "dpo":
         check_packing_attention(attn, device)  # DPO flattens chosen/rejected the same way
     kwargs: dict[str, Any] = {
         "dtype": weight_dtype(recipe, device),
         "attn_implementation": attn,
-        "trust_remote_code": recipe.model.trust_remote_code,
     }
     source = model_dir
     if recipe.train.adapter == "qlora":
         compute = autocast_dtype(recipe.train.precision, device) or torch.float32
         if recipe.model.quantize == "nf4":
-            source = _prequantized(model_dir, compute)  # config.json has quantization_config
+            # config.json has quantization_config
+            source = _prequantized(model_dir, compute, recipe.model.trust_remote_code)
         else:
             kwargs["quantization_config"] = bnb_config(compute)
         kwargs["device_map"] = {"": device}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, ImportError) as e:
-        raise TrainError(f"cannot load {source} for training: {e}") from e
+    model = load_causal_lm(source, trust_remote_code=recipe.model.trust_remote_code, **kwargs)
     # Where the weights really came from (the NF4 cache folder for pre-quantized QLoRA),
     # for the run manifest.
-    model.ladle_weights_dir = Path(source)  # type: ignore[assignment]
+    model.ladle_weights_dir = Path(source)
     if "device_map" not in kwargs:
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
     model.config.use_cache = False
     actual = getattr(model.config, "_attn_implementation", attn)
     if actual != attn and (recipe.data.packing != "none" or recipe.train.method == "dpo"):
@@ -137,9 +135,7 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
 
 def load_tokenizer(model_dir: Path, recipe: Recipe) -> Any:
     """The base tokenizer with the chat template the data was rendered with."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = models.load_tokenizer(model_dir, trust_remote_code=recipe.model.trust_remote_code)
     template = resolve_template(recipe.data.template)
     if template is not None:
         tok.chat_template = template
