@@ -119,16 +119,18 @@ def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) ->
                 cur[p] = [] if isinstance(nxt, int) else {}
         else:
             where = ".".join(map(str, parts[:i])) or "the recipe"
-            raise refuse(f"{where} is a value ({reprlib.repr(cur)}), not a section: it has no field {p!r}")
+            raise refuse(
+                f"{where} is a value ({reprlib.repr(cur)}), not a section: it has no field {p!r}"
+            )
         cur = cur[p]
     last = parts[-1]
-    if isinstance(cur, dict):
-        cur[last] = value
-    elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
-        cur[last] = value
-    else:
+    settable = isinstance(cur, dict) or (
+        isinstance(cur, list) and isinstance(last, int) and last < len(cur)
+    )
+    if not settable:
         where = ".".join(map(str, parts[:-1])) or "the recipe"
         raise refuse(f"cannot set {last!r}: {where} is {reprlib.repr(cur)}")
+    cur[last] = value
 
 
 # ------------------------------------------------------------------- error mapping
