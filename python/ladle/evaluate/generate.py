@@ -110,25 +110,14 @@ def candidate_source(path: Path, base_dir: Path) -> ModelSource:
     )
 
 
-def pick_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_precision(precision: str, device: str) -> str:
     """``auto``: bf16 where the hardware computes it natively (AVX-512 bf16/AMX CPUs and
     modern GPUs), else fp32."""
-    import torch
+    from ladle.device import has_bf16
 
     if precision != "auto":
         return precision
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
+    return "bf16" if has_bf16(device) else "fp32"
 
 
 def load_model(

@@ -146,13 +146,13 @@ def run_contestant(
     progress: Progress,
 ) -> Contestant:
     ev = recipe.evaluate
-    from ladle.evaluate.generate import pick_device
+    from ladle.device import pick_device
 
     t0 = time.perf_counter()
     model, tok = load_model(
         source,
         dtype=recipe.model.dtype,
-        device=pick_device(),
+        device=pick_device().type,
         trust_remote_code=recipe.model.trust_remote_code,
     )
     load_s = time.perf_counter() - t0

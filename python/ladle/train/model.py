@@ -11,7 +11,6 @@ the document alone. A model whose attention leaks fails here, not silently in th
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from ladle import models
+from ladle.device import has_bf16
 from ladle.errors import TrainError
 from ladle.models import load_causal_lm
 from ladle.recipe.schema import Recipe, template_kind
@@ -26,20 +26,6 @@ from ladle.recipe.schema import Recipe, template_kind
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
 PACKING_SAFE = {"sdpa", "eager", "flash_attention_2"}
-
-
-def pick_device() -> torch.device:
-    """CUDA (this process's local rank) when present, else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -54,17 +40,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise TrainError("train.precision: fp16 needs a GPU; on CPU use bf16 or fp32")
         return torch.float16
-    has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-    if precision == "bf16" and not has_bf16:
+    native = has_bf16(device)
+    if precision == "bf16" and not native:
         raise TrainError(f"train.precision: bf16 is not supported on this {device.type}")
-    return torch.bfloat16 if has_bf16 else None
+    return torch.bfloat16 if native else None
 
 
 def weight_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if recipe.model.dtype != "auto":
         return names[recipe.model.dtype]
-    if device.type == "cuda" and recipe.train.adapter != "full" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and recipe.train.adapter != "full" and has_bf16(device):
         return torch.bfloat16  # frozen base in bf16; LoRA weights are kept fp32 by peft
     return torch.float32
 

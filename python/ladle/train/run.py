@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ladle.device import pick_device
 from ladle.errors import TrainError
 from ladle.models import TOKENIZER_FILES, resolve_model
 from ladle.paths import atomic_dir, atomic_write_text
@@ -122,7 +123,7 @@ def train(
     wall0 = time.perf_counter()
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    device = model_mod.pick_device()
+    device = pick_device()
     d = distributed.init(device)
     try:
         final = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
