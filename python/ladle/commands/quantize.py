@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ladle.commands.common import console, is_tty, subparser
+from ladle.commands.common import subparser
+from ladle.ui import console, is_tty
 
 DESCRIPTION = """\
 Quantize every Linear weight of a Hugging Face checkpoint to 4-bit NF4 (bitsandbytes
