@@ -281,3 +281,19 @@ def test_template_kinds() -> None:
     assert template_kind("chatml") == "builtin"
     assert template_kind("{{ messages[0]['content'] }}</s>") == "inline"
     assert template_kind("{% for m in messages %}a/b{% endfor %}") == "inline"
+
+
+def test_unknown_key_named_like_a_type_is_reported(tmp_path: Path) -> None:
+    # Found by tests/test_recipe_fuzz.py: `str` was taken for pydantic's union tag.
+    p = write(tmp_path, MINIMAL + "str: 1\n")
+    with pytest.raises(RecipeError, match="unknown key 'str'"):
+        load_recipe(p)
+
+
+def test_unprintable_character_is_located(tmp_path: Path) -> None:
+    # Found by tests/test_recipe_fuzz.py: the YAML reader refuses it before parsing.
+    p = tmp_path / "r.yaml"
+    p.write_bytes(MINIMAL.encode() + b"seed: 1\x00\n")
+    with pytest.raises(RecipeError, match="character 0x0000 is not allowed") as info:
+        load_recipe(p)
+    assert (info.value.issues[0].line, info.value.issues[0].column) == (5, 8)

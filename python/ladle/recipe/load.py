@@ -170,13 +170,15 @@ def _position(positions: dict[Loc, Position], loc: Loc, default_file: str) -> Po
 
 
 def _issue(err: Any, positions: dict[Loc, Position], file: str) -> ConfigIssue:
-    loc: Loc = tuple(
+    kind = err["type"]
+    raw: Loc = tuple(
         p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
     )
+    # An unknown key is the last part, whatever its name (a user may write `str:`).
+    head, tail = (raw[:-1], raw[-1:]) if kind == "extra_forbidden" else (raw, ())
     # Union/tagged errors append the member type name; drop it from the user-facing path.
-    loc = tuple(p for p in loc if p not in ("str", "list[str]", "dict[str,any]"))
+    loc = tuple(p for p in head if p not in ("str", "list[str]", "dict[str,any]")) + tail
     path = ".".join(str(p) for p in loc)
-    kind = err["type"]
     msg = err["msg"]
     if kind == "extra_forbidden":
         key = str(loc[-1])

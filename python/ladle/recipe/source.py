@@ -135,11 +135,19 @@ def _unshare(obj: Any) -> Any:
     return obj
 
 
-def _yaml_issue(e: yaml.YAMLError, file: str) -> ConfigIssue:
+def _yaml_issue(e: yaml.YAMLError, file: str, text: str) -> ConfigIssue:
     mark = getattr(e, "problem_mark", None)
-    line = mark.line + 1 if mark else None
-    col = mark.column + 1 if mark else None
-    problem = getattr(e, "problem", None) or str(e)
+    if mark is not None:
+        line, col = mark.line + 1, mark.column + 1
+    elif isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        return ConfigIssue(
+            file, line, col, "", f"invalid YAML: character {e.character:#06x} is not allowed"
+        )
+    else:
+        line = col = None
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
     return ConfigIssue(file, line, col, "", f"invalid YAML: {problem}")
 
 
@@ -149,8 +157,11 @@ def parse_yaml(text: str, file: str, loc: Loc = ()) -> tuple[Any, dict[Loc, Posi
     Raises :class:`RecipeError` for invalid YAML, too deep a nesting, too large an alias
     expansion and duplicate keys (all of those found, located).
     """
-    loader = _BoundedLoader(text)
     positions: dict[Loc, Position] = {}
+    try:
+        loader = _BoundedLoader(text)  # the reader checks for unprintable characters here
+    except yaml.YAMLError as e:
+        raise RecipeError([_yaml_issue(e, file, text)]) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -175,7 +186,7 @@ def parse_yaml(text: str, file: str, loc: Loc = ()) -> tuple[Any, dict[Loc, Posi
             )
         data = loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise RecipeError([_yaml_issue(e, file)]) from None
+        raise RecipeError([_yaml_issue(e, file, text)]) from None
     finally:
         loader.dispose()
     return _unshare(data), positions
