@@ -102,6 +102,9 @@ def test_export_overwrite_replaces_only_its_own_output(
     assert "not written by ladle export" in capsys.readouterr().err
     assert (mine / "precious.txt").read_text() == "mine"
 
+    assert main(["export", str(run), str(tmp_path / "mine" / "precious.txt" / "x")]) == 2
+    assert "writing" in capsys.readouterr().err  # a disk error is a one-line error too
+
     out = tmp_path / "export"
     assert main(["export", str(run), str(out)]) == 0
     assert (out / "ladle_export.json").is_file() and (out / "adapter_config.json").is_file()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ladle.errors import TrainError
+from ladle.errors import LadleError, TrainError
 from ladle.recipe.schema import Recipe
 
 torch = pytest.importorskip("torch")
@@ -64,6 +64,21 @@ def test_a_file_is_not_a_run_folder(tiny_llama_dir: Path, tmp_path: Path) -> Non
     with pytest.raises(TrainError, match="not a folder"):
         train(tiny_recipe(tiny_llama_dir, max_steps=0), rows(), output_dir=target)
     assert target.read_text() == "data"
+
+
+def test_uncreatable_run_folder_is_a_train_error(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("data")
+    with pytest.raises(TrainError, match="cannot create run folder"):
+        train(
+            tiny_recipe(tiny_llama_dir, max_steps=0), rows(), output_dir=tmp_path / "file" / "run"
+        )
+
+
+def test_failed_new_run_leaves_no_empty_folder(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    bad = tiny_recipe(tmp_path / "no-such-model", max_steps=0)
+    with pytest.raises(LadleError, match="does not exist"):
+        train(bad, rows(), output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_old_run_replaced_only_when_the_new_one_finishes(

@@ -60,30 +60,33 @@ def export_run(
     )
     name = dtype if dtype != "auto" else model_cfg.get("dtype", "auto")
     torch_dtype = DTYPES.get(name, torch.float32)
-    with atomic_dir(out, replace=replace) as tmp:
-        if full:
-            model = load_causal_lm(source, trust_remote_code=trust, dtype=torch_dtype)
-            model.save_pretrained(tmp, safe_serialization=True)
-        elif merge:
-            from peft import PeftModel
+    try:
+        with atomic_dir(out, replace=replace) as tmp:
+            if full:
+                model = load_causal_lm(source, trust_remote_code=trust, dtype=torch_dtype)
+                model.save_pretrained(tmp, safe_serialization=True)
+            elif merge:
+                from peft import PeftModel
 
-            if not base.is_dir():
-                raise TrainError(f"base model {base} recorded in the manifest is gone")
-            model = load_causal_lm(base, trust_remote_code=trust, dtype=torch_dtype)
-            model = PeftModel.from_pretrained(model, source).merge_and_unload()
-            model.save_pretrained(tmp, safe_serialization=True)
-        else:
-            for f in source.iterdir():
-                if f.is_file():
-                    shutil.copy2(f, tmp / f.name)
-        # The run's tokenizer (saved with the adapter) carries the training chat template.
-        tok = load_tokenizer(
-            source if (source / "tokenizer_config.json").is_file() else base,
-            trust_remote_code=trust,
-        )
-        tok.save_pretrained(tmp)
-        if tok.chat_template and not (tmp / "chat_template.jinja").is_file():
-            (tmp / "chat_template.jinja").write_text(str(tok.chat_template))
-        record = {"run": str(run_dir.resolve()), "merged": merge or full, "dtype": name}
-        atomic_write_text(tmp / MARKER, json.dumps(record, indent=2) + "\n")
+                if not base.is_dir():
+                    raise TrainError(f"base model {base} recorded in the manifest is gone")
+                model = load_causal_lm(base, trust_remote_code=trust, dtype=torch_dtype)
+                model = PeftModel.from_pretrained(model, source).merge_and_unload()
+                model.save_pretrained(tmp, safe_serialization=True)
+            else:
+                for f in source.iterdir():
+                    if f.is_file():
+                        shutil.copy2(f, tmp / f.name)
+            # The run's tokenizer (saved with the adapter) carries the training chat template.
+            tok = load_tokenizer(
+                source if (source / "tokenizer_config.json").is_file() else base,
+                trust_remote_code=trust,
+            )
+            tok.save_pretrained(tmp)
+            if tok.chat_template and not (tmp / "chat_template.jinja").is_file():
+                (tmp / "chat_template.jinja").write_text(str(tok.chat_template))
+            record = {"run": str(run_dir.resolve()), "merged": merge or full, "dtype": name}
+            atomic_write_text(tmp / MARKER, json.dumps(record, indent=2) + "\n")
+    except OSError as e:  # disk full, permissions
+        raise TrainError(f"writing {out} failed: {e}") from e
     return out

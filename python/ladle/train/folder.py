@@ -10,6 +10,7 @@ was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ class RunFolder:
     resuming: bool
     staging: Path | None = None
     """The temporary sibling that holds ``work`` while an older run is being replaced."""
+    created: bool = False
+    """``final`` was created here (so a run that fails before writing anything removes it)."""
 
     def commit(self, d: Dist) -> None:
         """The run finished: swap it in for the run it replaces (rank 0; all ranks wait)."""
@@ -47,9 +50,15 @@ class RunFolder:
         d.barrier()
 
     def abandon(self, d: Dist) -> None:
-        """The run failed: drop the half-written replacement; the older run stays."""
-        if self.staging is not None and d.main:
+        """The run failed: drop the half-written replacement (the older run stays), or the
+        folder this run created if the run wrote nothing into it."""
+        if not d.main:
+            return
+        if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+        elif self.created:
+            with contextlib.suppress(OSError):
+                self.final.rmdir()  # only if still empty
 
     def relocate(self, result: R) -> R:
         """``result`` (a dataclass of paths and numbers) with paths under ``work`` moved
@@ -71,7 +80,14 @@ def open_run_folder(final: Path, *, overwrite: bool, resume: bool, d: Dist) -> R
     exists = final.is_dir() and any(final.iterdir())
     is_run = (final / RUN_MARKER).is_file()
     if not exists:
-        return RunFolder(final, final, resuming=False)
+        created = not final.exists()
+        if d.main:
+            try:
+                final.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise TrainError(f"cannot create run folder {final}: {e.strerror}") from e
+        d.barrier()
+        return RunFolder(final, final, resuming=False, created=created)
     if resume:
         if not is_run:
             raise TrainError(f"{final} is not a Ladle run folder (no {RUN_MARKER}): cannot resume")
@@ -90,7 +106,10 @@ def open_run_folder(final: Path, *, overwrite: bool, resume: bool, d: Dist) -> R
         )
     staging = None
     if d.main:
-        staging = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+        try:
+            staging = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+        except OSError as e:
+            raise TrainError(f"cannot write next to {final}: {e.strerror}") from e
     staging_dir = Path(d.broadcast(staging))
     # The work folder keeps the final name, so logs and trackers name the run correctly.
     return RunFolder(final, staging_dir / final.name, resuming=False, staging=staging_dir)
