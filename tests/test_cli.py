@@ -104,3 +104,26 @@ def test_hostile_recipe_is_one_error_exit_2(
     assert main(["run", str(recipe), *overrides]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ladle run: error: ") and expected in err
+
+
+LONG = "x" * 300  # longer than any file name the file system takes (ENAMETOOLONG)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", LONG + ".yaml"],
+        ["run", LONG + ".yaml"],
+        ["models", "--resolve", LONG],
+        ["quantize", LONG, "out"],
+        ["export", LONG, "out"],
+    ],
+    ids=["validate", "run", "models", "quantize", "export"],
+)
+def test_path_the_file_system_refuses_is_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) in (1, 2)  # validate: 1 (the answer is no); the others: 2
+    err = capsys.readouterr().err
+    assert "File name too long" in err or "file not found" in err
+    assert "Traceback" not in err

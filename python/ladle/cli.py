@@ -3,8 +3,9 @@
 Each subcommand lives in ``ladle.commands.<name>`` and exposes ``register(sub)``; this
 file only assembles them and owns the error policy: a :class:`LadleError` (a user
 mistake or bad input) prints one line and exits 2 (1 is reserved for "ran, and the
-answer is no": a failed validation or gate); anything else is a bug and keeps its
-traceback. ``--debug`` shows tracebacks for everything.
+answer is no": a failed validation or gate), and so does an ``OSError`` (a path the file
+system refuses); anything else is a bug and keeps its traceback. ``--debug`` shows
+tracebacks for everything.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"ladle {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A path the user gave that the file system refuses (too long a name, no
+        # permission, a full disk): input or environment, not a bug in Ladle.
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ladle {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ladle {args.command}: interrupted", file=sys.stderr)

@@ -104,7 +104,12 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> Path:
     local = Path(ref).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = base_dir / local
-    if local.exists() or ref.startswith((".", "/", "~")):
+    try:
+        exists = local.exists()
+    except OSError as e:  # a name too long for the file system, permissions
+        shown = ref if len(ref) <= 80 else ref[:77] + "..."
+        raise ModelError(f"model {shown!r}: {e.strerror}") from e
+    if exists or ref.startswith((".", "/", "~")):
         return check_model_dir(local)
     if ref.count("/") == 1:
         return _resolve_hub(ref)
@@ -115,7 +120,11 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> Path:
 
 
 def check_model_dir(path: Path) -> Path:
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as e:
+        raise ModelError(f"model folder {str(path)[:200]}: {e.strerror}") from e
+    if not is_dir:
         raise ModelError(f"model folder {path} does not exist")
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} has no config.json: not a Hugging Face model folder")

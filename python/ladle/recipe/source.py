@@ -214,11 +214,11 @@ def _decode(raw: bytes, file: str) -> str:
 def read_source(path: Path) -> Source:
     """Read one recipe file (no ``extends``) into a :class:`Source`."""
     file = str(path)
-    if not path.is_file():
-        raise RecipeError([ConfigIssue(file, None, None, "", "file not found")])
     try:
         raw = path.read_bytes()
-    except OSError as e:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        raise RecipeError([ConfigIssue(file, None, None, "", "file not found")]) from e
+    except OSError as e:  # permissions, a name too long for the file system
         raise RecipeError([ConfigIssue(file, None, None, "", f"cannot read: {e.strerror}")]) from e
     data, positions = parse_yaml(_decode(raw, file), file)
     if data is None:
