@@ -62,3 +62,68 @@ def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert "unknown builtin model 'nope'" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["--debug", "run"], ["run", "--debug"]])
+def test_debug_flag_shows_the_traceback_wherever_it_stands(
+    tmp_path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ladle.errors import RecipeError
+
+    monkeypatch.delenv("LADLE_DEBUG", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")  # no data section
+    assert main(["run", str(bad)]) == 2  # without --debug: one message, exit 2
+    with pytest.raises(RecipeError):  # with it: the exception propagates
+        main([*argv, str(bad)])
+
+
+HOSTILE_RECIPES = {
+    "not-utf8": (b"name: x\n# caf\xe9\n", [], "not UTF-8"),
+    "deep": (b"name: x\ndata: " + b"[" * 20_000 + b"]" * 20_000 + b"\n", [], "nested deeper"),
+    "scalar-override": (
+        b"name: x\ndata: {datasets: [{path: a.jsonl}]}\ntrain: {max_steps: 5}\n",
+        ["train.max_steps.x.y=1"],
+        "not a section",
+    ),
+    "duplicate-key": (b"name: x\nname: y\n", [], "duplicate key 'name' (first at line 1)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_RECIPES))
+def test_hostile_recipe_is_one_error_exit_2(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process: anything but a LadleError would propagate out of main() and fail here.
+    text, overrides, expected = HOSTILE_RECIPES[case]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(text)
+    if not overrides:
+        assert main(["validate", str(recipe)]) == 1
+        assert expected in capsys.readouterr().err
+    assert main(["run", str(recipe), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ladle run: error: ") and expected in err
+
+
+LONG = "x" * 300  # longer than any file name the file system takes (ENAMETOOLONG)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate", LONG + ".yaml"],
+        ["run", LONG + ".yaml"],
+        ["models", "--resolve", LONG],
+        ["quantize", LONG, "out"],
+        ["export", LONG, "out"],
+    ],
+    ids=["validate", "run", "models", "quantize", "export"],
+)
+def test_path_the_file_system_refuses_is_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) in (1, 2)  # validate: 1 (the answer is no); the others: 2
+    err = capsys.readouterr().err
+    assert "File name too long" in err or "file not found" in err
+    assert "Traceback" not in err

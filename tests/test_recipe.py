@@ -153,3 +153,147 @@ def test_json_schema_describes_every_field() -> None:
                 assert prop.get("description"), f"{name}.{field} has no description"
 
     walk(schema["$defs"])
+
+
+# ----------------------------------------------------------------- hostile recipes
+
+
+def test_recipe_that_is_not_utf8_is_located(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_bytes(MINIMAL.encode() + b"# caf\xe9\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(p)
+    issue = info.value.issues[0]
+    assert (issue.line, issue.column) == (5, 6)
+    assert "not UTF-8" in issue.message and "0xe9" in issue.message
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "x: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    with pytest.raises(RecipeError, match="nested deeper than 64 levels") as info:
+        load_recipe(p)
+    assert info.value.issues[0].line == 5
+
+
+def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    # ~500 bytes that expand to 10**10 nodes: the position walker and pydantic would need
+    # tens of GB; the expansion is counted per distinct node instead.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    p = write(tmp_path, MINIMAL + "\n".join(lines) + "\n")
+    assert p.stat().st_size < 700
+    with pytest.raises(RecipeError, match="aliases expand this document to"):
+        load_recipe(p)
+
+
+def test_modest_aliases_still_work_and_are_not_shared(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "name: t\ndata:\n  datasets:\n    - &ds {path: a.jsonl, limit: 5}\n    - *ds\n",
+    )
+    recipe = load_recipe(p, ["data.datasets.1.limit=7"])
+    assert [d.limit for d in recipe.data.datasets] == [5, 7]
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "x: &x [*x]\n")
+    with pytest.raises(RecipeError, match="contains it"):
+        load_recipe(p)
+
+
+def test_duplicate_keys_are_errors_naming_both_lines(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        MINIMAL + "train:\n  lr: 0.001\n  max_steps: 5\n  lr: 0.1\nseed: 1\nseed: 2\n",
+    )
+    with pytest.raises(RecipeError) as info:
+        load_recipe(p)
+    got = [(i.line, i.message.split(";")[0]) for i in info.value.issues]
+    assert got == [
+        (8, "duplicate key 'lr' (first at line 6)"),
+        (10, "duplicate key 'seed' (first at line 9)"),
+    ]
+
+
+def test_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+    p = write(
+        tmp_path,
+        "name: t\n"
+        "data: {datasets: [{path: a.jsonl}]}\n"
+        "train:\n"
+        "  <<: {lr: 0.001, max_steps: 5}\n"
+        "  max_steps: 9\n",
+    )
+    recipe = load_recipe(p)
+    assert (recipe.train.lr, recipe.train.max_steps) == (0.001, 9)
+
+
+def test_override_through_a_scalar_is_a_recipe_error(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "train:\n  max_steps: 5\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(p, ["train.max_steps.x.y=1"])
+    issue = info.value.issues[0]
+    assert issue.file == "<command line>" and issue.path == "train.max_steps.x.y"
+    assert "train.max_steps is a value (5), not a section" in issue.message
+
+
+def test_override_values_are_bounded_yaml(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL)
+    recipe = load_recipe(p, ["train.report_to=[none]", "train.lora.target_modules=[q_proj]"])
+    assert recipe.train.report_to == ["none"]
+    with pytest.raises(RecipeError):  # kept as text, then refused by the schema
+        load_recipe(p, ["train.lr=" + "[" * 5000])
+    with pytest.raises(RecipeError, match="unknown key '²'"):
+        load_recipe(p, ["train.²=1"])  # not a list index (int("²") would raise)
+
+
+def test_run_name_must_be_a_plain_name(tmp_path: Path) -> None:
+    for bad in ("..", "../x", "/tmp/x", ".hidden", "a/b"):
+        p = write(tmp_path, MINIMAL + f"output:\n  run_name: '{bad}'\n")
+        with pytest.raises(RecipeError) as info:
+            load_recipe(p)
+        assert info.value.issues[0].path == "output.run_name", bad
+        assert info.value.issues[0].line == 6
+    p = write(tmp_path, MINIMAL + "output:\n  run_name: try-1.b_2\n")
+    assert load_recipe(p).output.run_name == "try-1.b_2"
+
+
+@pytest.mark.parametrize("name", ["x.j2", "x.jinja", "tpl/x.txt"])
+def test_template_path_rule(tmp_path: Path, name: str) -> None:
+    from ladle.recipe.schema import template_kind
+
+    assert template_kind(name) == "path"
+    p = write(tmp_path, MINIMAL + f"  template: {name}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(p)
+    issue = info.value.issues[0]
+    assert issue.path == "data.template" and issue.line == 5
+    assert "not found" in issue.message and "relative to the recipe" in issue.message
+    target = tmp_path / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert load_recipe(p).data.template == str(target)
+
+
+def test_template_kinds() -> None:
+    from ladle.recipe.schema import template_kind
+
+    assert template_kind("chatml") == "builtin"
+    assert template_kind("{{ messages[0]['content'] }}</s>") == "inline"
+    assert template_kind("{% for m in messages %}a/b{% endfor %}") == "inline"
+
+
+def test_unknown_key_named_like_a_type_is_reported(tmp_path: Path) -> None:
+    # Found by tests/test_recipe_fuzz.py: `str` was taken for pydantic's union tag.
+    p = write(tmp_path, MINIMAL + "str: 1\n")
+    with pytest.raises(RecipeError, match="unknown key 'str'"):
+        load_recipe(p)
+
+
+def test_unprintable_character_is_located(tmp_path: Path) -> None:
+    # Found by tests/test_recipe_fuzz.py: the YAML reader refuses it before parsing.
+    p = tmp_path / "r.yaml"
+    p.write_bytes(MINIMAL.encode() + b"seed: 1\x00\n")
+    with pytest.raises(RecipeError, match="character 0x0000 is not allowed") as info:
+        load_recipe(p)
+    assert (info.value.issues[0].line, info.value.issues[0].column) == (5, 8)

@@ -3,8 +3,9 @@
 Each subcommand lives in ``ladle.commands.<name>`` and exposes ``register(sub)``; this
 file only assembles them and owns the error policy: a :class:`LadleError` (a user
 mistake or bad input) prints one line and exits 2 (1 is reserved for "ran, and the
-answer is no": a failed validation or gate); anything else is a bug and keeps its
-traceback. ``--debug`` shows tracebacks for everything.
+answer is no": a failed validation or gate), and so does an ``OSError`` (a path the file
+system refuses); anything else is a bug and keeps its traceback. ``--debug`` shows
+tracebacks for everything.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from collections.abc import Sequence
 from ladle import __version__
 from ladle.errors import LadleError
 
-# Order = order in `ladle --help`. A command whose module is missing is skipped, so a
-# slim install without the training extras still validates and preps.
+# Order = order in `ladle --help`. Command modules import torch and friends lazily, in
+# the function that runs the command, so `ladle --help` and `ladle validate` stay fast.
 COMMANDS = (
     "validate",
     "schema",
@@ -57,19 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ladle {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    seen: set[str] = set()
-    for name in COMMANDS:
-        module_name = _module_for(name)
-        if module_name in seen:
-            continue
-        try:
-            module = importlib.import_module(f"ladle.commands.{module_name}")
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("ladle.commands"):
-                continue
-            raise
-        seen.add(module_name)
-        module.register(sub)
+    for module_name in dict.fromkeys(_module_for(name) for name in COMMANDS):
+        importlib.import_module(f"ladle.commands.{module_name}").register(sub)
     return parser
 
 
@@ -91,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"ladle {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A path the user gave that the file system refuses (too long a name, no
+        # permission, a full disk): input or environment, not a bug in Ladle.
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ladle {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ladle {args.command}: interrupted", file=sys.stderr)

@@ -10,7 +10,11 @@ Three kinds of reference are accepted:
 - a hub id (``org/name``), resolved from the local HF cache, downloaded only when the hub
   is reachable and ``HF_HUB_OFFLINE`` is not set.
 
-Weights load from safetensors only; pickle checkpoints are refused.
+Weights load from safetensors only; pickle checkpoints are refused. Every load of a
+config, tokenizer or model goes through :func:`load_config`, :func:`load_tokenizer` and
+:func:`load_causal_lm`, so ``model.trust_remote_code`` reaches training, evaluation,
+export and quantization alike, and a checkpoint transformers cannot read is a
+:class:`ModelError`, not a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ladle.errors import ModelError
 from ladle.paths import atomic_dir, ladle_home
@@ -99,7 +104,12 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> Path:
     local = Path(ref).expanduser()
     if not local.is_absolute() and base_dir is not None:
         local = base_dir / local
-    if local.exists() or ref.startswith((".", "/", "~")):
+    try:
+        exists = local.exists()
+    except OSError as e:  # a name too long for the file system, permissions
+        shown = ref if len(ref) <= 80 else ref[:77] + "..."
+        raise ModelError(f"model {shown!r}: {e.strerror}") from e
+    if exists or ref.startswith((".", "/", "~")):
         return check_model_dir(local)
     if ref.count("/") == 1:
         return _resolve_hub(ref)
@@ -110,7 +120,11 @@ def resolve_model(ref: str, base_dir: Path | None = None) -> Path:
 
 
 def check_model_dir(path: Path) -> Path:
-    if not path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as e:
+        raise ModelError(f"model folder {str(path)[:200]}: {e.strerror}") from e
+    if not is_dir:
         raise ModelError(f"model folder {path} does not exist")
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} has no config.json: not a Hugging Face model folder")
@@ -192,3 +206,54 @@ def cached_models() -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _brief(e: Exception, limit: int = 300) -> str:
+    """transformers' messages span lines and paragraphs; errors here are one line."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _remote_code_hint(e: Exception, trust_remote_code: bool) -> str:
+    if not trust_remote_code and "trust_remote_code" in str(e):
+        return "; it ships its own code: set model.trust_remote_code: true if you trust it"
+    return ""
+
+
+def load_config(path: Path, *, trust_remote_code: bool = False) -> Any:
+    """``AutoConfig`` of a model folder; a config transformers cannot read is a ModelError."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # untrusted file: json, key, type and value errors all occur
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"{path}/config.json: cannot read it ({_brief(e)}){hint}") from e
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
+    """The Hugging Face tokenizer of a model (or adapter) folder."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # untrusted files, as above
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"cannot load the tokenizer of {path} ({_brief(e)}){hint}") from e
+
+
+def load_causal_lm(path: Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(path, **kwargs)`` with the recipe's
+    ``trust_remote_code``; safetensors only (``use_safetensors``: never unpickle)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        )
+    except (OSError, ValueError, ImportError, KeyError, TypeError) as e:
+        hint = _remote_code_hint(e, trust_remote_code)
+        raise ModelError(f"cannot load {path} ({_brief(e)}){hint}") from e

@@ -40,10 +40,7 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if final.exists() and replace:
-            trash = final.with_name(f".old-{final.name}-{os.getpid()}")
-            final.rename(trash)
-            tmp.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
+            replace_dir(tmp, final)
         else:
             try:
                 tmp.rename(final)
@@ -54,6 +51,43 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_dir(
+    out: Path, marker: str, *, overwrite: bool, command: str, error: type[Exception]
+) -> bool:
+    """May ``command`` write the folder ``out``? Returns True when it replaces one.
+
+    A new path is always fine. An existing one needs ``overwrite``, and is replaced only
+    when it is an empty folder or holds ``marker``, the file ``command`` writes into every
+    folder it makes: a typo in OUT must never delete a model, a dataset or a home folder.
+    """
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not overwrite:
+        raise error(f"{out} already exists; pass --overwrite to replace it")
+    if not out.is_dir():
+        raise error(f"{out} exists and is not a folder; choose another output")
+    if any(out.iterdir()) and not (out / marker).is_file():
+        raise error(
+            f"{out} was not written by {command} (no {marker}), so --overwrite does not "
+            "replace it; choose another output folder"
+        )
+    return True
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the folder ``new`` where ``final`` is, deleting the old ``final`` only once the
+    new one is in place (two renames on one file system; the old copy is never lost)."""
+    trash = final.with_name(f".old-{final.name}-{os.getpid()}")
+    final.rename(trash)
+    try:
+        new.rename(final)
+    except BaseException:
+        trash.rename(final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -3,19 +3,20 @@
 recipe -> data (generate, dedup, decontaminate, render, tokenize, pack; cached) ->
 model (resolve; pre-quantize for QLoRA) -> train -> evaluate against the prompted base
 model -> reports and gate. Each stage is its own module; this one only threads their
-outputs together and tells the user what is happening.
+outputs together and tells its :class:`~ladle.ui.Reporter` what is happening (the CLI
+passes a console one; this module prints nothing itself and imports nothing from the CLI).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ladle.recipe import Recipe, load_recipe
+from ladle.ui import ConsoleReporter, Reporter
 
 
 @dataclass
@@ -24,10 +25,6 @@ class RunOutcome:
     gate_passed: bool | None  # None: evaluation disabled
     report_dir: Path | None
     seconds: float
-
-
-def _say(msg: str) -> None:
-    print(f"ladle run: {msg}", file=sys.stderr, flush=True)
 
 
 def eval_inputs(
@@ -68,38 +65,40 @@ def run_recipe(
     *,
     output: str | Path | None = None,
     resume: bool = False,
+    reporter: Reporter | None = None,
 ) -> RunOutcome:
-    from ladle.commands.common import console
-    from ladle.commands.prep import summary_table
+    """Run every stage of the recipe at ``path``; ``reporter`` hears about each step
+    (default: the console, as ``ladle run`` shows it)."""
     from ladle.data import prep
     from ladle.train import default_run_dir, train
 
+    ui = reporter if reporter is not None else ConsoleReporter()
     t0 = time.perf_counter()
     recipe = load_recipe(path, overrides)
-    _say(
+    ui.stage(
         f"recipe {recipe.name!r}: {recipe.train.method}/{recipe.train.adapter} on {recipe.model.base}"
     )
 
-    _say("1/3 data: generate, dedup, decontaminate, render, tokenize, pack (cached)")
+    ui.stage("1/3 data: generate, dedup, decontaminate, render, tokenize, pack (cached)")
     prepared = prep(recipe)
-    console.print(summary_table(prepared))
+    ui.prep_done(prepared)
 
     run_dir = Path(output) if output else default_run_dir(recipe)
-    _say(f"2/3 train -> {run_dir}")
+    ui.stage(f"2/3 train -> {run_dir}")
     result = train(recipe, prepared, output_dir=run_dir, resume=resume)  # reads its shards
     if result.final_loss is not None:
-        _say(
+        ui.stage(
             f"trained {result.steps} steps, final loss {result.final_loss:.4f}, "
             f"{result.tokens_per_s:,.0f} tokens/s"
         )
 
     if not recipe.evaluate.enabled:
-        _say("evaluate.enabled is false: no before/after comparison, no gate")
+        ui.stage("evaluate.enabled is false: no before/after comparison, no gate")
         return RunOutcome(result.run_dir, None, None, time.perf_counter() - t0)
 
     from ladle.evaluate import evaluate
 
-    _say("3/3 evaluate: prompted base model vs fine-tuned model")
+    ui.stage("3/3 evaluate: prompted base model vs fine-tuned model")
     eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
     report_dir = result.run_dir / "eval"
     report = evaluate(
@@ -109,14 +108,14 @@ def run_recipe(
         [result.run_dir],
         report_dir,
         decontamination=decon,
-        progress=_say,
+        progress=ui.stage,
     )
-    print((report_dir / "report.md").read_text(encoding="utf-8"))
+    ui.eval_report((report_dir / "report.md").read_text(encoding="utf-8"))
     seconds = time.perf_counter() - t0
-    _say(f"reports in {report_dir}/ ({seconds / 60:.1f} min in all)")
+    ui.stage(f"reports in {report_dir}/ ({seconds / 60:.1f} min in all)")
     if report.gate_passed:
-        _say("gate PASSED")
+        ui.stage("gate PASSED")
     else:
         for g in report.gate_failures:
-            _say(f"gate FAILED: {g.message}")
+            ui.stage(f"gate FAILED: {g.message}")
     return RunOutcome(result.run_dir, report.gate_passed, report_dir, seconds)

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ladle import _core
-from ladle.errors import QuantError
-from ladle.paths import atomic_dir, atomic_write_text, ladle_home
+from ladle.errors import ModelError, QuantError
+from ladle.models import load_config
+from ladle.paths import atomic_dir, atomic_write_text, check_output_dir, ladle_home
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,9 @@ _DTYPES = ("float32", "bfloat16", "float16")
 # generation defaults. Copied verbatim.
 _SIDE_FILE_SUFFIXES = (".json", ".jinja", ".txt", ".model", ".tiktoken")
 _NOT_COPIED = {"config.json", "model.safetensors.index.json"}
+MARKER = "ladle_quantized.json"
+"""Written into every folder this module makes (provenance); ``overwrite`` replaces only
+a folder that holds it."""
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,7 @@ def source_shards(src: Path) -> list[Path]:
         raise QuantError(f"{src} has no config.json: not a Hugging Face model folder")
     index = src / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        names = sorted(set(weight_map.values()))
+        names = _index_shards(index)
         missing = [n for n in names if not (src / n).is_file()]
         if missing:
             raise QuantError(f"{index} names shards that are missing: {', '.join(missing)}")
@@ -206,7 +209,40 @@ def source_shards(src: Path) -> list[Path]:
     raise QuantError(f"{src} has no *.safetensors weights")
 
 
-def linear_plan(src: Path, skip: Sequence[str] | None) -> tuple[list[str], list[str]]:
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise QuantError(f"{path}: not a readable JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise QuantError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _index_shards(index: Path) -> list[str]:
+    """Shard file names an index names; each must be a plain file name in the folder."""
+    weight_map = _read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise QuantError(f"{index}: `weight_map` must map tensor names to shard file names")
+    names = sorted(set(weight_map.values()))
+    for n in names:
+        if Path(n).name != n or n in ("", ".", ".."):
+            raise QuantError(f"{index}: shard {n!r} is not a file name in {index.parent}")
+    return names
+
+
+def read_config(src: Path) -> dict[str, Any]:
+    """``config.json`` of a model folder, checked to be a JSON object."""
+    config = _read_json_object(src / "config.json")
+    qc = config.get("quantization_config")
+    if qc is not None and not isinstance(qc, dict):
+        raise QuantError(f"{src / 'config.json'}: quantization_config must be an object")
+    return config
+
+
+def linear_plan(
+    src: Path, skip: Sequence[str] | None, *, trust_remote_code: bool = False
+) -> tuple[list[str], list[str]]:
     """Weights transformers would quantize when loading ``src`` in 4-bit, and which of
     them are GPT-2 ``Conv1D`` (stored transposed).
 
@@ -217,17 +253,22 @@ def linear_plan(src: Path, skip: Sequence[str] | None) -> tuple[list[str], list[
     """
     import torch
     from torch import nn
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
     from transformers.quantizers.base import HfQuantizer
     from transformers.quantizers.quantizers_utils import should_convert_module
 
-    config = AutoConfig.from_pretrained(src)
+    try:
+        config = load_config(src, trust_remote_code=trust_remote_code)
+    except ModelError as e:
+        raise QuantError(str(e)) from e
     with torch.device("meta"):
         try:
-            model = AutoModelForCausalLM.from_config(config)
-        except ValueError as e:
-            raise QuantError(f"{src}: transformers cannot build this model ({e})") from e
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        except (ValueError, TypeError, KeyError, AttributeError, ImportError) as e:
+            # A config with wrong types or missing fields fails inside the model's __init__.
+            brief = " ".join(str(e).split())[:300]
+            raise QuantError(f"{src}: transformers cannot build this model ({brief})") from e
     not_convert = HfQuantizer.get_modules_to_not_convert(
         model, list(skip) if skip is not None else None, model._keep_in_fp32_modules
     )
@@ -267,6 +308,7 @@ def quantize_checkpoint(
     quant_type: QuantType = "nf4",
     dtype: str | None = None,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Quantize the Hugging Face folder ``src`` into ``out`` (what ``ladle quantize`` does).
@@ -275,7 +317,8 @@ def quantize_checkpoint(
     head, tied weights and ``skip`` modules are copied in the model dtype. The config gains
     the ``quantization_config`` transformers writes, so ``from_pretrained(out)`` loads a
     4-bit model directly. The folder appears atomically; ``progress(done, total)`` gets
-    source bytes processed.
+    source bytes processed. ``overwrite`` replaces only a folder that this function wrote
+    (it holds ``ladle_quantized.json``), never another folder.
     """
     settings = QuantSettings(
         double_quant=double_quant,
@@ -285,7 +328,14 @@ def quantize_checkpoint(
         skip=tuple(skip) if skip is not None else None,
         dtype=dtype,
     )
-    return _quantize(Path(src), Path(out), settings, overwrite=overwrite, progress=progress)
+    return _quantize(
+        Path(src),
+        Path(out),
+        settings,
+        overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+        progress=progress,
+    )
 
 
 def _quantize(
@@ -294,26 +344,28 @@ def _quantize(
     settings: QuantSettings,
     *,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
     record: dict[str, Any] | None = None,
 ) -> Path:
     settings.check()
+    replace = check_output_dir(
+        out, MARKER, overwrite=overwrite, command="ladle quantize", error=QuantError
+    )
     shards = source_shards(src)
-    config = json.loads((src / "config.json").read_text())
+    config = read_config(src)
     if "quantization_config" in config:
         method = config["quantization_config"].get("quant_method", "?")
         raise QuantError(f"{src} is already quantized ({method}); quantize the original weights")
-    weights, transposed = linear_plan(src, settings.skip)
+    weights, transposed = linear_plan(src, settings.skip, trust_remote_code=trust_remote_code)
     lanes, threads = _reduction_params()
-    if out.exists() and not overwrite:
-        raise QuantError(f"{out} already exists (pass overwrite=True / --overwrite to replace it)")
     names = (
         ["model.safetensors"]
         if len(shards) == 1
         else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     )
     try:
-        with atomic_dir(out, replace=overwrite) as tmp:
+        with atomic_dir(out, replace=replace) as tmp:
             reports = _core.nf4_convert_checkpoint(
                 [(str(s), str(tmp / n)) for s, n in zip(shards, names, strict=True)],
                 weights,
@@ -360,7 +412,7 @@ def _write_side_files(
             shutil.copy2(f, tmp / f.name)
     # Provenance for run manifests: what was quantized, how, and by which versions.
     provenance = {"source": str(src), "settings": asdict(settings), **record}
-    atomic_write_text(tmp / "ladle_quantized.json", json.dumps(provenance, indent=2) + "\n")
+    atomic_write_text(tmp / MARKER, json.dumps(provenance, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -370,6 +422,8 @@ def prequantized(
     model_dir: str | Path,
     settings: QuantSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    trust_remote_code: bool = False,
 ) -> Path:
     """A quantized copy of ``model_dir`` in Ladle's cache, made on first use.
 
@@ -395,7 +449,14 @@ def prequantized(
         return final
     try:
         record = {"source_fingerprint": source_fp, "cache_key": fp, **versions}
-        return _quantize(model_dir, final, settings, progress=progress, record=record)
+        return _quantize(
+            model_dir,
+            final,
+            settings,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+            record=record,
+        )
     except QuantError:
         if (final / "config.json").is_file():  # another process won the race
             return final

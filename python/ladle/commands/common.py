@@ -1,15 +1,14 @@
-"""Helpers shared by subcommands: recipe arguments and console output."""
+"""Helpers shared by subcommands: recipe arguments and the subparser layout."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from rich.console import Console
+from ladle.ui import console, err_console, is_tty
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Console output lives in ladle.ui; re-exported for the commands that import it from here.
+__all__ = ["add_recipe_args", "console", "err_console", "is_tty", "subparser"]
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -55,9 +54,9 @@ def subparser(
         + example.strip().replace("\n", "\n  "),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    # SUPPRESS: without the flag here the namespace keeps the top-level `ladle --debug`
+    # (a default of False would overwrite it).
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks"
+    )
     return p
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

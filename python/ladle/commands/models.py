@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ladle.commands.common import console, subparser
+from ladle.commands.common import subparser
+from ladle.ui import console
 
 
 def register(sub: Any) -> None:

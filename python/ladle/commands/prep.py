@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
@@ -36,9 +35,9 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ladle.commands.common import console
     from ladle.data.prep import prep
     from ladle.recipe import load_recipe
+    from ladle.ui import console, prep_summary
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.quiet:
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         with _bar(console) as report:
             result = prep(recipe, force=args.force, progress=report)
-    console.print(summary_table(result))
+    console.print(prep_summary(result))
     console.print(f"output: {result.path}", soft_wrap=True)
     return 0
 
@@ -79,46 +78,3 @@ class _bar:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
-
-
-def summary_table(result: Any) -> Any:
-    """The table ``ladle prep`` prints: rows, drops, tokens, efficiency, cache, path."""
-    from rich.table import Table
-
-    m = result.manifest
-    t = Table(
-        title=f"ladle prep ({'cache hit' if result.cache_hit else 'built'}"
-        f" in {result.seconds:.2f}s)",
-        show_header=True,
-    )
-    t.add_column("dataset")
-    t.add_column("split")
-    t.add_column("rows in", justify="right")
-    t.add_column("rows out", justify="right")
-    t.add_column("tokens", justify="right")
-    for d in m["datasets"]:
-        name = ", ".join(Path(p).name for p in d["path"].split(", "))
-        t.add_row(
-            name,
-            d["split"],
-            f"{d['rows_in']:,}",
-            f"{d['rows_out']:,}",
-            f"{d.get('tokens', 0):,}",
-        )
-    for reason, info in m["drops"].items():
-        where = f" (first: {info['first'][0]})" if info["first"] else ""
-        t.add_row(f"[yellow]dropped: {reason}[/]{where}", "", "", f"-{info['count']:,}", "")
-    tr = m["train"]
-    t.add_section()
-    t.add_row("train examples / rows", "", f"{tr['examples']:,}", f"{tr['rows']:,}", "")
-    t.add_row("tokens (trained)", "", "", "", f"{tr['tokens']:,} ({tr['trained_tokens']:,})")
-    if tr.get("efficiency") is not None:
-        t.add_row(
-            f"packing {m['packing']} @ {m['max_length']}",
-            "",
-            f"{tr['efficiency']:.2%}",
-            f"+{tr['rows_over_lower_bound']} over lower bound {tr['lower_bound_rows']:,}",
-            "",
-        )
-    t.add_row("eval rows", "", "", f"{m['eval']['rows']:,}", "")
-    return t

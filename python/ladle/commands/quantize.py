@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ladle.commands.common import console, is_tty, subparser
+from ladle.commands.common import subparser
+from ladle.ui import console, is_tty
 
 DESCRIPTION = """\
 Quantize every Linear weight of a Hugging Face checkpoint to 4-bit NF4 (bitsandbytes
@@ -33,7 +34,7 @@ def register(sub: Any) -> None:
         example=EXAMPLE,
     )
     p.add_argument("src", help="model folder with *.safetensors, a hub id, or builtin:NAME")
-    p.add_argument("out", help="output folder (must not exist unless --overwrite)")
+    p.add_argument("out", help="output folder (new or empty, unless --overwrite)")
     p.add_argument(
         "--double-quant",
         action=argparse.BooleanOptionalAction,
@@ -74,7 +75,17 @@ def register(sub: Any) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="cast weights to this model dtype first (default: as stored)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it exists (only a folder `ladle quantize` wrote: it holds "
+        "ladle_quantized.json)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code shipped in SRC (needed for architectures transformers lacks)",
+    )
     p.set_defaults(func=run)
 
 
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             quant_type=args.quant_type,
             dtype=args.dtype,
             overwrite=args.overwrite,
+            trust_remote_code=args.trust_remote_code,
             progress=progress,
         )
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))

@@ -29,6 +29,13 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ladle.pipeline import run_recipe
+    from ladle.ui import ConsoleReporter
 
-    result = run_recipe(args.recipe, args.overrides, output=args.output, resume=args.resume)
+    result = run_recipe(
+        args.recipe,
+        args.overrides,
+        output=args.output,
+        resume=args.resume,
+        reporter=ConsoleReporter("ladle run"),
+    )
     return 0 if result.gate_passed in (True, None) else 1

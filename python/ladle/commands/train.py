@@ -72,7 +72,12 @@ def register(sub: Any) -> None:
         default="auto",
         help="weight dtype of the export (auto: the recipe's model.dtype)",
     )
-    e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    e.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it exists (only a folder `ladle export` wrote: it holds "
+        "ladle_export.json)",
+    )
     e.set_defaults(func=run_export)
 
 

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from ladle.commands.common import console, subparser
+from ladle.commands.common import subparser
+from ladle.ui import console
 
 
 def register(sub: Any) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ladle._core import ChatEncoder
 from ladle.errors import DataError, TemplateError, TokenizerError
+from ladle.recipe.schema import template_kind
 
 TrainOn = Literal["assistant", "last", "all"]
 Conversation = Sequence[Mapping[str, Any]] | Mapping[str, Any]
@@ -133,14 +134,15 @@ def _resolve_template(template: str | None, folder: Path, config: Mapping[str, A
         return _load_model_template(folder, config)
     if template in BUILTIN_TEMPLATES:
         return BUILTIN_TEMPLATES[template]
-    if "{{" in template or "{%" in template:
+    kind = template_kind(template)
+    if kind == "inline":
         return template
     path = Path(template).expanduser()
-    if path.suffix == ".jinja" and path.is_file():
+    if kind == "path" and path.is_file():
         return path.read_text(encoding="utf-8")
     raise TemplateError(
         f"template {template!r} is neither a builtin ({', '.join(sorted(BUILTIN_TEMPLATES))}), "
-        "inline Jinja text nor a .jinja file"
+        "inline Jinja text nor an existing template file (.jinja, .j2, .jinja2 or a path)"
     )
 
 

@@ -31,7 +31,6 @@ from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import IGNORE_INDEX, assemble, pack
 from ladle.data.prepared import write_eval, write_packed, write_preference
-from ladle.errors import TokenizerError
 from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
 from ladle.recipe.schema import Recipe
@@ -117,11 +116,9 @@ def prep_dir(fp: str) -> Path:
 
 
 def load_chat_tokenizer(model_dir: Path, template: str | None) -> Any:
-    """The Rust chat tokenizer of the ``chat`` area (ladle.data.chat)."""
-    try:
-        from ladle.data.chat import ChatTokenizer
-    except ImportError as e:  # the chat area is not part of this build
-        raise TokenizerError(f"ladle.data.chat.ChatTokenizer is unavailable: {e}") from e
+    """The Rust chat tokenizer (ladle.data.chat)."""
+    from ladle.data.chat import ChatTokenizer
+
     return ChatTokenizer.from_pretrained(str(model_dir), template=template)
 
 
@@ -267,12 +264,9 @@ def _build(
 def _dedup(
     recipe: Recipe, train: _Rows, evals: _Rows, drops: Drops
 ) -> tuple[_Rows, _Rows, dict[str, Any]]:
-    """Integration point with the ``dedup`` area (``ladle.dedup.dedup_rows``)."""
-    try:
-        from ladle.dedup import dedup_rows  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        # The dedup area is not merged in this build: record it rather than pretend.
-        return train, evals, {"skipped": "ladle.dedup is not available in this build"}
+    """Exact and near-duplicate removal and decontamination (``ladle.dedup.dedup_rows``)."""
+    from ladle.dedup import dedup_rows
+
     cfg = recipe.data.dedup
     against = [json.loads(r) for r in evals.rows] if (cfg.decontaminate and evals.rows) else None
     rows = [json.loads(r) for r in train.rows]

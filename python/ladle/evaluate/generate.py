@@ -21,7 +21,6 @@ Performance notes (why the code looks like this):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,32 +110,28 @@ def candidate_source(path: Path, base_dir: Path) -> ModelSource:
     )
 
 
-def pick_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def resolve_precision(precision: str, device: str) -> str:
     """``auto``: bf16 where the hardware computes it natively (AVX-512 bf16/AMX CPUs and
     modern GPUs), else fp32."""
-    import torch
+    from ladle.device import has_bf16
 
     if precision != "auto":
         return precision
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
+    return "bf16" if has_bf16(device) else "fp32"
 
 
-def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
+def load_model(
+    source: ModelSource,
+    *,
+    dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode; an adapter is merged into its base."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from ladle.models import load_causal_lm, load_tokenizer
 
     hf_logging.disable_progress_bar()
     torch_dtype = {
@@ -145,11 +140,10 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
     }[dtype]
-    try:
-        tok = AutoTokenizer.from_pretrained(source.tokenizer_dir)
-        model: Any = AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch_dtype)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load {source.model_dir}: {e}") from e
+    tok = load_tokenizer(source.tokenizer_dir, trust_remote_code=trust_remote_code)
+    model: Any = load_causal_lm(
+        source.model_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype
+    )
     if source.adapter_dir is not None:
         from peft import PeftModel
 
@@ -162,16 +156,6 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
         tok.pad_token = tok.eos_token
     model.to(device).eval()
     return model, tok
-
-
-def read_base_of_adapter(adapter_dir: Path) -> str | None:
-    """The base model an adapter was trained on, as peft recorded it."""
-    try:
-        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    base = cfg.get("base_model_name_or_path")
-    return str(base) if base else None
 
 
 # ----------------------------------------------------------------------- generation

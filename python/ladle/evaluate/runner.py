@@ -8,7 +8,6 @@ generate. One model is held in memory at a time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -147,10 +146,15 @@ def run_contestant(
     progress: Progress,
 ) -> Contestant:
     ev = recipe.evaluate
-    from ladle.evaluate.generate import pick_device
+    from ladle.device import pick_device
 
     t0 = time.perf_counter()
-    model, tok = load_model(source, dtype=recipe.model.dtype, device=pick_device())
+    model, tok = load_model(
+        source,
+        dtype=recipe.model.dtype,
+        device=pick_device().type,
+        trust_remote_code=recipe.model.trust_remote_code,
+    )
     load_s = time.perf_counter() - t0
     render = prompt_renderer(source.tokenizer_dir, recipe.data.template)
     prompts = [render(build_prompt(e, spec, shots)) for e in examples]
@@ -263,8 +267,3 @@ def evaluate(
 
         write_reports(report, Path(output_dir))
     return report
-
-
-def finite(x: float) -> float | None:
-    """JSON has no NaN: undefined values are written as null."""
-    return x if math.isfinite(x) else None

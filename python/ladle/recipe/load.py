@@ -10,65 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import reprlib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from ladle.errors import ConfigIssue, RecipeError
-from ladle.recipe.schema import Recipe
+from ladle.recipe.schema import Recipe, template_kind
+from ladle.recipe.source import Loc, Position, Source, parse_yaml, read_source
 
-Loc = tuple[str | int, ...]
-Position = tuple[str, int | None, int | None]  # file, line (1-based), column (1-based)
 CLI = "<command line>"
-
-
-@dataclass
-class _Source:
-    data: dict[str, Any]
-    positions: dict[Loc, Position] = field(default_factory=dict)
-
-
-def _walk(node: yaml.Node, file: str, loc: Loc, out: dict[Loc, Position]) -> None:
-    out[loc] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            k = key.value
-            _walk(value, file, (*loc, k), out)
-            # Point key-level errors (unknown key) at the key itself.
-            out[(*loc, k)] = (file, key.start_mark.line + 1, key.start_mark.column + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, file, (*loc, i), out)
-
-
-def _read_yaml(path: Path) -> _Source:
-    if not path.is_file():
-        raise RecipeError([ConfigIssue(str(path), None, None, "", "file not found")])
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError(
-            [ConfigIssue(str(path), line, col, "", f"invalid YAML: {problem}")]
-        ) from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError([ConfigIssue(str(path), 1, 1, "", "a recipe must be a YAML mapping")])
-    src = _Source(data)
-    if node is not None:
-        _walk(node, str(path), (), src.positions)
-    return src
+MAX_EXTENDS = 32
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -81,44 +36,65 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _load_with_extends(path: Path, stack: tuple[Path, ...] = ()) -> _Source:
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _load_with_extends(path: Path, stack: tuple[Path, ...] = ()) -> Source:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(str(p) for p in (*stack, path))
         raise RecipeError([ConfigIssue(str(path), None, None, "extends", f"cycle: {chain}")])
-    src = _read_yaml(path)
+    src = read_source(path)
     parent_ref = src.data.get("extends")
     if parent_ref is None:
         return src
     if not isinstance(parent_ref, str):
         file, line, col = src.positions.get(("extends",), (str(path), None, None))
         raise RecipeError([ConfigIssue(file, line, col, "extends", "must be a file path")])
-    parent_path = (path.parent / parent_ref).resolve()
-    if not parent_path.is_file():
+    if len(stack) >= MAX_EXTENDS:
+        file, line, col = src.positions.get(("extends",), (str(path), None, None))
+        raise RecipeError(
+            [ConfigIssue(file, line, col, "extends", f"more than {MAX_EXTENDS} levels of extends")]
+        )
+    try:
+        parent_path = (path.parent / parent_ref).resolve()
+    except (OSError, ValueError):  # a NUL byte, a symlink loop
+        parent_path = path.parent / parent_ref
+    if not _is_file(parent_path):
         file, line, col = src.positions.get(("extends",), (str(path), None, None))
         raise RecipeError(
             [ConfigIssue(file, line, col, "extends", f"base recipe {parent_path} not found")]
         )
     parent = _load_with_extends(parent_path, (*stack, path))
     parent.data.pop("extends", None)
-    merged = _Source(_deep_merge(parent.data, src.data), dict(parent.positions))
+    merged = Source(_deep_merge(parent.data, src.data), dict(parent.positions))
     merged.positions.update(src.positions)
     return merged
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
-    """``train.lr=1e-4`` -> (["train", "lr"], 0.0001). Values are YAML scalars, typed
-    later by the schema; list indices are written as numbers (``data.datasets.0.limit``)."""
+    """``train.lr=1e-4`` -> (["train", "lr"], 0.0001). Values are YAML (scalars, or flow
+    lists/mappings), typed later by the schema; list indices are written as numbers
+    (``data.datasets.0.limit``)."""
     if "=" not in text:
         raise RecipeError(
             [ConfigIssue(CLI, None, None, text, "an override is KEY=VALUE, e.g. train.lr=1e-4")]
         )
     key, raw = text.split("=", 1)
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+    # isascii: str.isdigit() is also true for "²", which int() refuses.
+    parts: list[str | int] = [
+        int(p) if p.isascii() and p.isdigit() else p for p in key.strip().split(".")
+    ]
+    value: Any = None
+    if raw.strip():
+        try:
+            value, _ = parse_yaml(raw, CLI)
+        except RecipeError:
+            value = raw  # not YAML: the schema decides whether the plain text is valid
     # YAML 1.1 reads "1e-4" as a string; the schema wants a number for those fields.
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
@@ -127,29 +103,34 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
 
 
 def _apply_override(data: dict[str, Any], parts: list[str | int], value: Any) -> None:
+    path = ".".join(map(str, parts))
+
+    def refuse(msg: str) -> RecipeError:
+        return RecipeError([ConfigIssue(CLI, None, None, path, msg)])
+
     cur: Any = data
     for i, p in enumerate(parts[:-1]):
         nxt = parts[i + 1]
         if isinstance(cur, list):
             if not isinstance(p, int) or p >= len(cur):
-                raise RecipeError(
-                    [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), f"no list item {p}")]
-                )
-            cur = cur[p]
-            continue
-        if p not in cur or cur[p] is None:
-            cur[p] = [] if isinstance(nxt, int) else {}
+                raise refuse(f"no list item {p}")
+        elif isinstance(cur, dict):
+            if p not in cur or cur[p] is None:
+                cur[p] = [] if isinstance(nxt, int) else {}
+        else:
+            where = ".".join(map(str, parts[:i])) or "the recipe"
+            raise refuse(
+                f"{where} is a value ({reprlib.repr(cur)}), not a section: it has no field {p!r}"
+            )
         cur = cur[p]
     last = parts[-1]
     settable = isinstance(cur, dict) or (
         isinstance(cur, list) and isinstance(last, int) and last < len(cur)
     )
-    if settable:
-        cur[last] = value
-    else:
-        raise RecipeError(
-            [ConfigIssue(CLI, None, None, ".".join(map(str, parts)), "cannot set this path")]
-        )
+    if not settable:
+        where = ".".join(map(str, parts[:-1])) or "the recipe"
+        raise refuse(f"cannot set {last!r}: {where} is {reprlib.repr(cur)}")
+    cur[last] = value
 
 
 # ------------------------------------------------------------------- error mapping
@@ -189,13 +170,15 @@ def _position(positions: dict[Loc, Position], loc: Loc, default_file: str) -> Po
 
 
 def _issue(err: Any, positions: dict[Loc, Position], file: str) -> ConfigIssue:
-    loc: Loc = tuple(
+    kind = err["type"]
+    raw: Loc = tuple(
         p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
     )
+    # An unknown key is the last part, whatever its name (a user may write `str:`).
+    head, tail = (raw[:-1], raw[-1:]) if kind == "extra_forbidden" else (raw, ())
     # Union/tagged errors append the member type name; drop it from the user-facing path.
-    loc = tuple(p for p in loc if p not in ("str", "list[str]", "dict[str,any]"))
+    loc = tuple(p for p in head if p not in ("str", "list[str]", "dict[str,any]")) + tail
     path = ".".join(str(p) for p in loc)
-    kind = err["type"]
     msg = err["msg"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
@@ -241,11 +224,18 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         issues = [_issue(err, src.positions, str(path)) for err in e.errors()]
         issues.sort(key=lambda i: (i.file, i.line or 0, i.column or 0))
         raise RecipeError(issues) from None
-    _absolutize(recipe, path.resolve().parent)
+    _absolutize(recipe, path.resolve().parent, src.positions, str(path))
     return recipe
 
 
-def _absolutize(recipe: Recipe, base: Path) -> None:
+def _is_dir_or_file(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _absolutize(recipe: Recipe, base: Path, positions: dict[Loc, Position], file: str) -> None:
     """Paths in a recipe mean "relative to this file", never the working directory."""
     for ds in recipe.data.datasets:
         if isinstance(ds.path, list):
@@ -253,11 +243,30 @@ def _absolutize(recipe: Recipe, base: Path) -> None:
         else:
             ds.path = str(base / ds.path)
     tpl = recipe.data.template
-    if tpl and "\n" not in tpl and "{" not in tpl and tpl.endswith((".jinja", ".j2", ".jinja2")):
-        recipe.data.template = str(base / tpl)
+    if tpl is not None and template_kind(tpl) == "path":
+        tpl_path = base / tpl
+        try:
+            found = tpl_path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
+            f, line, col = _position(positions, ("data", "template"), file)
+            raise RecipeError(
+                [
+                    ConfigIssue(
+                        f,
+                        line,
+                        col,
+                        "data.template",
+                        f"template file {tpl_path} not found (a value ending in .jinja, .j2 or "
+                        "containing '/' is a path relative to the recipe)",
+                    )
+                ]
+            )
+        recipe.data.template = str(tpl_path)
     ref = recipe.model.base
     if not ref.startswith("builtin:") and (
-        ref.startswith((".", "/", "~")) or (base / ref).exists()
+        ref.startswith((".", "/", "~")) or _is_dir_or_file(base / ref)
     ):
         recipe.model.base = str((base / ref).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)

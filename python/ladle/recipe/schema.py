@@ -18,6 +18,25 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
+"""A plain name (recipe, run folder): no path separators, no leading dot, so no `..`."""
+
+TEMPLATE_SUFFIXES = (".jinja", ".j2", ".jinja2")
+
+
+def template_kind(value: str) -> Literal["inline", "path", "builtin"]:
+    """How ``data.template`` is read: the one rule the loader, prep and training share.
+
+    Jinja text contains ``{{`` or ``{%``; a value ending in a template suffix or holding a
+    path separator is a file path (relative to the recipe); anything else names a builtin.
+    """
+    if "{{" in value or "{%" in value:
+        return "inline"
+    if value.endswith(TEMPLATE_SUFFIXES) or "/" in value or "\\" in value:
+        return "path"
+    return "builtin"
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -145,8 +164,9 @@ class DataSection(Section):
     )
     template: str | None = Field(
         None,
-        description="Chat template: null = the model's own, a builtin name (`chatml`), a path to "
-        "a .jinja file, or inline Jinja text.",
+        description="Chat template: null = the model's own; inline Jinja text (contains `{{` or "
+        "`{%`); a file path (ends in .jinja, .j2 or .jinja2, or contains `/`), resolved "
+        "relative to the recipe, which must exist; else a builtin name (`chatml`).",
     )
     max_length: int = Field(
         2048, ge=16, le=1_048_576, description="Tokens per packed row / longest example."
@@ -405,15 +425,19 @@ class EvaluateSection(Section):
 
 class OutputSection(Section):
     dir: str = Field("runs", description="Where run folders go (relative to the recipe).")
-    run_name: str | None = Field(
-        None, description="Run folder name (default: recipe name + timestamp)."
+    run_name: Name | None = Field(
+        None,
+        description="Run folder name inside `dir` (default: recipe name + timestamp): a plain "
+        "name (letters, digits, `.`, `_`, `-`), never a path.",
     )
-    overwrite: bool = Field(False, description="Replace an existing run folder of the same name.")
+    overwrite: bool = Field(
+        False,
+        description="Replace an existing run folder of the same name, once the new run has "
+        "finished (only a folder holding a Ladle run's run.json is ever replaced).",
+    )
 
 
 # --------------------------------------------------------------------------- recipe
-
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
 
 
 class Recipe(Section):

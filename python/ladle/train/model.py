@@ -11,33 +11,21 @@ the document alone. A model whose attention leaks fails here, not silently in th
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ladle import models
+from ladle.device import has_bf16
 from ladle.errors import TrainError
-from ladle.recipe.schema import Recipe
+from ladle.models import load_causal_lm
+from ladle.recipe.schema import Recipe, template_kind
 
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
 PACKING_SAFE = {"sdpa", "eager", "flash_attention_2"}
-
-
-def pick_device() -> torch.device:
-    """CUDA (this process's local rank) when present, else CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -52,17 +40,17 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             raise TrainError("train.precision: fp16 needs a GPU; on CPU use bf16 or fp32")
         return torch.float16
-    has_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-    if precision == "bf16" and not has_bf16:
+    native = has_bf16(device)
+    if precision == "bf16" and not native:
         raise TrainError(f"train.precision: bf16 is not supported on this {device.type}")
-    return torch.bfloat16 if has_bf16 else None
+    return torch.bfloat16 if native else None
 
 
 def weight_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if recipe.model.dtype != "auto":
         return names[recipe.model.dtype]
-    if device.type == "cuda" and recipe.train.adapter != "full" and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and recipe.train.adapter != "full" and has_bf16(device):
         return torch.bfloat16  # frozen base in bf16; LoRA weights are kept fp32 by peft
     return torch.float32
 
@@ -78,13 +66,14 @@ def check_packing_attention(attn: str, device: torch.device) -> None:
         raise TrainError("flash_attention_2 needs a GPU; use sdpa on CPU")
 
 
-def _prequantized(model_dir: Path, compute: torch.dtype) -> Path:
+def _prequantized(model_dir: Path, compute: torch.dtype, trust_remote_code: bool) -> Path:
     """Ladle's pre-quantized NF4 copy of ``model_dir`` (``ladle.quant``, made once, cached):
     loading it skips the on-the-fly quantization of every run."""
     from ladle.quant import QuantSettings, prequantized
 
     name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(compute, "float32")
-    return Path(prequantized(model_dir, QuantSettings(double_quant=True, compute_dtype=name)))
+    settings = QuantSettings(double_quant=True, compute_dtype=name)
+    return Path(prequantized(model_dir, settings, trust_remote_code=trust_remote_code))
 
 
 def bnb_config(compute: torch.dtype) -> Any:
@@ -101,33 +90,28 @@ def bnb_config(compute: torch.dtype) -> Any:
 
 def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
     """The base model, ready for an adapter: cache off, attention as the recipe says."""
-    from transformers import AutoModelForCausalLM
-
     attn = recipe.model.attn_implementation
     if recipe.data.packing != "none" or recipe.train.method == "dpo":
         check_packing_attention(attn, device)  # DPO flattens chosen/rejected the same way
     kwargs: dict[str, Any] = {
         "dtype": weight_dtype(recipe, device),
         "attn_implementation": attn,
-        "trust_remote_code": recipe.model.trust_remote_code,
     }
     source = model_dir
     if recipe.train.adapter == "qlora":
         compute = autocast_dtype(recipe.train.precision, device) or torch.float32
         if recipe.model.quantize == "nf4":
-            source = _prequantized(model_dir, compute)  # config.json has quantization_config
+            # config.json has quantization_config
+            source = _prequantized(model_dir, compute, recipe.model.trust_remote_code)
         else:
             kwargs["quantization_config"] = bnb_config(compute)
         kwargs["device_map"] = {"": device}
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, ImportError) as e:
-        raise TrainError(f"cannot load {source} for training: {e}") from e
+    model = load_causal_lm(source, trust_remote_code=recipe.model.trust_remote_code, **kwargs)
     # Where the weights really came from (the NF4 cache folder for pre-quantized QLoRA),
     # for the run manifest.
-    model.ladle_weights_dir = Path(source)  # type: ignore[assignment]
+    model.ladle_weights_dir = Path(source)
     if "device_map" not in kwargs:
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
     model.config.use_cache = False
     actual = getattr(model.config, "_attn_implementation", attn)
     if actual != attn and (recipe.data.packing != "none" or recipe.train.method == "dpo"):
@@ -137,9 +121,7 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
 
 def load_tokenizer(model_dir: Path, recipe: Recipe) -> Any:
     """The base tokenizer with the chat template the data was rendered with."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = models.load_tokenizer(model_dir, trust_remote_code=recipe.model.trust_remote_code)
     template = resolve_template(recipe.data.template)
     if template is not None:
         tok.chat_template = template
@@ -150,10 +132,11 @@ def resolve_template(spec: str | None) -> str | None:
     """Jinja text of ``data.template`` (None: keep the model's own)."""
     if spec is None:
         return None
-    if "{{" in spec or "{%" in spec:
+    kind = template_kind(spec)
+    if kind == "inline":
         return spec
     path = Path(spec)
-    if path.suffix in (".jinja", ".j2", ".jinja2") and path.is_file():
+    if kind == "path" and path.is_file():
         return path.read_text(encoding="utf-8")
     from ladle.data.chat import BUILTIN_TEMPLATES
 

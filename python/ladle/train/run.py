@@ -11,15 +11,15 @@ Run folder::
       loss_curve.png
       manifest.json       written last: its presence means the run finished
 
-A folder is never silently overwritten: an existing one is an error unless
-``output.overwrite`` (replace it) or ``resume`` (continue it) is given.
+A folder is never silently overwritten: an existing one is an error unless ``resume``
+(continue it) or ``output.overwrite`` is given, which replaces only a Ladle run folder and
+only once the new run has finished (``ladle.train.folder``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ladle.device import pick_device
 from ladle.errors import TrainError
 from ladle.models import TOKENIZER_FILES, resolve_model
 from ladle.paths import atomic_dir, atomic_write_text
@@ -36,6 +37,7 @@ from ladle.recipe.schema import Recipe
 from ladle.train import adapters, checkpoint, distributed, loop, manifest
 from ladle.train import model as model_mod
 from ladle.train.dpo import DPO
+from ladle.train.folder import open_run_folder
 from ladle.train.rows import DPO_COLUMNS, TokenTable, plan_steps, sft_table, to_table
 from ladle.train.sft import PackedSFT, PaddedSFT
 
@@ -71,26 +73,6 @@ def _snapshot(recipe: Recipe) -> dict[str, Any]:
     for k in ("log_every", "report_to", "save_every", "keep_checkpoints", "threads"):
         snap["train"].pop(k, None)
     return snap
-
-
-def _prepare_folder(run_dir: Path, recipe: Recipe, resume: bool, d: distributed.Dist) -> bool:
-    """Check (all ranks) then clear (rank 0) the run folder. Returns True when resuming."""
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    if exists and not resume and not recipe.output.overwrite:
-        raise TrainError(
-            f"run folder {run_dir} already exists; pass --resume to continue it, set "
-            "output.overwrite: true to replace it, or choose another output.run_name"
-        )
-    if exists and resume:
-        if not (run_dir / "run.json").is_file():
-            raise TrainError(f"{run_dir} is not a Ladle run folder (no run.json): cannot resume")
-        if (run_dir / "manifest.json").is_file():
-            raise TrainError(f"run {run_dir} already finished (manifest.json present)")
-    d.barrier()
-    if exists and not resume and d.main:
-        shutil.rmtree(run_dir)  # output.overwrite: the user asked for it
-    d.barrier()
-    return exists and resume
 
 
 def _objective(recipe: Recipe, table: Any, pad_id: int) -> Any:
@@ -141,12 +123,29 @@ def train(
     wall0 = time.perf_counter()
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
-    device = model_mod.pick_device()
+    device = pick_device()
     d = distributed.init(device)
     try:
-        return _train(
-            recipe, train_rows, eval_rows, output_dir, resume, progress, on_step, device, d, wall0
-        )
+        final = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
+        folder = open_run_folder(final, overwrite=recipe.output.overwrite, resume=resume, d=d)
+        try:
+            result = _train(
+                recipe,
+                train_rows,
+                eval_rows,
+                folder.work,
+                folder.resuming,
+                progress,
+                on_step,
+                device,
+                d,
+                wall0,
+            )
+        except BaseException:
+            folder.abandon(d)
+            raise
+        folder.commit(d)
+        return folder.relocate(result)
     finally:
         d.close()
 
@@ -155,8 +154,8 @@ def _train(
     recipe: Recipe,
     train_rows: Any,
     eval_rows: Any,
-    output_dir: str | Path | None,
-    resume: bool,
+    run_dir: Path,
+    resuming: bool,
     progress: bool | None,
     on_step: loop.StepHook | None,
     device: torch.device,
@@ -165,7 +164,6 @@ def _train(
 ) -> RunResult:
     import sys
 
-    run_dir = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
     autocast = model_mod.autocast_dtype(recipe.train.precision, device)
 
     model_dir = resolve_model(recipe.model.base)
@@ -173,7 +171,6 @@ def _train(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     obj = _objective(recipe, to_table(train_rows), pad_id)
     data_fp = obj.tt.fingerprint()
-    resuming = _prepare_folder(run_dir, recipe, resume, d)
     state = {"recipe": _snapshot(recipe), "data_fingerprint": data_fp, "world_size": d.world}
     if resuming:
         saved = json.loads((run_dir / "run.json").read_text())
