@@ -260,6 +260,8 @@ def _absolutize(recipe: Recipe, base: Path) -> None:
         ref.startswith((".", "/", "~")) or (base / ref).exists()
     ):
         recipe.model.base = str((base / ref).expanduser())
+    if recipe.model.adapter is not None:
+        recipe.model.adapter = str(base / Path(recipe.model.adapter).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)
 
 

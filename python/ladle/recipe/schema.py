@@ -46,6 +46,12 @@ class ModelSection(Section):
     trust_remote_code: bool = Field(
         False, description="Allow model code from the checkpoint. Off: weights only."
     )
+    adapter: str | None = Field(
+        None,
+        description="A peft adapter folder to start from, e.g. `RUN/adapter` of an SFT run "
+        "(relative to the recipe). Training continues that adapter; for DPO the reference "
+        "model is base + this adapter as loaded, the recommended path for preference tuning.",
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -195,6 +201,14 @@ class DpoSpec(Section):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss.")
     max_prompt_length: int | None = Field(
         None, ge=1, description="Truncate prompts to this many tokens (from the left)."
+    )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an NLL (SFT) term on the chosen answers, added to the DPO loss "
+        "(RPO; TRL's `rpo_alpha`). Keeps the chosen answers likely while the margin grows: "
+        "without it DPO on pairs that share most tokens can push both answers down "
+        "(likelihood displacement). 0 = plain DPO.",
     )
 
 
@@ -446,6 +460,10 @@ class Recipe(Section):
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
             problems.append(
                 "model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora"
+            )
+        if self.model.adapter is not None and self.train.adapter == "full":
+            problems.append(
+                "model.adapter continues a peft adapter: use train.adapter lora, qlora or dora"
             )
         if self.train.adapter == "full" and self.train.method == "dpo":
             problems.append(
