@@ -363,6 +363,17 @@ class PromptSpec(Section):
     )
 
 
+class CandidateSpec(PromptSpec):
+    merge: bool | None = Field(
+        None,
+        description="Merge the adapter into the base before generating. Default: merge a "
+        "LoRA/DoRA adapter on a full-precision base (same model, faster), but evaluate a "
+        "QLoRA run as trained and served: its 4-bit base with the adapter applied by peft. "
+        "`true` merges a QLoRA adapter into the full-precision base instead; the report "
+        "says which was evaluated.",
+    )
+
+
 class GenerationSpec(Section):
     max_new_tokens: int = Field(128, ge=1, description="Generation budget per example.")
     batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded).")
@@ -385,8 +396,9 @@ class EvaluateSection(Section):
         default_factory=lambda: PromptSpec(few_shot=3),
         description="The prompted base model: system prompt plus few-shot examples.",
     )
-    candidate: PromptSpec = Field(
-        default_factory=PromptSpec, description="The fine-tuned model's (usually minimal) prompt."
+    candidate: CandidateSpec = Field(
+        default_factory=CandidateSpec,
+        description="The fine-tuned model's (usually minimal) prompt, and how it is loaded.",
     )
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec, description="How both contestants generate."
