@@ -162,7 +162,7 @@ def test_eval_rows_keep_tools_for_both_contestants(
         ],
     )
     recipe = _recipe(tmp_path, tiny_llama_dir, train, evals, template=str(template))
-    eval_rows, train_rows, decon = eval_inputs(recipe, prep(recipe))
+    eval_rows, train_rows, _ = eval_inputs(recipe, prep(recipe))
     assert all(r["tools"] == TOOLS for r in eval_rows)
     report = evaluate(recipe, eval_rows, train_rows, [tiny_llama_dir], None)
     for contestant in (report.baseline, report.candidates[0]):
