@@ -33,18 +33,27 @@ def eval_inputs(
     """(eval rows, train conversations for few-shot, decontamination info).
 
     Eval rows come from the prepared data, so they are exactly the rows that dedup and
-    decontamination saw; few-shot examples are train conversations (never eval rows).
+    decontamination saw, with every field the chat template reads (``tools``,
+    ``documents``) as training rendered them. Few-shot examples come from the train split
+    deduplicated and decontaminated against these eval prompts (``few_shot_pool``), each
+    with its ``file:line`` id for the report.
     """
     from ladle.data import load_prepared
-    from ladle.evaluate.prompts import read_split
+    from ladle.evaluate.prompts import TEMPLATE_FIELDS, few_shot_pool
 
     _, eval_raw, manifest = load_prepared(prepared)
-    eval_rows = [
-        {"messages": json.loads(m) if isinstance(m, str) else m}
-        for m in (r["messages"] for r in eval_raw)
-    ]
-    train_rows = read_split(recipe, "train") if recipe.evaluate.baseline.few_shot else []
-    return eval_rows, train_rows, decontamination_info(manifest)
+    eval_rows = []
+    for r in eval_raw:
+        m = r.get("messages")
+        row = {"messages": json.loads(m) if isinstance(m, str) else m}
+        row.update({k: r[k] for k in TEMPLATE_FIELDS if r.get(k) is not None})
+        eval_rows.append(row)
+    decon = decontamination_info(manifest)
+    train_rows: list[dict[str, Any]] = []
+    if max(recipe.evaluate.baseline.few_shot, recipe.evaluate.candidate.few_shot):
+        train_rows, pool = few_shot_pool(recipe, eval_rows)
+        decon = {**(decon or {}), "few_shot_pool": pool}
+    return eval_rows, train_rows, decon
 
 
 def decontamination_info(manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -83,6 +92,15 @@ def run_recipe(
     prepared = prep(recipe)
     ui.prep_done(prepared)
 
+    if recipe.evaluate.enabled and not prepared.manifest["eval"]["rows"]:
+        from ladle.errors import EvalError
+
+        # Said before training, not after an hour of it.
+        raise EvalError(
+            f"{path}: the eval split is empty after prep (no `split: eval` dataset, "
+            "data.eval_fraction unset, or every eval row was dropped: see the prep "
+            "manifest); add eval rows or set evaluate.enabled: false"
+        )
     run_dir = Path(output) if output else default_run_dir(recipe)
     ui.stage(f"2/3 train -> {run_dir}")
     result = train(recipe, prepared, output_dir=run_dir, resume=resume)  # reads its shards

@@ -13,8 +13,11 @@ Performance notes (why the code looks like this):
   not only the tokenizer's eos, so no budget is spent on a next turn; a row that finished
   keeps emitting padding until the whole batch is done, and its token count stops at
   the stop token.
-- A LoRA adapter is merged into the base weights once: generation then runs plain
-  matmuls instead of base + low-rank product for every token.
+- A LoRA adapter on a full-precision base is merged into the base weights once:
+  generation then runs plain matmuls instead of base + low-rank product for every token.
+  A QLoRA adapter is NOT merged by default: the candidate is evaluated as it was trained
+  and would be served, its 4-bit base (loaded exactly as training loaded it) with the
+  adapter applied by peft (``evaluate.candidate.merge`` overrides; the report says which).
 - An explicit ``GenerationConfig`` overrides whatever sampling defaults a checkpoint
   ships in ``generation_config.json``: greedy means greedy.
 """
@@ -31,7 +34,7 @@ import numpy as np
 
 from ladle.errors import EvalError, ModelError
 from ladle.models import check_model_dir
-from ladle.recipe.schema import GenerationSpec
+from ladle.recipe.schema import GenerationSpec, Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +48,8 @@ END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoft
 # ----------------------------------------------------------------------- rendering
 
 
-Renderer = Callable[[Messages], str]
+Renderer = Callable[[Messages | dict[str, Any]], str]
+"""Renders a conversation: ``{"messages": [...]}`` plus ``tools``/``documents``."""
 
 
 def prompt_renderer(tokenizer_dir: Path, template: str | None = None) -> Renderer:
@@ -60,7 +64,7 @@ def prompt_renderer(tokenizer_dir: Path, template: str | None = None) -> Rendere
     from ladle.data import ChatTokenizer
 
     chat = ChatTokenizer.from_pretrained(tokenizer_dir, template=template)
-    return lambda messages: chat.render(messages, add_generation_prompt=True)
+    return lambda conversation: chat.render(conversation, add_generation_prompt=True)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -78,10 +82,14 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a contestant's weights come from."""
+    """Where a contestant's weights come from, and how they are put together."""
 
     model_dir: Path
     adapter_dir: Path | None = None
+    trained_with: Recipe | None = None
+    """The recipe the adapter was trained with (its run folder's), when known."""
+    merge: bool | None = None
+    """``evaluate.candidate.merge``: None = merge unless the base was trained 4-bit."""
 
     @property
     def tokenizer_dir(self) -> Path:
@@ -89,19 +97,52 @@ class ModelSource:
             return self.adapter_dir
         return self.model_dir
 
+    @property
+    def quantized(self) -> bool:
+        """Evaluated on its 4-bit base with the adapter applied (QLoRA, not merged)."""
+        t = self.trained_with
+        qlora = self.adapter_dir is not None and t is not None and t.train.adapter == "qlora"
+        return qlora and not self.merge
 
-def candidate_source(path: Path, base_dir: Path) -> ModelSource:
+    def describe(self) -> str:
+        """How the model is evaluated, for the report."""
+        if self.adapter_dir is None:
+            return "model as saved"
+        if self.quantized:
+            assert self.trained_with is not None
+            how = "Ladle NF4 pre-quantized" if self.trained_with.model.quantize == "nf4" else "NF4"
+            return f"4-bit base ({how}, as trained) + adapter applied by peft, not merged"
+        return "adapter merged into the full-precision base"
+
+
+def trained_recipe(run_dir: Path) -> Recipe | None:
+    """The recipe a run folder was trained with (manifest.json, else run.json)."""
+    from ladle.recipe.schema import Recipe
+
+    for name in ("manifest.json", "run.json"):
+        try:
+            data = json.loads((run_dir / name).read_text())
+            return Recipe.model_validate(data["recipe"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def candidate_source(
+    path: Path, base_dir: Path, recipe: Recipe | None = None, merge: bool | None = None
+) -> ModelSource:
     """Interpret a candidate path: a run folder (``adapter/`` or ``model/``), an adapter
-    folder, or a plain model folder."""
+    folder, or a plain model folder. ``recipe`` (the evaluating one) stands in for the
+    training recipe when the folder does not record its own."""
     path = Path(path)
     if not path.exists():
         raise EvalError(f"candidate {path} does not exist")
     if (path / "adapter" / "adapter_config.json").is_file():
-        return ModelSource(base_dir, path / "adapter")
+        return ModelSource(base_dir, path / "adapter", trained_recipe(path) or recipe, merge)
     if (path / "model" / "config.json").is_file():
         return ModelSource(check_model_dir(path / "model"))
     if (path / "adapter_config.json").is_file():
-        return ModelSource(base_dir, path)
+        return ModelSource(base_dir, path, trained_recipe(path.parent) or recipe, merge)
     if (path / "config.json").is_file():
         return ModelSource(check_model_dir(path))
     raise EvalError(
@@ -141,9 +182,22 @@ def load_model(
         "float16": torch.float16,
     }[dtype]
     tok = load_tokenizer(source.tokenizer_dir, trust_remote_code=trust_remote_code)
-    model: Any = load_causal_lm(
-        source.model_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype
-    )
+    if source.quantized:
+        from ladle.errors import TrainError
+        from ladle.train.model import load_base
+
+        assert source.trained_with is not None
+        # The one definition of how a QLoRA base is loaded (same NF4 weights, same
+        # compute dtype) is training's; generation wants the KV cache back on.
+        try:
+            model: Any = load_base(source.trained_with, source.model_dir, torch.device(device))
+        except TrainError as e:
+            raise ModelError(str(e)) from e
+        model.config.use_cache = True
+    else:
+        model = load_causal_lm(
+            source.model_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype
+        )
     if source.adapter_dir is not None:
         from peft import PeftModel
 
@@ -151,10 +205,13 @@ def load_model(
             model = PeftModel.from_pretrained(model, source.adapter_dir)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load adapter {source.adapter_dir}: {e}") from e
-        model = model.merge_and_unload()
+        if not source.quantized:
+            model = model.merge_and_unload()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model.to(device).eval()
+    if not source.quantized:
+        model.to(device)  # a 4-bit model was placed by device_map when loaded
+    model.eval()
     return model, tok
 
 

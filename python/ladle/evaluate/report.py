@@ -75,6 +75,7 @@ def _contestant(c: Contestant) -> dict[str, Any]:
     return {
         "name": c.name,
         "source": c.source,
+        "loaded_as": c.loaded_as,
         "prompt": c.prompt_spec.model_dump(),
         "values": {k: _num(v) for k, v in c.values().items()},
         "ci95": {k: [_num(lo), _num(hi)] for k, (lo, hi) in c.ci.items()},
@@ -107,7 +108,9 @@ def to_dict(report: EvalReport) -> dict[str, Any]:
         "n_examples": report.n_examples,
         "settings": report.settings,
         "decontamination": report.decontamination,
-        "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
+        "few_shot": [
+            {"id": e.id, "prompt": e.prompt, "reference": e.reference} for e in report.few_shot
+        ],
         "baseline": _contestant(report.baseline),
         "candidates": [_contestant(c) for c in report.candidates],
         "comparisons": {
@@ -142,6 +145,8 @@ def markdown(report: EvalReport) -> str:
         cmps = report.comparisons[cand.name]
         lines += [
             f"## baseline (base model, {ev_shots}-shot prompt) vs `{cand.name}`",
+            "",
+            f"Candidate evaluated as: {cand.loaded_as}." if cand.loaded_as else "",
             "",
             "| metric | baseline | candidate | diff [95% CI] | p |",
             "|---|---:|---:|---|---:|",

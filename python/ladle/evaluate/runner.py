@@ -27,7 +27,7 @@ from ladle.evaluate.generate import (
     prompt_renderer,
 )
 from ladle.evaluate.metrics import Scores, consistency, score_samples
-from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
+from ladle.evaluate.prompts import Example, build_conversation, select_few_shot, split_row
 from ladle.evaluate.stats import Comparison, bootstrap_indices, compare, value_interval
 from ladle.recipe.schema import PromptSpec, Recipe
 
@@ -47,6 +47,8 @@ class Contestant:
     load_s: float = 0.0
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     """95% bootstrap interval of each measure's own value (the chart's error bars)."""
+    loaded_as: str = ""
+    """How the weights were put together (QLoRA: 4-bit base + adapter, or merged)."""
 
     def values(self) -> dict[str, float]:
         return {k: s.value() for k, s in self.scores.items()}
@@ -157,7 +159,7 @@ def run_contestant(
     )
     load_s = time.perf_counter() - t0
     render = prompt_renderer(source.tokenizer_dir, recipe.data.template)
-    prompts = [render(build_prompt(e, spec, shots)) for e in examples]
+    prompts = [render(build_conversation(e, spec, shots)) for e in examples]
     progress(
         f"{name}: generating {len(prompts)} answers ({source.adapter_dir or source.model_dir})"
     )
@@ -170,7 +172,14 @@ def run_contestant(
     scores.update(operational_scores(gen, ev.price_per_1k_prompt, ev.price_per_1k_completion))
     progress(f"{name}: done in {gen.total_s:.1f}s ({gen.precision})")
     return Contestant(
-        name, str(source.adapter_dir or source.model_dir), spec, prompts, gen, scores, load_s
+        name,
+        str(source.adapter_dir or source.model_dir),
+        spec,
+        prompts,
+        gen,
+        scores,
+        load_s,
+        loaded_as=source.describe(),
     )
 
 
@@ -215,7 +224,9 @@ def evaluate(
     shots = select_few_shot(train, k, recipe.seed, examples)
 
     base_dir = resolve_model(recipe.model.base)
-    sources = [candidate_source(c, base_dir) for c in cands]  # all paths checked up front
+    sources = [  # all paths checked up front
+        candidate_source(c, base_dir, recipe, ev.candidate.merge) for c in cands
+    ]
     baseline = run_contestant(
         "baseline",
         ModelSource(base_dir),

@@ -269,6 +269,8 @@ def _absolutize(recipe: Recipe, base: Path, positions: dict[Loc, Position], file
         ref.startswith((".", "/", "~")) or _is_dir_or_file(base / ref)
     ):
         recipe.model.base = str((base / ref).expanduser())
+    if recipe.model.adapter is not None:
+        recipe.model.adapter = str(base / Path(recipe.model.adapter).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)
 
 

@@ -65,6 +65,12 @@ class ModelSection(Section):
     trust_remote_code: bool = Field(
         False, description="Allow model code from the checkpoint. Off: weights only."
     )
+    adapter: str | None = Field(
+        None,
+        description="A peft adapter folder to start from, e.g. `RUN/adapter` of an SFT run "
+        "(relative to the recipe). Training continues that adapter; for DPO the reference "
+        "model is base + this adapter as loaded, the recommended path for preference tuning.",
+    )
 
 
 # --------------------------------------------------------------------------- data
@@ -215,6 +221,14 @@ class DpoSpec(Section):
     loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss.")
     max_prompt_length: int | None = Field(
         None, ge=1, description="Truncate prompts to this many tokens (from the left)."
+    )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of an NLL (SFT) term on the chosen answers, added to the DPO loss "
+        "(RPO; TRL's `rpo_alpha`). Keeps the chosen answers likely while the margin grows: "
+        "without it DPO on pairs that share most tokens can push both answers down "
+        "(likelihood displacement). 0 = plain DPO.",
     )
 
 
@@ -369,6 +383,17 @@ class PromptSpec(Section):
     )
 
 
+class CandidateSpec(PromptSpec):
+    merge: bool | None = Field(
+        None,
+        description="Merge the adapter into the base before generating. Default: merge a "
+        "LoRA/DoRA adapter on a full-precision base (same model, faster), but evaluate a "
+        "QLoRA run as trained and served: its 4-bit base with the adapter applied by peft. "
+        "`true` merges a QLoRA adapter into the full-precision base instead; the report "
+        "says which was evaluated.",
+    )
+
+
 class GenerationSpec(Section):
     max_new_tokens: int = Field(128, ge=1, description="Generation budget per example.")
     batch_size: int = Field(16, ge=1, description="Prompts per batch (left-padded).")
@@ -391,8 +416,9 @@ class EvaluateSection(Section):
         default_factory=lambda: PromptSpec(few_shot=3),
         description="The prompted base model: system prompt plus few-shot examples.",
     )
-    candidate: PromptSpec = Field(
-        default_factory=PromptSpec, description="The fine-tuned model's (usually minimal) prompt."
+    candidate: CandidateSpec = Field(
+        default_factory=CandidateSpec,
+        description="The fine-tuned model's (usually minimal) prompt, and how it is loaded.",
     )
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec, description="How both contestants generate."
@@ -470,6 +496,10 @@ class Recipe(Section):
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
             problems.append(
                 "model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora"
+            )
+        if self.model.adapter is not None and self.train.adapter == "full":
+            problems.append(
+                "model.adapter continues a peft adapter: use train.adapter lora, qlora or dora"
             )
         if self.train.adapter == "full" and self.train.method == "dpo":
             problems.append(

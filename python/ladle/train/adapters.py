@@ -6,6 +6,8 @@ saved ``adapter/`` folder loads with ``PeftModel.from_pretrained`` anywhere.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,14 @@ import torch
 from ladle.recipe.schema import TrainSection
 
 
-def attach(model: Any, train: TrainSection) -> Any:
-    """Return the model to optimise, with only the trainable weights requiring grad."""
+def attach(
+    model: Any, train: TrainSection, start: str | Path | None = None, reference: bool = False
+) -> Any:
+    """Return the model to optimise, with only the trainable weights requiring grad.
+
+    ``start``: a peft adapter folder to continue (``model.adapter``) instead of a fresh
+    one. ``reference``: also load it a second time, frozen, as DPO's reference.
+    """
     gc_kwargs = {"use_reentrant": False}  # non-reentrant: works with frozen inputs and no_grad
     if train.adapter == "full":
         for p in model.parameters():
@@ -35,6 +43,8 @@ def attach(model: Any, train: TrainSection) -> Any:
         )
     elif train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+    if start is not None:
+        return _continue(model, Path(start), reference)
     targets = train.lora.target_modules
     config = LoraConfig(
         r=train.lora.r,
@@ -46,6 +56,53 @@ def attach(model: Any, train: TrainSection) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+REFERENCE = "reference"
+"""peft adapter name of the frozen copy of a starting adapter (DPO's reference)."""
+
+
+def _continue(model: Any, start: Path, reference: bool) -> Any:
+    """Continue training a saved adapter (its own r/alpha/targets, as peft saved them).
+
+    For DPO the reference must be the model training started from (base + this adapter),
+    not the bare base: a second, frozen copy named ``reference`` is loaded next to the
+    trainable ``default`` one (TRL's ``ref_adapter_name``), which costs only the adapter's
+    few MB; the saved result stays one ordinary adapter relative to the base.
+    """
+    from peft import PeftModel
+
+    from ladle.errors import TrainError
+
+    if not (start / "adapter_config.json").is_file():
+        raise TrainError(
+            f"model.adapter: {start} is not a peft adapter folder (no adapter_config.json); "
+            "point it at RUN/adapter of a finished run"
+        )
+    try:
+        peft_model = PeftModel.from_pretrained(model, start, is_trainable=True)
+        if reference:
+            peft_model.load_adapter(start, adapter_name=REFERENCE, is_trainable=False)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise TrainError(f"model.adapter: cannot load {start} onto the base model: {e}") from e
+    peft_model.set_adapter("default")
+    return peft_model
+
+
+@contextlib.contextmanager
+def reference_model(model: Any) -> Iterator[None]:
+    """The DPO reference: the frozen starting adapter when there is one, else the base
+    with the adapter switched off (no second model copy either way)."""
+    if REFERENCE not in getattr(model, "peft_config", {}):
+        with model.disable_adapter():
+            yield
+        return
+    # set_adapter also moves requires_grad to the active adapter; switching back restores it.
+    model.set_adapter(REFERENCE)
+    try:
+        yield
+    finally:
+        model.set_adapter("default")
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
@@ -80,6 +137,10 @@ def optimizer_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
 def save_trained(model: Any, out: Path, adapter: str, tokenizer: Any) -> None:
     """Write ``adapter/`` (peft format) or ``model/`` (full weights) plus the tokenizer and
     chat template, so the folder is usable on its own."""
-    model.save_pretrained(out, safe_serialization=True)
+    if REFERENCE in getattr(model, "peft_config", {}):
+        # Only the trained adapter: the frozen reference copy is the starting adapter.
+        model.save_pretrained(out, safe_serialization=True, selected_adapters=["default"])
+    else:
+        model.save_pretrained(out, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)

@@ -11,7 +11,15 @@ callbacks. The loss itself is ten lines; this module computes exactly TRL's ``si
   padding-free row with per-sequence ``position_ids``, like packed SFT, so no pad token
   is computed and lm_head runs only on continuation positions;
 - takes the reference log-probs from the same weights with the adapter disabled
-  (``PeftModel.disable_adapter()``), so there is no second model copy in memory.
+  (``PeftModel.disable_adapter()``), or with the frozen copy of the starting adapter
+  when training continues one (``model.adapter``), so there is no second model copy;
+- adds ``sft_weight`` x the chosen answers' NLL (RPO, TRL's ``rpo_alpha``). TRL averages
+  it over all chosen tokens of a batch; here each pair's NLL is its per-token mean, so
+  the term does not depend on how a step is cut into micro-batches or ranks;
+- watches for likelihood displacement: on pairs that share most of their tokens DPO can
+  raise the margin by pushing BOTH answers down, and the policy then drifts into text
+  neither answer contains (the shipped recipe did: valid JSON 0.92 -> 0.00). ``watch``
+  turns the logged metrics into a warning when that happens.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch.nn.functional as F
 
 from ladle.errors import TrainError
 from ladle.recipe.schema import DpoSpec
+from ladle.train.adapters import reference_model
 from ladle.train.rows import TokenTable
 from ladle.train.sft import forward_packed
 
@@ -68,6 +77,7 @@ class DPO:
         # Pairs whose continuation is truncated away carry no preference: they weigh 0.
         self.units = np.ones(n, dtype=np.int64)
         self.units[self.dropped] = 0
+        self.displacement = Displacement()
         if n and len(self.dropped) == n:
             raise TrainError(
                 "every preference pair loses its continuation to data.max_length/"
@@ -115,15 +125,16 @@ class DPO:
         self, model: Any, core: Any, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         logps = self.sequence_logps(model, batch)
-        with torch.no_grad(), core.disable_adapter():
+        with torch.no_grad(), reference_model(core):
             ref = self.sequence_logps(core, batch)
+        chosen_len = batch["counts"][0::2]
         per_pair, rewards = dpo_loss(
             logps[0::2],
             logps[1::2],
             ref[0::2],
             ref[1::2],
             self.spec,
-            batch["counts"][0::2],
+            chosen_len,
             batch["counts"][1::2],
         )
         valid = batch["valid"]
@@ -133,8 +144,59 @@ class DPO:
             "rewards_rejected": float((rj * valid).sum()),
             "accuracy": float(((ch > rj).float() * valid).sum()),
             "margin": float(((ch - rj) * valid).sum()),
+            # The policy's own summed log-probs: falling chosen ones are displacement.
+            "logps_chosen": float((logps[0::2].detach() * valid).sum()),
+            "logps_rejected": float((logps[1::2].detach() * valid).sum()),
         }
+        if self.spec.sft_weight:
+            nll = -logps[0::2] / chosen_len.clamp(min=1)
+            extras["nll_chosen"] = float((nll.detach() * valid).sum())
+            per_pair = per_pair + self.spec.sft_weight * nll
         return (per_pair * valid).sum(), extras
+
+    def watch(self, row: dict[str, Any]) -> list[str]:
+        """Warnings from one logged metrics row (rank 0): likelihood displacement."""
+        return self.displacement.update(row, self.spec.beta)
+
+
+# The chosen answers' mean summed log-prob may fall this many nats below the reference
+# (e^-1: about a third as likely) before a rising margin counts as displacement; smaller
+# dips are noise of a few pairs per step.
+DISPLACEMENT_NATS = 1.0
+DISPLACEMENT_WINDOW = 3  # logged steps averaged, so one odd batch does not warn
+
+
+class Displacement:
+    """Flags the first logged step where the chosen answers' log-prob has fallen below
+    the reference's while the margin has grown: DPO is winning by making the chosen
+    answers less likely too."""
+
+    def __init__(self) -> None:
+        self.chosen: list[float] = []
+        self.margin: list[float] = []
+        self.warned_at: int | None = None
+
+    def update(self, row: dict[str, Any], beta: float) -> list[str]:
+        if "rewards_chosen" not in row or "margin" not in row:
+            return []
+        self.chosen.append(row["rewards_chosen"] / beta)
+        self.margin.append(row["margin"] / beta)
+        w = DISPLACEMENT_WINDOW
+        if self.warned_at is not None or len(self.chosen) < w:
+            return []
+        chosen = float(np.mean(self.chosen[-w:]))
+        margin = float(np.mean(self.margin[-w:]))
+        first = float(np.mean(self.margin[:w]))
+        if chosen < -DISPLACEMENT_NATS and margin > 0 and margin > first:
+            self.warned_at = int(row.get("step", len(self.chosen)))
+            return [
+                f"step {self.warned_at}: likelihood displacement: the chosen answers' "
+                f"log-prob is {-chosen:.1f} nats below the reference while the margin rose "
+                f"to {margin:.1f} nats; the model may drift into text neither answer "
+                "contains. Set train.dpo.sft_weight (e.g. 1.0), lower train.lr, or start "
+                "from an SFT adapter (model.adapter)"
+            ]
+        return []
 
 
 def dpo_loss(

@@ -74,6 +74,7 @@ class LoopResult:
     units: int = 0
     train_s: float = 0.0  # wall time of the steps run in this process (not model loading)
     steps_run: int = 0
+    warnings: list[str] = field(default_factory=list)  # from the objective's ``watch``
 
 
 def autocast(
@@ -154,6 +155,10 @@ def run(
                     metrics.write(row)
                 if trackers is not None:
                     trackers.log(row)
+                # An objective may watch its own metrics (DPO: likelihood displacement).
+                for msg in getattr(objective, "watch", lambda _row: [])(row):
+                    result.warnings.append(msg)
+                    print(f"ladle train: warning: {msg}", file=sys.stderr, flush=True)
             if cfg.save_every and done % cfg.save_every == 0 and done < len(plan):
                 _checkpoint(
                     done,

@@ -184,7 +184,9 @@ def _train(
 
     seed_everything(recipe.seed)
     base = model_mod.load_base(recipe, model_dir, device)
-    core = adapters.attach(base, recipe.train)
+    core = adapters.attach(
+        base, recipe.train, recipe.model.adapter, reference=recipe.train.method == "dpo"
+    )
     packed = recipe.data.packing != "none" or recipe.train.method == "dpo"
     isolation = model_mod.verify_packing_isolation(core, device) if packed else None
 
@@ -282,7 +284,7 @@ def _train(
             n_params,
             isolation,
             start_step,
-            trackers.warnings if trackers else [],
+            [*(trackers.warnings if trackers else []), *result.warnings],
             weights_dir=getattr(base, "ladle_weights_dir", None),
         )
         manifest.write_manifest(run_dir, info)
