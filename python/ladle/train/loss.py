@@ -48,14 +48,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_weight: bool,
     ) -> torch.Tensor:
         # Autocast (if active) applies to these matmuls exactly as to the model's lm_head.
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 in tests
+        total = torch.zeros((), dtype=acc, device=hidden.device)
         grad_h = torch.zeros_like(hidden) if need_hidden else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
         grad_w = grad_w if need_weight else None
         for lo in range(0, hidden.shape[0], chunk):
             h = hidden[lo : lo + chunk]
             t = targets[lo : lo + chunk]
-            logits = (h @ weight.T).float()
+            logits = (h @ weight.T).to(acc)
             valid = t != IGNORE_INDEX
             safe = torch.where(valid, t, 0)
             lse = torch.logsumexp(logits, dim=-1)
@@ -71,7 +72,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if grad_h is not None:
                 grad_h[lo : lo + chunk] = (gc @ weight.to(gc.dtype)).to(grad_h.dtype)
             if grad_w is not None:
-                grad_w += (gc.T @ h.to(gc.dtype)).float()
+                grad_w += (gc.T @ h.to(gc.dtype)).to(acc)
         ctx.save_for_backward(
             grad_h if grad_h is not None else torch.empty(0),
             grad_w if grad_w is not None else torch.empty(0),
@@ -98,7 +99,7 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = CHUNK_ROWS
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
     """``F.cross_entropy(hidden @ weight.T, targets, reduction="sum", ignore_index=-100)``
     computed chunk by chunk: the full logits never exist, in forward or backward."""
@@ -112,13 +113,15 @@ def linear_cross_entropy(
 
         fused = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")
         return fused(weight, hidden, targets)  # type: ignore[no-any-return]
-    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk, need_h, need_w)  # type: ignore[no-any-return]
+    rows = chunk or CHUNK_ROWS
+    return _LinearCrossEntropy.apply(hidden, weight, targets, rows, need_h, need_w)  # type: ignore[no-any-return]
 
 
 def plain_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The reference the chunked loss must equal: fp32 logits, token sum."""
+    acc = torch.promote_types(logits.dtype, torch.float32)
     return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
+        logits.to(acc).reshape(-1, logits.shape[-1]),
         targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
