@@ -38,7 +38,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Sum of token cross-entropies of ``hidden @ weight.T``; gradients made in forward."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,
         weight: torch.Tensor,
@@ -51,8 +51,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32, or fp64 in tests
         total = torch.zeros((), dtype=acc, device=hidden.device)
         grad_h = torch.zeros_like(hidden) if need_hidden else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
-        grad_w = grad_w if need_weight else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_weight else None
         for lo in range(0, hidden.shape[0], chunk):
             h = hidden[lo : lo + chunk]
             t = targets[lo : lo + chunk]
@@ -82,7 +81,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
         grad_h, grad_w = ctx.saved_tensors
         has_h, has_w = ctx.has
         gh = grad_h * grad_out.to(grad_h.dtype) if has_h else None
@@ -112,9 +111,9 @@ def linear_cross_entropy(
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
         fused = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction="sum")
-        return fused(weight, hidden, targets)  # type: ignore[no-any-return]
+        return fused(weight, hidden, targets)
     rows = chunk or CHUNK_ROWS
-    return _LinearCrossEntropy.apply(hidden, weight, targets, rows, need_h, need_w)  # type: ignore[no-any-return]
+    return _LinearCrossEntropy.apply(hidden, weight, targets, rows, need_h, need_w)
 
 
 def plain_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
