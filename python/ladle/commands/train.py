@@ -92,18 +92,21 @@ def _newest_unfinished(recipe: Any) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
-def _prepared(recipe: Any) -> tuple[Any, Any]:
+def _prepared(recipe: Any, d: Any) -> tuple[Any, Any]:
     """Train rows from ``ladle prep`` (cached: a second run with the same inputs is instant).
+    Under torchrun, rank 0 prepares and the other ranks then read its cache entry.
     Its eval split holds conversations for generation-based evaluation, not token rows, so
     no eval loss is computed here; pass --eval-data for one."""
-    from ladle.data import prep
+    from ladle import data
+    from ladle.train.distributed import main_first
 
-    return prep(recipe), None
+    return main_first(d, lambda: data.prep(recipe)), None
 
 
 def run(args: argparse.Namespace) -> int:
     from ladle.recipe import load_recipe
-    from ladle.train import default_run_dir, train
+    from ladle.train import default_run_dir, distributed, train
+    from ladle.train.model import pick_device
 
     recipe = load_recipe(args.recipe, args.overrides)
     output = args.output
@@ -112,18 +115,24 @@ def run(args: argparse.Namespace) -> int:
         if output is None:
             raise TrainError(f"no unfinished run of {recipe.name!r} under {recipe.output.dir}")
     output = output or default_run_dir(recipe)
-    if args.data is not None:
-        train_rows, eval_rows = args.data, args.eval_data
-    else:
-        train_rows, eval_rows = _prepared(recipe)
-    res = train(
-        recipe,
-        train_rows,
-        eval_rows,
-        output_dir=output,
-        resume=args.resume,
-        progress=False if args.no_progress else None,
-    )
+    # Join the launcher's process group before preparing, so ranks can take turns; train()
+    # reuses the group and this command tears it down.
+    d = distributed.init(pick_device())
+    try:
+        if args.data is not None:
+            train_rows, eval_rows = args.data, args.eval_data
+        else:
+            train_rows, eval_rows = _prepared(recipe, d)
+        res = train(
+            recipe,
+            train_rows,
+            eval_rows,
+            output_dir=output,
+            resume=args.resume,
+            progress=False if args.no_progress else None,
+        )
+    finally:
+        d.close()
     if res.manifest:  # rank 0 prints
         loss = f"{res.final_loss:.4f}" if res.final_loss is not None else "-"
         print(

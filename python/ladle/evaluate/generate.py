@@ -24,6 +24,7 @@ Performance notes (why the code looks like this):
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -235,6 +235,15 @@ class DpoSpec(Section):
 Tracker = Literal["tensorboard", "mlflow", "wandb", "none"]
 
 
+class EarlyStopping(Section):
+    patience: int = Field(
+        3, ge=1, description="Stop after this many evaluations in a row without improvement."
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="An eval loss must fall by more than this to count as improved."
+    )
+
+
 class TrainSection(Section):
     method: Literal["sft", "dpo"] = Field("sft", description="Supervised fine-tuning or DPO.")
     adapter: Literal["lora", "qlora", "dora", "full"] = Field(
@@ -282,6 +291,36 @@ class TrainSection(Section):
         default_factory=lambda: list[Tracker](["tensorboard"]), description="Experiment trackers."
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Held-out loss every N steps (and before the first and after the last) on "
+        "the eval split's reference answers, no generation; logged to metrics.jsonl, "
+        "TensorBoard and loss_curve.png. 0 = off.",
+    )
+    eval_max_rows: int = Field(
+        128,
+        ge=0,
+        description="Held-out rows scored at each evaluation: the first N of the eval split "
+        "(0 = all). Each evaluation costs about a third of a training step per token.",
+    )
+    early_stopping: EarlyStopping | None = Field(
+        None,
+        description="Stop when the held-out loss stops improving (needs eval_every), e.g. "
+        "`{patience: 3, min_delta: 0.01}`.",
+    )
+    keep_best: bool = Field(
+        False,
+        description="Write the weights of the evaluation with the lowest held-out loss instead "
+        "of the last step's (needs eval_every; keeps a copy of the trainable weights in memory).",
+    )
+
+    @model_validator(mode="after")
+    def _eval_needed(self) -> TrainSection:
+        for name in ("early_stopping", "keep_best"):
+            if getattr(self, name) and not self.eval_every:
+                raise ValueError(f"train.{name} needs train.eval_every > 0 (a held-out loss)")
+        return self
 
 
 # --------------------------------------------------------------------------- evaluate

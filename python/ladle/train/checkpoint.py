@@ -57,6 +57,14 @@ def trainable_state(model: Any) -> dict[str, torch.Tensor]:
     }
 
 
+def restore_trainable(model: Any, weights: dict[str, torch.Tensor]) -> None:
+    """Copy saved trainable weights back into a live model (keep-best, resume)."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+
+
 def step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"step-{step:08d}"
 
@@ -71,6 +79,7 @@ def save(
     rng_states: list[dict[str, Any]],
     position: dict[str, Any],
     keep: int,
+    best_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write one checkpoint atomically (rank 0 only) and prune older ones to ``keep``."""
     final = step_dir(run_dir, step)
@@ -83,6 +92,8 @@ def save(
             },
             tmp / "state.pt",
         )
+        if best_weights is not None:  # train.keep_best: the best evaluation's weights so far
+            torch.save(best_weights, tmp / "best.pt")
         for rank, rng in enumerate(rng_states):
             torch.save(rng, tmp / f"rng-{rank}.pt")
         (tmp / "position.json").write_text(json.dumps({"step": step, **position}, indent=1))
@@ -106,6 +117,12 @@ def latest(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def load_best(path: Path) -> dict[str, torch.Tensor] | None:
+    """The keep-best weights a checkpoint carries, if any."""
+    best = path / "best.pt"
+    return torch.load(best, map_location="cpu", weights_only=True) if best.is_file() else None
+
+
 def load(
     path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
 ) -> dict[str, Any]:
@@ -119,9 +136,7 @@ def load(
             f"checkpoint {path} does not match this model's trainable weights "
             f"({len(weights)} saved vs {len(expected)} expected): was the recipe changed?"
         )
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
+    restore_trainable(model, weights)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     rng_file = path / f"rng-{rank}.pt"

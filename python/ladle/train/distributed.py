@@ -31,8 +31,9 @@ with ``train.adapter: lora`` (peft documents FSDP + LoRA; QLoRA needs
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -103,6 +104,33 @@ def init(device: torch.device) -> Dist:
         dist.init_process_group(backend=backend)
         owns = True
     return Dist(rank=dist.get_rank(), world=dist.get_world_size(), owns_group=owns)
+
+
+T = TypeVar("T")
+
+
+def main_first(d: Dist, work: Callable[[], T]) -> T:
+    """Run ``work`` on rank 0, then on the other ranks.
+
+    For cached preparation (``ladle prep``): rank 0 builds the cache entry while the others
+    wait, then they find it complete. Run at once, each rank would build its own copy and
+    the later one would rename the earlier one's finished entry away while another rank
+    reads it. When rank 0 fails, the others stop with an error instead of waiting forever.
+    """
+    if d.world == 1:
+        return work()
+    if d.main:
+        try:
+            result = work()
+        except BaseException as e:
+            d.broadcast(f"{type(e).__name__}: {e}")
+            raise
+        d.broadcast(None)
+        return result
+    failed = d.broadcast(None)
+    if failed is not None:
+        raise TrainError(f"rank 0 failed while preparing the data ({failed}); see its output")
+    return work()
 
 
 def wrap(model: Any, d: Dist, device: torch.device) -> Any:

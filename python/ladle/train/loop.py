@@ -5,6 +5,10 @@ accumulation), each forward under autocast, each backward of ``loss_sum * world 
 step_units`` (so accumulation and DDP average over the step's trained tokens exactly
 like one big batch), gradient clipping, AdamW, scheduler. Gradient all-reduce happens
 once per step (``no_sync`` on the other micro-batches).
+
+With ``train.eval_every``, the held-out loss is computed before the first step, every N
+steps and after the last one; early stopping and keep-best act on it. Every rank gets the
+same all-reduced loss, so all ranks stop at the same step.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ladle.train import checkpoint
 from ladle.train.distributed import Dist
 from ladle.train.manifest import MetricsLog, Trackers
 from ladle.train.model import inference_mode
-from ladle.train.rows import MicroBatch, Step
+from ladle.train.rows import MicroBatch, Step, TokenTable
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,13 @@ StepHook = Callable[[StepInfo], None]
 
 
 class Objective(Protocol):
+    """What the loop trains: SFT (packed or padded) or DPO."""
+
     packed: bool
     name: str
-    lengths: np.ndarray
-    units: np.ndarray
+    tt: TokenTable
+    lengths: np.ndarray  # tokens per row (what micro-batches are planned from)
+    units: np.ndarray  # what the loss is averaged over, per row
 
     def batch(self, rows: Any, device: torch.device) -> dict[str, torch.Tensor]: ...
 
@@ -65,6 +72,33 @@ class LoopConfig:
     run_dir: Path
     progress: bool
     on_step: StepHook | None = None
+    eval_every: int = 0
+    evaluator: Callable[[], dict[str, float]] | None = None  # held-out loss, all ranks
+    patience: int | None = None  # early stopping: evaluations without improvement
+    min_delta: float = 0.0
+    keep_best: bool = False
+
+
+@dataclass
+class EvalTrack:
+    """Held-out losses seen so far: the best, and how long ago it was (saved in checkpoints
+    so that early stopping and keep-best survive a resume)."""
+
+    best_loss: float | None = None
+    best_step: int | None = None
+    since_best: int = 0
+    best_weights: dict[str, torch.Tensor] | None = None  # keep_best, CPU copy
+
+    def update(self, step: int, loss: float, min_delta: float) -> bool:
+        """Record one evaluation; True when it is the new best."""
+        if self.best_loss is None or loss < self.best_loss - min_delta:
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def position(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "best_step": self.best_step, "since": self.since_best}
 
 
 @dataclass
@@ -75,6 +109,10 @@ class LoopResult:
     train_s: float = 0.0  # wall time of the steps run in this process (not model loading)
     steps_run: int = 0
     warnings: list[str] = field(default_factory=list)  # from the objective's ``watch``
+    last_eval: dict[str, float] | None = None  # the latest held-out evaluation
+    last_eval_step: int | None = None
+    stopped_early_at: int | None = None  # early stopping: the step it stopped after
+    track: EvalTrack = field(default_factory=EvalTrack)
 
 
 def autocast(
@@ -99,9 +137,32 @@ def run(
     cfg: LoopConfig,
     metrics: MetricsLog | None,
     trackers: Trackers | None,
+    track: EvalTrack | None = None,
 ) -> LoopResult:
     params = [p for p in core.parameters() if p.requires_grad]
-    result = LoopResult(tokens=start_tokens)
+    result = LoopResult(tokens=start_tokens, track=track or EvalTrack())
+
+    def held_out(done: int) -> bool:
+        """Evaluate and log; True when early stopping says stop."""
+        if cfg.evaluator is None:
+            return False
+        out = cfg.evaluator()
+        model.train()
+        result.last_eval, result.last_eval_step = out, done
+        improved = result.track.update(done, out["eval_loss"], cfg.min_delta)
+        if improved and cfg.keep_best:
+            result.track.best_weights = checkpoint.trainable_state(core)
+        if dist.main:
+            row = {"step": done, **out}
+            if metrics is not None:
+                metrics.write(row)
+            if trackers is not None:
+                trackers.log(row)
+        return cfg.patience is not None and result.track.since_best >= cfg.patience
+
+    evaluating = cfg.eval_every > 0 and cfg.evaluator is not None
+    if evaluating and start_step == 0 and plan:
+        held_out(0)  # the curve starts from the untrained model
     model.train()
     # fp16 (GPUs without bf16) needs loss scaling; bf16 and fp32 do not.
     scaler = torch.amp.GradScaler(cfg.device.type) if cfg.autocast == torch.float16 else None
@@ -159,7 +220,12 @@ def run(
                 for msg in getattr(objective, "watch", lambda _row: [])(row):
                     result.warnings.append(msg)
                     print(f"ladle train: warning: {msg}", file=sys.stderr, flush=True)
-            if cfg.save_every and done % cfg.save_every == 0 and done < len(plan):
+            stop = False
+            if evaluating and (done % cfg.eval_every == 0 or done == len(plan)):
+                stop = held_out(done)
+                if stop and done < len(plan):
+                    result.stopped_early_at = done
+            if cfg.save_every and done % cfg.save_every == 0 and done < len(plan) and not stop:
                 _checkpoint(
                     done,
                     step,
@@ -169,6 +235,7 @@ def run(
                     scheduler=scheduler,
                     dist=dist,
                     cfg=cfg,
+                    track=result.track,
                 )
             if bar is not None:
                 bar(done, loss, session_tokens / max(now - t0, 1e-9))
@@ -177,6 +244,8 @@ def run(
                 cfg.on_step(
                     StepInfo(done, loss, dist.rank, tuple(r for mb in mine for r in mb.rows))
                 )
+            if stop:
+                break
     return result
 
 
@@ -218,6 +287,7 @@ def _checkpoint(
     scheduler: Any,
     dist: Dist,
     cfg: LoopConfig,
+    track: EvalTrack,
 ) -> None:
     rngs = dist.gather(checkpoint.rng_state())
     if dist.main:
@@ -228,8 +298,9 @@ def _checkpoint(
             optimizer=optimizer,
             scheduler=scheduler,
             rng_states=rngs,
-            position={"epoch": step.epoch, "tokens": tokens},
+            position={"epoch": step.epoch, "tokens": tokens, "eval": track.position()},
             keep=cfg.keep_checkpoints,
+            best_weights=track.best_weights,
         )
     dist.barrier()
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,11 @@ from ladle.errors import TrainError
 from ladle.models import TOKENIZER_FILES, resolve_model
 from ladle.paths import atomic_dir, atomic_write_text
 from ladle.recipe.schema import Recipe
-from ladle.train import adapters, checkpoint, distributed, loop, manifest
+from ladle.train import adapters, checkpoint, distributed, heldout, loop, manifest
 from ladle.train import model as model_mod
 from ladle.train.dpo import DPO
 from ladle.train.folder import open_run_folder
-from ladle.train.rows import DPO_COLUMNS, TokenTable, plan_steps, sft_table, to_table
+from ladle.train.rows import DPO_COLUMNS, Step, TokenTable, plan_steps, sft_table, to_table
 from ladle.train.sft import PackedSFT, PaddedSFT
 
 
@@ -75,14 +77,14 @@ def _snapshot(recipe: Recipe) -> dict[str, Any]:
     return snap
 
 
-def _objective(recipe: Recipe, table: Any, pad_id: int) -> Any:
+def _objective(recipe: Recipe, table: Any, pad_id: int) -> loop.Objective:
     if recipe.train.method == "dpo":
         return DPO(TokenTable(table, DPO_COLUMNS), recipe.train.dpo, recipe.data.max_length)
     tt = sft_table(table)
     return PaddedSFT(tt, pad_id) if recipe.data.packing == "none" else PackedSFT(tt)
 
 
-def _plan(recipe: Recipe, obj: Any, world: int, *, training: bool) -> list[Any]:
+def _plan(recipe: Recipe, obj: loop.Objective, world: int, *, training: bool) -> list[Step]:
     t = recipe.train
     return plan_steps(
         lengths=obj.lengths,
@@ -100,6 +102,38 @@ def _plan(recipe: Recipe, obj: Any, world: int, *, training: bool) -> list[Any]:
     )
 
 
+@dataclass
+class RunContext:
+    """What one call of ``train`` runs with: the recipe, where it writes, the device and
+    process group, and how it reports. Built once in ``train``; every stage reads it."""
+
+    recipe: Recipe
+    run_dir: Path
+    device: torch.device
+    dist: distributed.Dist
+    resume: bool
+    progress: bool
+    on_step: loop.StepHook | None
+    wall0: float  # when train() was called (the manifest's wall time)
+
+
+@dataclass
+class Trained:
+    """What a finished loop leaves for the manifest and the result."""
+
+    model_dir: Path
+    weights_dir: Path | None  # where the base weights really came from (NF4 cache for QLoRA)
+    data_fp: str
+    objective: loop.Objective
+    plan: list[Step]
+    start_step: int
+    loop: loop.LoopResult
+    eval: dict[str, float]
+    isolation: float | None
+    params: tuple[int, int]  # (trainable, total)
+    warnings: list[str]
+
+
 def train(
     recipe: Recipe,
     train_rows: Any,
@@ -115,7 +149,9 @@ def train(
     ``train_rows``/``eval_rows``: a pyarrow Table, a list of dicts, a polars frame, a
     ``datasets.Dataset`` or a path (prepared folder or Parquet) holding packed SFT rows
     (``input_ids``, ``labels``, ``position_ids`` and/or ``seq_lengths``) or DPO triples
-    (``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids``).
+    (``prompt_input_ids``, ``chosen_input_ids``, ``rejected_input_ids``). With
+    ``train.eval_every`` and no ``eval_rows``, a ``ladle prep`` result's eval split gives
+    the held-out rows (:mod:`ladle.train.heldout`).
     ``on_step(StepInfo)`` runs on every rank after each optimizer step (progress
     reporting, early stopping by raising, tests that kill the process mid-run).
     Under ``torchrun``/``accelerate launch`` every rank calls this; rank 0 writes.
@@ -128,19 +164,18 @@ def train(
     try:
         final = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
         folder = open_run_folder(final, overwrite=recipe.output.overwrite, resume=resume, d=d)
+        ctx = RunContext(
+            recipe=recipe,
+            run_dir=folder.work,
+            device=device,
+            dist=d,
+            resume=folder.resuming,
+            progress=sys.stderr.isatty() if progress is None else progress,
+            on_step=on_step,
+            wall0=wall0,
+        )
         try:
-            result = _train(
-                recipe,
-                train_rows,
-                eval_rows,
-                folder.work,
-                folder.resuming,
-                progress,
-                on_step,
-                device,
-                d,
-                wall0,
-            )
+            result = _train(ctx, train_rows, eval_rows)
         except BaseException:
             folder.abandon(d)
             raise
@@ -150,20 +185,9 @@ def train(
         d.close()
 
 
-def _train(
-    recipe: Recipe,
-    train_rows: Any,
-    eval_rows: Any,
-    run_dir: Path,
-    resuming: bool,
-    progress: bool | None,
-    on_step: loop.StepHook | None,
-    device: torch.device,
-    d: distributed.Dist,
-    wall0: float,
-) -> RunResult:
-    import sys
-
+def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
+    recipe, run_dir, device, d = ctx.recipe, ctx.run_dir, ctx.device, ctx.dist
+    resuming = ctx.resume  # the run folder decided: an unfinished run of the same recipe
     autocast = model_mod.autocast_dtype(recipe.train.precision, device)
 
     model_dir = resolve_model(recipe.model.base)
@@ -203,12 +227,17 @@ def _train(
         t.scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=max(total, 1)
     )
     start_step, start_tokens = 0, 0
+    track = loop.EvalTrack()
     ckpt = checkpoint.latest(run_dir) if resuming else None
     if ckpt is not None:
         pos = checkpoint.load(
             ckpt, model=core, optimizer=optimizer, scheduler=scheduler, rank=d.rank
         )
         start_step, start_tokens = int(pos["step"]), int(pos["tokens"])
+        ev = pos.get("eval") or {}
+        track = loop.EvalTrack(
+            ev.get("best_loss"), ev.get("best_step"), ev.get("since", 0), checkpoint.load_best(ckpt)
+        )
 
     model = distributed.wrap(core, d, device)
     metrics = manifest.MetricsLog(run_dir / "metrics.jsonl", start_step) if d.main else None
@@ -217,6 +246,15 @@ def _train(
         if d.main and total
         else None
     )
+    if eval_rows is None and t.eval_every and t.method == "sft":
+        source = heldout.prepared_source(train_rows)
+        if source is not None:
+            eval_rows = heldout.heldout_rows(recipe, source, model_dir) or None
+    eval_table = to_table(eval_rows) if eval_rows is not None else None
+    evaluator = None
+    if eval_table is not None and eval_table.num_rows:
+        eval_obj = _objective(recipe, eval_table, pad_id)
+        eval_plan = _plan(recipe, eval_obj, d.world, training=False)
     cfg = loop.LoopConfig(
         device=device,
         autocast=autocast,
@@ -225,9 +263,16 @@ def _train(
         save_every=t.save_every,
         keep_checkpoints=t.keep_checkpoints,
         run_dir=run_dir,
-        progress=sys.stderr.isatty() if progress is None else progress,
-        on_step=on_step,
+        progress=ctx.progress,
+        on_step=ctx.on_step,
+        eval_every=t.eval_every,
+        patience=t.early_stopping.patience if t.early_stopping else None,
+        min_delta=t.early_stopping.min_delta if t.early_stopping else 0.0,
+        keep_best=t.keep_best,
     )
+    if eval_table is not None and eval_table.num_rows:
+        evaluator = partial(loop.evaluate, model, core, eval_obj, eval_plan, d, cfg)
+        cfg.evaluator = evaluator
     try:
         result = loop.run(
             model=model,
@@ -242,18 +287,22 @@ def _train(
             cfg=cfg,
             metrics=metrics,
             trackers=trackers,
+            track=track,
         )
+        done = result.stopped_early_at or total
+        if t.keep_best and result.track.best_weights is not None:
+            checkpoint.restore_trainable(core, result.track.best_weights)
+            done = result.track.best_step or 0
+            result.last_eval = None  # re-score the restored weights below
         eval_out: dict[str, float] = {}
-        eval_table = to_table(eval_rows) if eval_rows is not None else None
-        if eval_table is not None and eval_table.num_rows:
-            eval_obj = _objective(recipe, eval_table, pad_id)
-            eval_out = loop.evaluate(
-                model, core, eval_obj, _plan(recipe, eval_obj, d.world, training=False), d, cfg
-            )
+        if result.last_eval is not None and result.last_eval_step == done:
+            eval_out = result.last_eval  # the loop just evaluated these weights
+        elif evaluator is not None:
+            eval_out = evaluator()
             if metrics is not None:
-                metrics.write({"step": total, **eval_out})
+                metrics.write({"step": done, **eval_out})
             if trackers is not None:
-                trackers.log({"step": total, **eval_out})
+                trackers.log({"step": done, **eval_out})
     finally:
         if metrics is not None:
             metrics.close()
@@ -267,26 +316,20 @@ def _train(
             adapters.save_trained(core, tmp, t.adapter, tokenizer)
         rows = metrics.rows if metrics is not None else []
         manifest.plot_loss(rows, run_dir / "loss_curve.png", run_dir.name)
-        trainable, n_params = adapters.param_counts(core)
-        info = _manifest(
-            recipe,
-            run_dir,
-            model_dir,
-            data_fp,
-            plan,
-            result,
-            eval_out,
-            wall0,
-            device,
-            d,
-            obj,
-            trainable,
-            n_params,
-            isolation,
-            start_step,
-            [*(trackers.warnings if trackers else []), *result.warnings],
+        trained = Trained(
+            model_dir=model_dir,
             weights_dir=getattr(base, "ladle_weights_dir", None),
+            data_fp=data_fp,
+            objective=obj,
+            plan=plan,
+            start_step=start_step,
+            loop=result,
+            eval=eval_out,
+            isolation=isolation,
+            params=adapters.param_counts(core),
+            warnings=[*(trackers.warnings if trackers else []), *result.warnings],
         )
+        info = _manifest(ctx, trained)
         manifest.write_manifest(run_dir, info)
     d.barrier()
     losses = [r["loss"] for r in (metrics.rows if metrics else []) if "loss" in r]
@@ -299,7 +342,7 @@ def _train(
         eval=eval_out,
         tokens=result.tokens,
         tokens_per_s=info.get("throughput", {}).get("tokens_per_s", 0.0),
-        wall_s=time.perf_counter() - wall0,
+        wall_s=time.perf_counter() - ctx.wall0,
         manifest=info,
     )
 
@@ -319,62 +362,58 @@ def quantization_record(recipe: Recipe, weights_dir: Path | None) -> dict[str, A
     return record
 
 
-def _manifest(
-    recipe: Recipe,
-    run_dir: Path,
-    model_dir: Path,
-    data_fp: str,
-    plan: list[Any],
-    result: loop.LoopResult,
-    eval_out: dict[str, float],
-    wall0: float,
-    device: torch.device,
-    d: distributed.Dist,
-    obj: Any,
-    trainable: int,
-    n_params: int,
-    isolation: float | None,
-    start_step: int,
-    warnings: list[str],
-    weights_dir: Path | None = None,
-) -> dict[str, Any]:
-    session_tokens = sum(s.tokens for s in plan[start_step:])
+def _manifest(ctx: RunContext, r: Trained) -> dict[str, Any]:
+    recipe, result = ctx.recipe, r.loop
+    session_tokens = result.tokens - sum(s.tokens for s in r.plan[: r.start_step])
     tps = session_tokens / result.train_s if result.train_s > 0 else 0.0
+    track = result.track
     return {
         "ladle_run": 1,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": recipe.model_dump(mode="json"),
         "model": {
-            "path": str(model_dir),
-            "fingerprint": manifest.fingerprint_globs(model_dir, manifest.WEIGHT_FILES),
-            "tokenizer_fingerprint": manifest.fingerprint_globs(model_dir, TOKENIZER_FILES),
-            "trainable_params": trainable,
-            "total_params": n_params,
-            "quantization": quantization_record(recipe, weights_dir),
+            "path": str(r.model_dir),
+            "fingerprint": manifest.fingerprint_globs(r.model_dir, manifest.WEIGHT_FILES),
+            "tokenizer_fingerprint": manifest.fingerprint_globs(r.model_dir, TOKENIZER_FILES),
+            "trainable_params": r.params[0],
+            "total_params": r.params[1],
+            "quantization": quantization_record(recipe, r.weights_dir),
         },
         "data": {
-            "fingerprint": data_fp,
-            "rows": len(obj.lengths),
-            "tokens_per_epoch": int(obj.lengths.sum()),
-            "dropped_pairs": len(getattr(obj, "dropped", [])),
+            "fingerprint": r.data_fp,
+            "rows": len(r.objective.lengths),
+            "tokens_per_epoch": int(r.objective.lengths.sum()),
+            "dropped_pairs": len(getattr(r.objective, "dropped", [])),
         },
         "training": {
-            "steps": len(plan),
-            "resumed_from_step": start_step or None,
+            "steps": len(r.plan),
+            "steps_done": result.stopped_early_at or len(r.plan),
+            "stopped_early_at": result.stopped_early_at,
+            "resumed_from_step": r.start_step or None,
             "final_loss": result.losses[-1] if result.losses else None,
-            "eval": eval_out,
+            "eval": r.eval,
+            "best_eval": (
+                {"step": track.best_step, "eval_loss": track.best_loss}
+                if track.best_step is not None
+                else None
+            ),
+            "weights_from_step": (
+                track.best_step
+                if recipe.train.keep_best and track.best_weights is not None
+                else (result.stopped_early_at or len(r.plan))
+            ),
             "tokens": result.tokens,
-            "world_size": d.world,
-            "packing_isolation_max_logit_diff": isolation,
+            "world_size": ctx.dist.world,
+            "packing_isolation_max_logit_diff": r.isolation,
         },
         "throughput": {
             "tokens_per_s": round(tps, 1),
             "train_s": round(result.train_s, 3),
-            "wall_s": round(time.perf_counter() - wall0, 3),
-            **manifest.peak_memory(device),
+            "wall_s": round(time.perf_counter() - ctx.wall0, 3),
+            **manifest.peak_memory(ctx.device),
         },
         "versions": manifest.package_versions(),
         "git": manifest.git_commit(Path.cwd()),
-        "hardware": manifest.hardware(device),
-        "warnings": warnings,
+        "hardware": manifest.hardware(ctx.device),
+        "warnings": r.warnings,
     }

@@ -5,9 +5,9 @@ Performance notes (why this is not TRL's SFTTrainer):
 - A packed micro-batch is ONE flattened row ``[1, T]``: the packed rows concatenated,
   per-document ``position_ids``, no attention mask, ``use_cache=False``. No pad token is
   ever computed.
-- Logits are computed only where a label is trained (``logits_to_keep`` = those
-  positions): prompt tokens never pay for the ``hidden x vocab`` projection, and the
-  ``[T, vocab]`` fp32 tensor shrinks accordingly.
+- The output projection runs only where a label is trained: prompt tokens never pay for
+  the ``hidden x vocab`` matmul. It runs chunk by chunk inside the loss
+  (:mod:`ladle.train.loss`), so the ``[tokens, vocab]`` logits never exist at once.
 - The loss is a token SUM; the loop divides by the number of trained tokens of the whole
   optimizer step (all micro-batches, all ranks), so gradient accumulation and DDP give
   the same update as one big batch. No per-token entropy/accuracy metrics are computed
@@ -21,9 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ladle.data import IGNORE_INDEX
+from ladle.train.loss import final_hidden, linear_cross_entropy, output_head, plain_cross_entropy
 from ladle.train.rows import TokenTable, sft_loss_tokens
+
+NO_LOGITS = torch.zeros(0, dtype=torch.long)  # logits_to_keep: project nothing
 
 
 class PackedSFT:
@@ -42,11 +45,11 @@ class PackedSFT:
         ids = np.concatenate([tt.get("input_ids", i) for i in rows])
         pos = np.concatenate([tt.get("position_ids", i) for i in rows])
         labels = np.concatenate([tt.get("labels", i) for i in rows])
-        target = np.full_like(labels, -100)
+        target = np.full_like(labels, IGNORE_INDEX)
         target[:-1] = labels[1:]
         # A document's first token is never predicted from the previous document.
-        target[:-1][pos[1:] == 0] = -100
-        keep = np.nonzero(target != -100)[0]
+        target[:-1][pos[1:] == 0] = IGNORE_INDEX
+        keep = np.nonzero(target != IGNORE_INDEX)[0]
         return {
             "input_ids": torch.from_numpy(ids)[None].to(device),
             "position_ids": torch.from_numpy(pos)[None].to(device),
@@ -57,9 +60,28 @@ class PackedSFT:
     def loss(
         self, model: Any, core: Any, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = forward_packed(model, batch["input_ids"], batch["position_ids"], batch["keep"])
-        loss = F.cross_entropy(logits.float(), batch["targets"], reduction="sum")
-        return loss, {}
+        inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+        return token_loss(model, core, inputs, batch["keep"], batch["targets"]), {}
+
+
+def token_loss(
+    model: Any,
+    core: Any,
+    inputs: dict[str, torch.Tensor],
+    keep: torch.Tensor,
+    targets: torch.Tensor,
+    chunked: bool = True,
+) -> torch.Tensor:
+    """Summed cross-entropy of ``targets`` at sequence positions ``keep`` (every row of
+    the batch). ``model`` is what is called (``core`` or its DDP wrapper, so the wrapper's
+    hooks run); ``core`` is the unwrapped model whose output layer the loss uses."""
+    head = output_head(core) if chunked else None
+    if head is None:
+        out = model(**inputs, use_cache=False, logits_to_keep=keep)
+        return plain_cross_entropy(out.logits, targets)
+    with final_hidden(core) as seen:
+        model(**inputs, use_cache=False, logits_to_keep=NO_LOGITS.to(keep.device))
+    return linear_cross_entropy(seen[-1][:, keep], head.weight, targets)
 
 
 def forward_packed(
@@ -94,16 +116,16 @@ class PaddedSFT:
         b = len(rows)
         ids = np.full((b, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((b, width), dtype=np.int64)
-        target = np.full((b, width), -100, dtype=np.int64)
+        target = np.full((b, width), IGNORE_INDEX, dtype=np.int64)
         for j, i in enumerate(rows):
             x, lab, pos = tt.get("input_ids", i), tt.get("labels", i), tt.get("position_ids", i)
             n = len(x)
             ids[j, :n], mask[j, :n] = x, 1
             t = target[j, : n - 1]
             t[:] = lab[1:]
-            t[pos[1:] == 0] = -100
+            t[pos[1:] == 0] = IGNORE_INDEX
         # Positions where any row trains: lm_head runs on those columns only.
-        keep = np.nonzero((target != -100).any(axis=0))[0]
+        keep = np.nonzero((target != IGNORE_INDEX).any(axis=0))[0]
         return {
             "input_ids": torch.from_numpy(ids).to(device),
             "attention_mask": torch.from_numpy(mask).to(device),
@@ -114,17 +136,5 @@ class PaddedSFT:
     def loss(
         self, model: Any, core: Any, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            use_cache=False,
-            logits_to_keep=batch["keep"],
-        )
-        logits = out.logits
-        loss = F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            batch["targets"].reshape(-1),
-            ignore_index=-100,
-            reduction="sum",
-        )
-        return loss, {}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        return token_loss(model, core, inputs, batch["keep"], batch["targets"]), {}
