@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ladle.errors import EvalError
-from ladle.evaluate import evaluate
+from ladle.evaluate import check_output_dir, evaluate, write_reports
 from ladle.evaluate.generate import candidate_source, stop_token_ids
 from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
 from ladle.recipe import load_recipe
@@ -141,9 +141,10 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
         EVAL_ROWS,
         TRAIN_ROWS,
         [workspace / "run", tiny_llama_dir],
-        out,
         decontamination={"decontaminated": True, "exact": 2, "near": 1},
     )
+    assert not out.exists()  # evaluate() returns a value; the caller writes it
+    write_reports(report, out)
     assert report.gate_passed
     assert [c.name for c in report.candidates] == ["run", tiny_llama_dir.name]
     # An untrained LoRA (B = 0) merged into the base is the base: same answers.
@@ -158,7 +159,7 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
     assert files == {"report.json", "report.md", "junit.xml", "examples.jsonl", "chart.png"}
     data = json.loads((out / "report.json").read_text())
     assert data["gate_passed"] is True and data["n_examples"] == 10
-    run_cmp = data["comparisons"]["run"]
+    run_cmp = data["comparisons"]["run"]["baseline"]
     assert {"exact_match", "json_field_accuracy.label", "macro_f1", "cost", "latency_p95"} <= set(
         run_cmp
     )
@@ -219,7 +220,7 @@ def test_cli_gate_passes_then_fails(workspace: Path, capsys):
     )
     assert code == 1
     err = capsys.readouterr().err
-    assert "gate FAILED [run] exact_match: value 0 < min 0.5" in err
+    assert "gate FAILED [run vs baseline] exact_match: value 0 < min 0.5" in err
     root = ET.parse(workspace / "failed" / "junit.xml").getroot()
     failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["exact_match: min 0.5"]
@@ -246,9 +247,19 @@ def test_report_folder_never_replaces_a_foreign_folder(workspace: Path):
     foreign = workspace / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    recipe = load_recipe(workspace / "recipe.yaml", ["evaluate.limit=2"])
     with pytest.raises(EvalError, match="not an eval report folder"):
-        evaluate(recipe, EVAL_ROWS, TRAIN_ROWS, workspace / "run", foreign)
+        check_output_dir(foreign)
+    with pytest.raises(EvalError, match="not an eval report folder"):
+        _cli(
+            [
+                "eval",
+                str(workspace / "recipe.yaml"),
+                "-c",
+                str(workspace / "run"),
+                "-o",
+                str(foreign),
+            ]
+        )
     assert (foreign / "keep.txt").read_text() == "mine"
 
 

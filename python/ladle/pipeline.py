@@ -24,6 +24,7 @@ class RunOutcome:
     gate_passed: bool | None  # None: evaluation disabled
     report_dir: Path | None
     seconds: float
+    exit_code: int = 0  # the eval verdict's: 0 pass, 1 fail, 3 insufficient evidence
 
 
 def _say(msg: str) -> None:
@@ -97,7 +98,7 @@ def run_recipe(
         _say("evaluate.enabled is false: no before/after comparison, no gate")
         return RunOutcome(result.run_dir, None, None, time.perf_counter() - t0)
 
-    from ladle.evaluate import evaluate
+    from ladle.evaluate import evaluate, write_reports
 
     _say("3/3 evaluate: prompted base model vs fine-tuned model")
     eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
@@ -107,10 +108,10 @@ def run_recipe(
         eval_rows,
         train_rows,
         [result.run_dir],
-        report_dir,
         decontamination=decon,
         progress=_say,
     )
+    write_reports(report, report_dir)
     print((report_dir / "report.md").read_text(encoding="utf-8"))
     seconds = time.perf_counter() - t0
     _say(f"reports in {report_dir}/ ({seconds / 60:.1f} min in all)")
@@ -118,5 +119,9 @@ def run_recipe(
         _say("gate PASSED")
     else:
         for g in report.gate_failures:
-            _say(f"gate FAILED: {g.message}")
-    return RunOutcome(result.run_dir, report.gate_passed, report_dir, seconds)
+            _say(f"gate {'FAILED' if g.verdict == 'fail' else 'UNDECIDED'}: {g.message}")
+        if report.verdict == "insufficient evidence":
+            _say("gate: insufficient evidence (exit 3); evaluate more rows")
+    return RunOutcome(
+        result.run_dir, report.gate_passed, report_dir, seconds, exit_code=report.exit_code
+    )

@@ -29,7 +29,8 @@ ladle eval recipes/quickstart.yaml --candidate runs/a --candidate runs/b --outpu
 ladle eval recipes/quickstart.yaml --candidate runs/a evaluate.limit=50 evaluate.bootstrap=2000
 
 exit codes: 0 gate passed, 1 gate failed (the failing conditions are printed),
-2 usage or input error"""
+2 usage or input error, 3 insufficient evidence (a `significant: true` condition whose
+interval straddles its threshold: evaluate more rows)"""
 
 COMPARE_EXAMPLE = """\
 ladle compare runs/old/eval/report.json runs/new/eval/report.json
@@ -86,7 +87,7 @@ def load_rows(
 
 def run(args: argparse.Namespace) -> int:
     from ladle.errors import EvalError
-    from ladle.evaluate import evaluate
+    from ladle.evaluate import check_output_dir, evaluate, write_reports
     from ladle.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -94,23 +95,28 @@ def run(args: argparse.Namespace) -> int:
         raise EvalError(f"{args.recipe}: evaluate.enabled is false")
     candidates = [Path(c) for c in args.candidate]
     output = Path(args.output) if args.output else candidates[0] / "eval"
+    check_output_dir(output)  # before generating: a bad --output fails in a second
     eval_rows, train_rows, decon = load_rows(recipe)
     report = evaluate(
         recipe,
         eval_rows,
         train_rows,
         candidates,
-        output,
         decontamination=decon,
         progress=lambda msg: print(f"ladle eval: {msg}", file=sys.stderr),
     )
+    write_reports(report, output)
     print((output / "report.md").read_text(encoding="utf-8"))
     print(f"reports written to {output}/ ({', '.join(report.files)})")
-    if not report.gate_passed:
-        for g in report.gate_failures:
-            print(f"gate FAILED [{g.candidate}] {g.message}", file=sys.stderr)
-        return 1
-    return 0
+    for g in report.gate_failures:
+        label = "FAILED" if g.verdict == "fail" else "UNDECIDED"
+        print(f"gate {label} [{g.candidate} vs {g.baseline}] {g.message}", file=sys.stderr)
+    if report.verdict == "insufficient evidence":
+        print(
+            f"gate: insufficient evidence (exit {report.exit_code}); evaluate more rows",
+            file=sys.stderr,
+        )
+    return report.exit_code
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -16,23 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ladle.errors import EvalError
+from ladle.evaluate.chart import bar_chart
+from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
 from ladle.paths import atomic_dir
 
 if TYPE_CHECKING:
-    from ladle.evaluate.runner import Contestant, EvalReport
     from ladle.evaluate.stats import Comparison
 
-SCHEMA_VERSION = 1
-OPERATIONAL = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "latency_p50",
-    "latency_p95",
-    "tokens_per_s",
-    "consistency",
-)
-"""Cost and latency measures, shown below the quality metrics."""
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 added ``baselines``, ``verdict`` and comparisons per baseline; ``compare``
+reads both (it uses the first baseline and ``values`` only)."""
 
 
 def _num(x: float | None) -> float | None:
@@ -74,6 +68,7 @@ def fmt_p(c: Comparison, resamples: int) -> str:
 def _contestant(c: Contestant) -> dict[str, Any]:
     return {
         "name": c.name,
+        "kind": c.kind,
         "source": c.source,
         "prompt": c.prompt_spec.model_dump(),
         "values": {k: _num(v) for k, v in c.values().items()},
@@ -81,6 +76,7 @@ def _contestant(c: Contestant) -> dict[str, Any]:
         "precision": c.generation.precision,
         "generate_s": c.generation.total_s,
         "load_s": c.load_s,
+        "operations": c.operations,
     }
 
 
@@ -109,13 +105,17 @@ def to_dict(report: EvalReport) -> dict[str, Any]:
         "decontamination": report.decontamination,
         "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
         "baseline": _contestant(report.baseline),
+        "baselines": [_contestant(b) for b in report.baselines],
         "candidates": [_contestant(c) for c in report.candidates],
         "comparisons": {
-            name: {k: _comparison(c) for k, c in cmps.items()}
-            for name, cmps in report.comparisons.items()
+            cand: {base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()}
+            for cand, per in report.comparisons.items()
         },
+        "power": report.power,
         "gate": [g.to_dict() for g in report.gate],
         "gate_passed": report.gate_passed,
+        "verdict": report.verdict,
+        "exit_code": report.exit_code,
     }
 
 
@@ -135,32 +135,45 @@ def decontamination_line(info: dict[str, Any] | None) -> str:
     )
 
 
+def _describe(c: Contestant) -> str:
+    shots = c.prompt_spec.few_shot
+    what = "endpoint" if c.kind == "endpoint" else "model"
+    return f"{what} `{c.source}`, {shots}-shot prompt"
+
+
+VERDICT_LINE = {
+    "pass": "**Gate passed.**",
+    "fail": "**Gate FAILED.**",
+    "insufficient evidence": "**Insufficient evidence**: no condition failed, but at least one "
+    "interval is too wide to decide; evaluate more rows (see the power lines).",
+}
+
+
 def markdown(report: EvalReport) -> str:
-    ev_shots = len(report.few_shot)
     lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
     for cand in report.candidates:
-        cmps = report.comparisons[cand.name]
-        lines += [
-            f"## baseline (base model, {ev_shots}-shot prompt) vs `{cand.name}`",
-            "",
-            "| metric | baseline | candidate | diff [95% CI] | p |",
-            "|---|---:|---:|---|---:|",
-        ]
-        quality = [k for k in cmps if k not in OPERATIONAL]
-        ops = [k for k in OPERATIONAL if k in cmps]
-        for key in quality + ops:
-            c = cmps[key]
-            p = fmt_p(c, report.settings.get("bootstrap", 1000))
-            mark = " *" if c.significant and key in quality else ""
-            lines.append(
-                f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "
-                f"{fmt_diff(key, c)}{mark} | {p} |"
-            )
-        lines.append("")
+        for base in report.baselines:
+            cmps = report.comparisons[cand.name][base.name]
+            lines += [
+                f"## `{base.name}` ({_describe(base)}) vs `{cand.name}` ({_describe(cand)})",
+                "",
+                "| metric | baseline | candidate | diff [95% CI] | p |",
+                "|---|---:|---:|---|---:|",
+            ]
+            quality = [k for k in cmps if k not in OPERATIONAL]
+            ops = [k for k in OPERATIONAL if k in cmps]
+            for key in quality + ops:
+                c = cmps[key]
+                p = fmt_p(c, report.settings.get("bootstrap", 1000))
+                mark = " *" if c.significant and key in quality else ""
+                lines.append(
+                    f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "
+                    f"{fmt_diff(key, c)}{mark} | {p} |"
+                )
+            lines.append("")
     lines += [
         "`*`: the 95% paired-bootstrap interval excludes 0. p: McNemar's test for binary "
-        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency is "
-        "per example, each batch's wall time split over its examples.",
+        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise.",
         "",
         "## Gate",
         "",
@@ -168,11 +181,13 @@ def markdown(report: EvalReport) -> str:
     if not report.gate:
         lines.append("No gate conditions in the recipe.")
     else:
-        lines += ["| | candidate | condition | result |", "|---|---|---|---|"]
+        icons = {"pass": "✅", "fail": "❌", "insufficient evidence": "❔"}
+        lines += ["| | candidate | baseline | condition | result |", "|---|---|---|---|---|"]
         for g in report.gate:
-            icon = "✅" if g.passed else "❌"
-            lines.append(f"| {icon} | {g.candidate} | {g.name} | {g.message} |")
-        lines += ["", f"**Gate {'passed' if report.gate_passed else 'FAILED'}.**"]
+            lines.append(
+                f"| {icons[g.verdict]} | {g.candidate} | {g.baseline} | {g.name} | {g.message} |"
+            )
+        lines += ["", VERDICT_LINE[report.verdict] + f" (exit code {report.exit_code})"]
     lines += ["", decontamination_line(report.decontamination), ""]
     return "\n".join(lines)
 
@@ -182,23 +197,31 @@ def markdown(report: EvalReport) -> str:
 
 def junit_xml(report: EvalReport) -> str:
     """One test case per gate condition and candidate, as CI systems render JUnit."""
-    failures = len(report.gate_failures)
+    failures = sum(g.verdict == "fail" for g in report.gate)
+    undecided = sum(g.verdict == "insufficient evidence" for g in report.gate)
     suite = ET.Element(
         "testsuite",
         name=f"ladle-eval.{report.recipe}",
         tests=str(len(report.gate)),
         failures=str(failures),
-        errors="0",
+        errors=str(undecided),
         skipped="0",
     )
     for g in report.gate:
-        case = ET.SubElement(suite, "testcase", classname=f"ladle.gate.{g.candidate}", name=g.name)
-        if not g.passed:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"ladle.gate.{g.candidate}.vs.{g.baseline}", name=g.name
+        )
+        if g.verdict == "fail":
             fail = ET.SubElement(case, "failure", message=g.message, type="GateFailed")
             fail.text = g.message
+        elif g.verdict == "insufficient evidence":
+            err = ET.SubElement(case, "error", message=g.message, type="InsufficientEvidence")
+            err.text = g.message
         else:
             ET.SubElement(case, "system-out").text = g.message
-    root = ET.Element("testsuites", tests=str(len(report.gate)), failures=str(failures))
+    root = ET.Element(
+        "testsuites", tests=str(len(report.gate)), failures=str(failures), errors=str(undecided)
+    )
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -231,6 +254,7 @@ def examples_jsonl(report: EvalReport) -> str:
             "prompt": e.prompt,
             "reference": e.reference,
             "baseline": _side(report.baseline, i),
+            "baselines": {b.name: _side(b, i) for b in report.baselines},
             "candidates": {c.name: _side(c, i) for c in report.candidates},
         }
         lines.append(json.dumps(row, ensure_ascii=False))
@@ -253,8 +277,6 @@ def check_output_dir(out_dir: Path) -> Path:
 
 def write_reports(report: EvalReport, out_dir: Path) -> list[Path]:
     """Write the five report files into ``out_dir`` (replacing an earlier eval report)."""
-    from ladle.evaluate.chart import bar_chart
-
     out_dir = check_output_dir(Path(out_dir))
     md = markdown(report)
     with atomic_dir(out_dir, replace=True) as tmp:
@@ -283,8 +305,10 @@ def load_report(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot read report {path}: {e}") from e
-    if not isinstance(data, dict) or data.get("ladle_eval") != SCHEMA_VERSION:
-        raise EvalError(f"{path} is not a Ladle eval report.json (version {SCHEMA_VERSION})")
+    if not isinstance(data, dict) or data.get("ladle_eval") not in READABLE_VERSIONS:
+        raise EvalError(
+            f"{path} is not a Ladle eval report.json (versions {READABLE_VERSIONS} are read)"
+        )
     return data
 
 
@@ -320,13 +344,18 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> str:
             f"Candidate counts differ ({len(a['candidates'])} vs {len(b['candidates'])}); "
             "the extra ones are not compared."
         )
-    gate = f"Gate: A {'passed' if a['gate_passed'] else 'FAILED'}, "
-    gate += f"B {'passed' if b['gate_passed'] else 'FAILED'}."
+
+    def verdict(r: dict[str, Any]) -> str:
+        v = r.get("verdict") or ("pass" if r["gate_passed"] else "fail")
+        return {"pass": "passed", "fail": "FAILED"}.get(v, v)
+
+    gate = f"Gate: A {verdict(a)}, B {verdict(b)}."
     lines.append(gate)
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "check_output_dir",
     "compare_reports",
     "load_report",
     "markdown",

@@ -8,10 +8,8 @@ generate. One model is held in memory at a time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,57 +25,13 @@ from ladle.evaluate.generate import (
     load_model,
     prompt_renderer,
 )
-from ladle.evaluate.metrics import Scores, consistency, score_samples
+from ladle.evaluate.metrics import Better, Scores, consistency, score_samples
 from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
+from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
 from ladle.evaluate.stats import Comparison, bootstrap_indices, compare, value_interval
 from ladle.recipe.schema import PromptSpec, Recipe
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Contestant:
-    """One model with its prompt, and everything it produced."""
-
-    name: str
-    source: str
-    prompt_spec: PromptSpec
-    prompts: list[str]
-    generation: Generation
-    scores: dict[str, Scores]
-    load_s: float = 0.0
-    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """95% bootstrap interval of each measure's own value (the chart's error bars)."""
-
-    def values(self) -> dict[str, float]:
-        return {k: s.value() for k, s in self.scores.items()}
-
-
-@dataclass
-class EvalReport:
-    """Everything an evaluation found; ``gate_passed`` is what CI looks at."""
-
-    recipe: str
-    n_examples: int
-    examples: list[Example]
-    baseline: Contestant
-    candidates: list[Contestant]
-    comparisons: dict[str, dict[str, Comparison]]
-    gate: list[GateResult]
-    few_shot: list[Example]
-    settings: dict[str, Any]
-    decontamination: dict[str, Any] | None = None
-    output_dir: Path | None = None
-    files: list[str] = field(default_factory=list)
-
-    @property
-    def gate_passed(self) -> bool:
-        """True when every condition holds for every candidate (no conditions: True)."""
-        return all(g.passed for g in self.gate)
-
-    @property
-    def gate_failures(self) -> list[GateResult]:
-        return [g for g in self.gate if not g.passed]
 
 
 # ----------------------------------------------------------------------- measures
@@ -111,15 +65,17 @@ def operational_scores(
     return out
 
 
-def measure_keys(recipe: Recipe, refs: Sequence[str]) -> list[str]:
-    """Every measure an evaluation will report (metrics scored on the references)."""
+def measure_keys(recipe: Recipe, refs: Sequence[str]) -> dict[str, Better]:
+    """Every measure an evaluation will report, with its better direction (metrics are
+    scored on the references themselves to learn their keys)."""
     ev = recipe.evaluate
-    keys = list(score_samples(ev.metrics, [[r] for r in refs], refs, allow_code=ev.allow_code))
-    keys += ["prompt_tokens", "completion_tokens", "latency_p50", "latency_p95", "tokens_per_s"]
-    if ev.price_per_1k_prompt is not None or ev.price_per_1k_completion is not None:
-        keys.append("cost")
-    if ev.generation.num_samples > 1:
-        keys.append("consistency")
+    scored = score_samples(ev.metrics, [[r] for r in refs], refs, allow_code=ev.allow_code)
+    keys: dict[str, Better] = {k: s.better for k, s in scored.items()}
+    optional = {
+        "cost": ev.price_per_1k_prompt is not None or ev.price_per_1k_completion is not None,
+        "consistency": ev.generation.num_samples > 1,
+    }
+    keys.update({k: b for k, b in OPERATIONAL.items() if optional.get(k, True)})
     return keys
 
 
@@ -175,16 +131,15 @@ def evaluate(
     eval_rows: Sequence[dict[str, Any]],
     train_rows: Sequence[dict[str, Any]],
     candidates: Sequence[Path] | Path,
-    output_dir: Path | None,
     *,
     decontamination: dict[str, Any] | None = None,
     progress: Progress | None = None,
 ) -> EvalReport:
-    """Evaluate the prompted base model against each candidate and write the reports.
+    """Evaluate every candidate against each baseline and return the report (a value:
+    ``report.write_reports`` writes it).
 
     ``decontamination`` is what the data engine says about train/eval overlap, e.g.
-    ``{"decontaminated": True, "exact": 3, "near": 1}``; the report quotes it. With
-    ``output_dir=None`` nothing is written (the caller gets the report object only).
+    ``{"decontaminated": True, "exact": 3, "near": 1}``; the report quotes it.
     """
     from ladle.models import resolve_model
 
@@ -201,26 +156,20 @@ def evaluate(
     examples = [split_row(r, f"eval row {i + 1}") for i, r in enumerate(rows)]
     refs = [e.reference for e in examples]
     check_keys(ev.gate, measure_keys(recipe, refs))
-    if output_dir is not None:
-        from ladle.evaluate.report import check_output_dir
 
-        check_output_dir(Path(output_dir))
-
-    k = max(ev.baseline.few_shot, ev.candidate.few_shot)
+    base_specs = [("baseline", ev.baseline)]
+    k = max([ev.candidate.few_shot, *(s.few_shot for _, s in base_specs)])
     train = [split_row(r, f"train row {i + 1}") for i, r in enumerate(train_rows)] if k else []
     shots = select_few_shot(train, k, recipe.seed, examples)
 
     base_dir = resolve_model(recipe.model.base)
     sources = [candidate_source(c, base_dir) for c in cands]  # all paths checked up front
-    baseline = run_contestant(
-        "baseline",
-        ModelSource(base_dir),
-        ev.baseline,
-        shots[: ev.baseline.few_shot],
-        examples,
-        recipe,
-        say,
-    )
+    baselines = [
+        run_contestant(
+            name, ModelSource(base_dir), spec, shots[: spec.few_shot], examples, recipe, say
+        )
+        for name, spec in base_specs
+    ]
     contestants = [
         run_contestant(
             name, src, ev.candidate, shots[: ev.candidate.few_shot], examples, recipe, say
@@ -229,25 +178,26 @@ def evaluate(
     ]
 
     idx = bootstrap_indices(len(examples), ev.bootstrap, recipe.seed)
-    for c in [baseline, *contestants]:
+    for c in [*baselines, *contestants]:
         c.ci = {key: value_interval(s, idx) for key, s in c.scores.items()}
-    comparisons: dict[str, dict[str, Comparison]] = {}
+    comparisons: dict[str, dict[str, dict[str, Comparison]]] = {}
     gate: list[GateResult] = []
     for c in contestants:
-        comparisons[c.name] = {
-            key: compare(baseline.scores[key], s, idx) for key, s in c.scores.items()
-        }
-        gate += check_gate(ev.gate, comparisons[c.name], c.name)
+        comparisons[c.name] = {}
+        for b in baselines:
+            cmp = {key: compare(b.scores[key], s, idx) for key, s in c.scores.items()}
+            comparisons[c.name][b.name] = cmp
+            gate += check_gate(ev.gate, cmp, c.name, b.name)
 
-    report = EvalReport(
+    return EvalReport(
         recipe=recipe.name,
         n_examples=len(examples),
         examples=examples,
-        baseline=baseline,
+        baselines=baselines,
         candidates=contestants,
         comparisons=comparisons,
         gate=gate,
-        few_shot=shots[: ev.baseline.few_shot],
+        few_shot=shots[: max(s.few_shot for _, s in base_specs)],
         settings={
             "seed": recipe.seed,
             "bootstrap": ev.bootstrap,
@@ -258,13 +208,3 @@ def evaluate(
         },
         decontamination=decontamination,
     )
-    if output_dir is not None:
-        from ladle.evaluate.report import write_reports
-
-        write_reports(report, Path(output_dir))
-    return report
-
-
-def finite(x: float) -> float | None:
-    """JSON has no NaN: undefined values are written as null."""
-    return x if math.isfinite(x) else None
