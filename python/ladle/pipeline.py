@@ -47,7 +47,7 @@ def eval_inputs(
         {"messages": json.loads(m) if isinstance(m, str) else m}
         for m in (r["messages"] for r in eval_raw)
     ]
-    train_rows = read_split(recipe, "train") if recipe.evaluate.baseline.few_shot else []
+    train_rows = read_split(recipe, "train") if recipe.evaluate.few_shot_needed else []
     return eval_rows, train_rows, decontamination_info(manifest)
 
 

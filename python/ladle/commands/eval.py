@@ -50,11 +50,19 @@ def register(sub: Any) -> None:
         "--candidate",
         "-c",
         action="append",
-        required=True,
+        default=[],
         metavar="RUN_DIR",
-        help="fine-tuned run folder, adapter folder or model folder (repeat for several)",
+        help="fine-tuned run folder, adapter folder or model folder (repeat for several); "
+        "optional when evaluate.candidate names a model or endpoint",
     )
-    p.add_argument("--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval)")
+    p.add_argument(
+        "--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval, else eval/)"
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="ask endpoints again instead of reusing cached responses",
+    )
     p.set_defaults(func=run)
 
     c = subparser(
@@ -94,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     if not recipe.evaluate.enabled:
         raise EvalError(f"{args.recipe}: evaluate.enabled is false")
     candidates = [Path(c) for c in args.candidate]
-    output = Path(args.output) if args.output else candidates[0] / "eval"
+    if args.output:
+        output = Path(args.output)
+    elif candidates:
+        output = candidates[0] / "eval"
+    else:
+        output = Path(recipe.output.dir) / f"{recipe.name}-eval"
     check_output_dir(output)  # before generating: a bad --output fails in a second
     eval_rows, train_rows, decon = load_rows(recipe)
     report = evaluate(
@@ -104,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         candidates,
         decontamination=decon,
         progress=lambda msg: print(f"ladle eval: {msg}", file=sys.stderr),
+        use_cache=False if args.no_cache else None,
     )
     write_reports(report, output)
     print((output / "report.md").read_text(encoding="utf-8"))

@@ -96,27 +96,43 @@ def _comparison(c: Comparison) -> dict[str, Any]:
     return out
 
 
+def _clean(x: Any) -> Any:
+    """JSON has no NaN or infinity: non-finite numbers become null, recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
 def to_dict(report: EvalReport) -> dict[str, Any]:
-    return {
-        "ladle_eval": SCHEMA_VERSION,
-        "recipe": report.recipe,
-        "n_examples": report.n_examples,
-        "settings": report.settings,
-        "decontamination": report.decontamination,
-        "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
-        "baseline": _contestant(report.baseline),
-        "baselines": [_contestant(b) for b in report.baselines],
-        "candidates": [_contestant(c) for c in report.candidates],
-        "comparisons": {
-            cand: {base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()}
-            for cand, per in report.comparisons.items()
-        },
-        "power": report.power,
-        "gate": [g.to_dict() for g in report.gate],
-        "gate_passed": report.gate_passed,
-        "verdict": report.verdict,
-        "exit_code": report.exit_code,
-    }
+    return _clean(
+        {
+            "ladle_eval": SCHEMA_VERSION,
+            "recipe": report.recipe,
+            "n_examples": report.n_examples,
+            "settings": report.settings,
+            "decontamination": report.decontamination,
+            "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
+            "baseline": _contestant(report.baseline),
+            "baselines": [_contestant(b) for b in report.baselines],
+            "candidates": [_contestant(c) for c in report.candidates],
+            "comparisons": {
+                cand: {
+                    base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()
+                }
+                for cand, per in report.comparisons.items()
+            },
+            "power": report.power,
+            "break_even": report.break_even,
+            "gate": [g.to_dict() for g in report.gate],
+            "gate_passed": report.gate_passed,
+            "verdict": report.verdict,
+            "exit_code": report.exit_code,
+        }
+    )
 
 
 # ----------------------------------------------------------------------- report.md
@@ -139,6 +155,76 @@ def _describe(c: Contestant) -> str:
     shots = c.prompt_spec.few_shot
     what = "endpoint" if c.kind == "endpoint" else "model"
     return f"{what} `{c.source}`, {shots}-shot prompt"
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 1000:.0f} ms"
+
+
+def _money(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"${x:.4g}"
+
+
+def operations_md(report: EvalReport) -> list[str]:
+    """Latency, throughput, cost and break-even: how each contestant would run in service."""
+    lines = [
+        "## Operations",
+        "",
+        "| contestant | latency p50 [95% CI] | latency p95 [95% CI] | timed how | "
+        "throughput | cost / 1k requests | requests |",
+        "|---|---|---|---|---|---:|---|",
+    ]
+    for c in [*report.baselines, *report.candidates]:
+        lat = {
+            k: (c.unpaired.get(k), c.ci.get(k, (None, None)))
+            for k in ("latency_p50", "latency_p95")
+        }
+        cells = [
+            f"{_ms(v)} [{_ms(lo)}, {_ms(hi)}]" if v is not None else "n/a"
+            for v, (lo, hi) in lat.values()
+        ]
+        tp = c.operations.get("throughput", {})
+        at = (
+            f"concurrency {tp['concurrency']}"
+            if "concurrency" in tp
+            else f"batch {tp.get('batch_size')}"
+        )
+        throughput = (
+            f"{tp.get('examples_per_s', math.nan):.2f} ex/s, "
+            f"{tp.get('tokens_per_s', math.nan):.1f} tok/s ({at})"
+        )
+        req = c.operations.get("requests")
+        requests = (
+            f"{req['failed']} failed of {req['total']}, {req['retried_responses']} retried, "
+            f"{req['cache_hits']} cached"
+            if req
+            else "local"
+        )
+        ttft = c.operations.get("ttft_p50_s")
+        how = c.operations.get("latency_method", "")
+        if ttft is not None:
+            how += f"; TTFT p50 {_ms(ttft)}"
+        lines.append(
+            f"| {c.name} | {cells[0]} | {cells[1]} | {how} | {throughput} | "
+            f"{_money(c.operations.get('cost_per_1k_requests'))} | {requests} |"
+        )
+    notes = [
+        f"- `{c.name}` prompt tokens: {c.operations['prompt_tokens_source']}."
+        for c in [*report.baselines, *report.candidates]
+        if "ESTIMATE" in str(c.operations.get("prompt_tokens_source", ""))
+    ]
+    for be in report.break_even:
+        head = f"- Break-even, `{be['candidate']}` vs `{be['baseline']}`: "
+        if be.get("requests") is not None:
+            notes.append(
+                head + f"training cost {_money(be['training_cost'])} ({be['train_s']:.0f} s at "
+                f"${be['training_price_per_hour']:g}/h) is paid back after "
+                f"**{be['requests']:,} requests** ({_money(be['baseline_cost_per_1k'])} vs "
+                f"{_money(be['candidate_cost_per_1k'])} per 1k)."
+            )
+        else:
+            notes.append(head + f"n/a ({be.get('note')}).")
+    return [*lines, "", *notes, *([""] if notes else [])]
 
 
 VERDICT_LINE = {
@@ -173,8 +259,11 @@ def markdown(report: EvalReport) -> str:
             lines.append("")
     lines += [
         "`*`: the 95% paired-bootstrap interval excludes 0. p: McNemar's test for binary "
-        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise.",
+        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency "
+        "quantiles come from separate per-request timings, so their interval is an unpaired "
+        "bootstrap and they get no p-value; tokens_per_s is throughput, not latency.",
         "",
+        *operations_md(report),
         "## Gate",
         "",
     ]
@@ -237,9 +326,9 @@ def _side(c: Contestant, i: int) -> dict[str, Any]:
         "scores": {
             k: _num(float(s.values[i])) for k, s in c.scores.items() if k not in OPERATIONAL
         },
-        "prompt_tokens": int(g.prompt_tokens[i]),
-        "completion_tokens": float(g.completion_tokens[i]),
-        "latency_s": float(g.latency_s[i]),
+        "prompt_tokens": _num(float(g.prompt_tokens[i])),
+        "completion_tokens": _num(float(g.completion_tokens[i])),
+        "latency_s": _num(float(g.latency_s[i])),
     }
     if len(g.outputs[i]) > 1:
         out["samples"] = g.outputs[i]

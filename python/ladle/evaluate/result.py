@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from ladle.evaluate.metrics import Better
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from ladle.evaluate.metrics import Scores
     from ladle.evaluate.prompts import Example
     from ladle.evaluate.stats import Comparison
-    from ladle.recipe.schema import PromptSpec
+    from ladle.recipe.schema import ContestantSpec
 
 OPERATIONAL: dict[str, Better] = {
     "prompt_tokens": "lower",
@@ -53,7 +55,7 @@ class Contestant:
 
     name: str
     source: str
-    prompt_spec: PromptSpec
+    prompt_spec: ContestantSpec
     prompts: list[str]
     generation: Generation
     scores: dict[str, Scores]
@@ -64,9 +66,14 @@ class Contestant:
     """95% bootstrap interval of each measure's own value (the chart's error bars)."""
     operations: dict[str, Any] = field(default_factory=dict)
     """Latency pass, throughput, cost per 1,000 requests, failures, cache hits."""
+    latency: np.ndarray = field(default_factory=lambda: np.array([]))
+    """Per-request latencies in seconds (batch size 1 locally; fresh requests of an
+    endpoint): the sample behind latency_p50/p95."""
+    unpaired: dict[str, float] = field(default_factory=dict)
+    """Values of the :data:`UNPAIRED` measures (latency quantiles, throughput)."""
 
     def values(self) -> dict[str, float]:
-        return {k: s.value() for k, s in self.scores.items()}
+        return {**{k: s.value() for k, s in self.scores.items()}, **self.unpaired}
 
 
 @dataclass
@@ -85,6 +92,9 @@ class EvalReport:
     settings: dict[str, Any]
     decontamination: dict[str, Any] | None = None
     power: list[dict[str, Any]] = field(default_factory=list)
+    break_even: list[dict[str, Any]] = field(default_factory=list)
+    """Per candidate and baseline: cost per 1,000 requests of each, training cost, and the
+    request volume after which the candidate has paid back its training."""
     output_dir: Path | None = None
     files: list[str] = field(default_factory=list)
 

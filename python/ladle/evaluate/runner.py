@@ -1,68 +1,39 @@
-"""The before/after evaluation: baseline and candidates on the same eval set.
+"""The before/after evaluation: baselines and candidates on the same eval set.
 
 Order of work, chosen so that mistakes fail in seconds rather than after generation:
 split the rows, check the gate's measure names against the metrics (scored once on the
-references themselves), draw the few-shot examples, and only then load models and
-generate. One model is held in memory at a time.
+references themselves), resolve every contestant's model or endpoint, draw the few-shot
+examples, and only then load models and generate. One model is held in memory at a time.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ladle.errors import EvalError
+from ladle.evaluate import contestants as cs
 from ladle.evaluate.gate import GateResult, check_gate, check_keys
-from ladle.evaluate.generate import (
-    Generation,
-    ModelSource,
-    candidate_source,
-    generate,
-    load_model,
-    prompt_renderer,
-)
-from ladle.evaluate.metrics import Better, Scores, consistency, score_samples
-from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
+from ladle.evaluate.generate import ModelSource, candidate_source
+from ladle.evaluate.metrics import Better, score_samples
+from ladle.evaluate.prompts import select_few_shot, split_row
 from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
-from ladle.evaluate.stats import Comparison, bootstrap_indices, compare, value_interval
-from ladle.recipe.schema import PromptSpec, Recipe
+from ladle.evaluate.stats import (
+    Comparison,
+    bootstrap_indices,
+    compare,
+    point_comparison,
+    quantile_interval,
+    unpaired_quantile,
+    value_interval,
+)
+from ladle.recipe.schema import Recipe
 
 Progress = Callable[[str], None]
 
-
-# ----------------------------------------------------------------------- measures
-
-
-def _percentile(values: np.ndarray, q: float) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda idx: np.percentile(values[idx], q, axis=1)
-
-
-def operational_scores(
-    gen: Generation, price_prompt: float | None, price_completion: float | None
-) -> dict[str, Scores]:
-    """Cost and latency as measures, so they get intervals and gate conditions too."""
-    pt, ct, lat = gen.prompt_tokens, gen.completion_tokens, gen.latency_s
-    out = {
-        "prompt_tokens": Scores("prompt_tokens", pt, better="lower"),
-        "completion_tokens": Scores("completion_tokens", ct, better="lower"),
-        "latency_p50": Scores("latency_p50", lat, better="lower", aggregate=_percentile(lat, 50)),
-        "latency_p95": Scores("latency_p95", lat, better="lower", aggregate=_percentile(lat, 95)),
-        "tokens_per_s": Scores(
-            "tokens_per_s",
-            np.divide(ct, lat, out=np.zeros_like(ct), where=lat > 0),
-            aggregate=lambda idx: ct[idx].sum(axis=1) / np.maximum(lat[idx].sum(axis=1), 1e-12),
-        ),
-    }
-    if price_prompt is not None or price_completion is not None:
-        cost = pt / 1000 * (price_prompt or 0.0) + ct / 1000 * (price_completion or 0.0)
-        out["cost"] = Scores("cost", cost, better="lower")
-    if any(len(o) > 1 for o in gen.outputs):
-        out["consistency"] = Scores("consistency", consistency(gen.outputs))
-    return out
+QUANTILES = {"latency_p50": 50.0, "latency_p95": 95.0}
 
 
 def measure_keys(recipe: Recipe, refs: Sequence[str]) -> dict[str, Better]:
@@ -72,84 +43,128 @@ def measure_keys(recipe: Recipe, refs: Sequence[str]) -> dict[str, Better]:
     scored = score_samples(ev.metrics, [[r] for r in refs], refs, allow_code=ev.allow_code)
     keys: dict[str, Better] = {k: s.better for k, s in scored.items()}
     optional = {
-        "cost": ev.price_per_1k_prompt is not None or ev.price_per_1k_completion is not None,
+        "cost": cs.any_price(recipe),
         "consistency": ev.generation.num_samples > 1,
+        "latency_p50": ev.latency_sample > 0 or _has_endpoint(recipe),
+        "latency_p95": ev.latency_sample > 0 or _has_endpoint(recipe),
     }
     keys.update({k: b for k, b in OPERATIONAL.items() if optional.get(k, True)})
     return keys
 
 
-# ----------------------------------------------------------------------- evaluate
+def _has_endpoint(recipe: Recipe) -> bool:
+    ev = recipe.evaluate
+    return any(s.endpoint is not None for _, s in [*ev.named_baselines(), ("c", ev.candidate)])
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
+def _unique_names(paths: Sequence[Path], taken: Sequence[str]) -> list[str]:
     names: list[str] = []
     for p in paths:
         base = p.resolve().name or "candidate"
         name, k = base, 2
-        while name in names or name == "baseline":
+        while name in names or name in taken:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
 
 
-def run_contestant(
-    name: str,
-    source: ModelSource,
-    spec: PromptSpec,
-    shots: Sequence[Example],
-    examples: Sequence[Example],
-    recipe: Recipe,
-    progress: Progress,
-) -> Contestant:
-    ev = recipe.evaluate
-    from ladle.evaluate.generate import pick_device
+def _timing(c: Contestant, resamples: int, seed: int) -> None:
+    """Latency quantiles (with intervals of the quantiles) and throughput as values."""
+    for key, q in QUANTILES.items():
+        if c.latency.size:
+            v, lo, hi = quantile_interval(c.latency, q, resamples, seed)
+            c.unpaired[key], c.ci[key] = v, (lo, hi)
+    c.operations["latency_s"] = {
+        key: {"value": c.unpaired.get(key), "ci95": list(c.ci.get(key, (None, None)))}
+        for key in QUANTILES
+    } | {"n": int(c.latency.size)}
+    c.unpaired["tokens_per_s"] = c.operations["throughput"]["tokens_per_s"]
+    cost = c.scores.get("cost")
+    per_request = cost.value() if cost is not None else math.nan
+    c.operations["cost_per_1k_requests"] = None if math.isnan(per_request) else 1000 * per_request
 
-    t0 = time.perf_counter()
-    model, tok = load_model(source, dtype=recipe.model.dtype, device=pick_device())
-    load_s = time.perf_counter() - t0
-    render = prompt_renderer(source.tokenizer_dir, recipe.data.template)
-    prompts = [render(build_prompt(e, spec, shots)) for e in examples]
-    progress(
-        f"{name}: generating {len(prompts)} answers ({source.adapter_dir or source.model_dir})"
+
+def _unpaired(b: Contestant, c: Contestant, resamples: int, seed: int) -> dict[str, Comparison]:
+    out: dict[str, Comparison] = {}
+    if b.latency.size and c.latency.size:
+        for key, q in QUANTILES.items():
+            out[key] = unpaired_quantile(
+                key, b.latency, c.latency, q, OPERATIONAL[key], resamples, seed
+            )
+    out["tokens_per_s"] = point_comparison(
+        "tokens_per_s", b.unpaired["tokens_per_s"], c.unpaired["tokens_per_s"], "higher"
     )
-    gen = generate(
-        model, tok, prompts, ev.generation, seed=recipe.seed, precision=ev.generation.precision
-    )
-    del model
-    refs = [e.reference for e in examples]
-    scores = score_samples(ev.metrics, gen.outputs, refs, allow_code=ev.allow_code)
-    scores.update(operational_scores(gen, ev.price_per_1k_prompt, ev.price_per_1k_completion))
-    progress(f"{name}: done in {gen.total_s:.1f}s ({gen.precision})")
-    return Contestant(
-        name, str(source.adapter_dir or source.model_dir), spec, prompts, gen, scores, load_s
-    )
+    return out
+
+
+def break_even(
+    b: Contestant, c: Contestant, train_s: float | None, price_per_hour: float | None
+) -> dict[str, Any]:
+    """When does the candidate's cheaper serving pay back its training compute?"""
+    cb, cc = b.operations.get("cost_per_1k_requests"), c.operations.get("cost_per_1k_requests")
+    out: dict[str, Any] = {
+        "candidate": c.name,
+        "baseline": b.name,
+        "baseline_cost_per_1k": cb,
+        "candidate_cost_per_1k": cc,
+        "train_s": train_s,
+        "training_price_per_hour": price_per_hour,
+    }
+    if train_s is None or price_per_hour is None:
+        out["training_cost"] = None
+        out["requests"] = None
+        out["note"] = (
+            "training time unknown (no run manifest)"
+            if train_s is None
+            else "set evaluate.training_price_per_hour (or the candidate's price_per_hour)"
+        )
+        return out
+    training_cost = train_s / 3600 * price_per_hour
+    out["training_cost"] = training_cost
+    if cb is None or cc is None:
+        out["requests"], out["note"] = None, "a contestant has no price"
+    elif cc >= cb:
+        out["requests"], out["note"] = (
+            None,
+            "never: the candidate costs as much or more per request",
+        )
+    else:
+        out["requests"] = math.ceil(training_cost / ((cb - cc) / 1000))
+    return out
 
 
 def evaluate(
     recipe: Recipe,
     eval_rows: Sequence[dict[str, Any]],
     train_rows: Sequence[dict[str, Any]],
-    candidates: Sequence[Path] | Path,
+    candidates: Sequence[Path] | Path = (),
     *,
     decontamination: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    use_cache: bool | None = None,
 ) -> EvalReport:
     """Evaluate every candidate against each baseline and return the report (a value:
     ``report.write_reports`` writes it).
 
-    ``decontamination`` is what the data engine says about train/eval overlap, e.g.
-    ``{"decontaminated": True, "exact": 3, "near": 1}``; the report quotes it.
+    ``candidates`` are run / adapter / model folders, each asked with
+    ``evaluate.candidate``'s prompt; a ``model`` or ``endpoint`` in that section is one
+    more candidate. ``decontamination`` is what the data engine says about train/eval
+    overlap, e.g. ``{"decontaminated": True, "exact": 3, "near": 1}``; the report quotes
+    it. ``use_cache`` overrides ``evaluate.cache`` (``--no-cache``).
     """
     from ladle.models import resolve_model
 
     say: Progress = progress or (lambda _msg: None)
     ev = recipe.evaluate
+    cache = ev.cache if use_cache is None else use_cache
     cands = (
-        [Path(candidates)] if isinstance(candidates, str | Path) else [Path(c) for c in candidates]
+        [Path(candidates)] if isinstance(candidates, str | Path) else list(map(Path, candidates))
     )
-    if not cands:
-        raise EvalError("no candidate to evaluate: pass at least one run folder")
+    if not cands and ev.candidate.model is None and ev.candidate.endpoint is None:
+        raise EvalError(
+            "no candidate to evaluate: pass a run folder, or give evaluate.candidate a "
+            "`model` or `endpoint`"
+        )
     rows = list(eval_rows)[: ev.limit] if ev.limit else list(eval_rows)
     if not rows:
         raise EvalError("the eval set is empty: add a dataset with `split: eval`")
@@ -157,37 +172,51 @@ def evaluate(
     refs = [e.reference for e in examples]
     check_keys(ev.gate, measure_keys(recipe, refs))
 
-    base_specs = [("baseline", ev.baseline)]
-    k = max([ev.candidate.few_shot, *(s.few_shot for _, s in base_specs)])
+    base_dir = resolve_model(recipe.model.base)
+    base = ModelSource(base_dir)
+    base_specs = ev.named_baselines()
+    base_srcs = [cs.resolve_source(s, base, base_dir) for _, s in base_specs]
+    cand_srcs: list[tuple[str, cs.Source, Path | None]] = [
+        (n, candidate_source(p, base_dir), p)
+        for n, p in zip(_unique_names(cands, [n for n, _ in base_specs]), cands, strict=True)
+    ]
+    if ev.candidate.model is not None or ev.candidate.endpoint is not None:
+        extra = ev.candidate.name or "candidate"
+        model_path = Path(ev.candidate.model) if ev.candidate.model else None
+        cand_srcs.append((extra, cs.resolve_source(ev.candidate, base, base_dir), model_path))
+
+    k = ev.few_shot_needed
     train = [split_row(r, f"train row {i + 1}") for i, r in enumerate(train_rows)] if k else []
     shots = select_few_shot(train, k, recipe.seed, examples)
 
-    base_dir = resolve_model(recipe.model.base)
-    sources = [candidate_source(c, base_dir) for c in cands]  # all paths checked up front
-    baselines = [
-        run_contestant(
-            name, ModelSource(base_dir), spec, shots[: spec.few_shot], examples, recipe, say
+    def one(name: str, src: cs.Source, spec: Any) -> Contestant:
+        return cs.run(
+            name, src, spec, shots[: spec.few_shot], examples, recipe, say, use_cache=cache
         )
-        for name, spec in base_specs
-    ]
-    contestants = [
-        run_contestant(
-            name, src, ev.candidate, shots[: ev.candidate.few_shot], examples, recipe, say
-        )
-        for name, src in zip(_unique_names(cands), sources, strict=True)
-    ]
+
+    baselines = [one(n, src, s) for (n, s), src in zip(base_specs, base_srcs, strict=True)]
+    contestants = [one(n, src, ev.candidate) for n, src, _ in cand_srcs]
 
     idx = bootstrap_indices(len(examples), ev.bootstrap, recipe.seed)
     for c in [*baselines, *contestants]:
         c.ci = {key: value_interval(s, idx) for key, s in c.scores.items()}
+        _timing(c, ev.bootstrap, recipe.seed)
     comparisons: dict[str, dict[str, dict[str, Comparison]]] = {}
     gate: list[GateResult] = []
-    for c in contestants:
+    economics: list[dict[str, Any]] = []
+    for c, (_, _, path) in zip(contestants, cand_srcs, strict=True):
         comparisons[c.name] = {}
+        train_s = cs.read_train_seconds(path) if path is not None else None
+        price = ev.training_price_per_hour
+        if price is None:  # trained on the hardware it will be served on
+            price = c.prompt_spec.price_per_hour
         for b in baselines:
             cmp = {key: compare(b.scores[key], s, idx) for key, s in c.scores.items()}
+            cmp.update(_unpaired(b, c, ev.bootstrap, recipe.seed))
             comparisons[c.name][b.name] = cmp
             gate += check_gate(ev.gate, cmp, c.name, b.name)
+            economics.append(break_even(b, c, train_s, price))
+    gate += failed_request_conditions([*baselines, *contestants], ev.max_failed_requests)
 
     return EvalReport(
         recipe=recipe.name,
@@ -203,8 +232,35 @@ def evaluate(
             "bootstrap": ev.bootstrap,
             "base_model": recipe.model.base,
             "generation": ev.generation.model_dump(),
-            "price_per_1k_prompt": ev.price_per_1k_prompt,
-            "price_per_1k_completion": ev.price_per_1k_completion,
+            "latency_sample": ev.latency_sample,
+            "cache": cache,
         },
         decontamination=decontamination,
+        break_even=economics,
     )
+
+
+def failed_request_conditions(contestants: Sequence[Contestant], allowed: int) -> list[GateResult]:
+    """A gate line per endpoint contestant: failed requests are counted against
+    ``evaluate.max_failed_requests``, so an outage cannot pass as a model that is wrong."""
+    out = []
+    for c in contestants:
+        req = c.operations.get("requests")
+        if not req:
+            continue
+        failed = int(req["failed"])
+        ok = failed <= allowed
+        detail = f" (first: {req['errors'][0]})" if req["errors"] else ""
+        out.append(
+            GateResult(
+                candidate=c.name,
+                metric="failed_requests",
+                name=f"failed_requests: max {allowed}",
+                verdict="pass" if ok else "fail",
+                message=f"failed_requests: {failed} of {req['total']} requests failed after "
+                f"retries {'<=' if ok else '>'} max_failed_requests {allowed}{detail}",
+                condition={"metric": "failed_requests", "max": allowed},
+                baseline="-",
+            )
+        )
+    return out

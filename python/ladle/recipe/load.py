@@ -261,6 +261,12 @@ def _absolutize(recipe: Recipe, base: Path) -> None:
     ):
         recipe.model.base = str((base / ref).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)
+    ev = recipe.evaluate
+    for spec in [*(ev.baselines or [ev.baseline]), ev.candidate]:
+        if spec.model and not spec.model.startswith("builtin:"):
+            ref = spec.model
+            if ref.startswith((".", "/", "~")) or (base / ref).exists():
+                spec.model = str((base / ref).expanduser())
 
 
 def validate_files(paths: list[str | Path]) -> dict[str, RecipeError | None]:
