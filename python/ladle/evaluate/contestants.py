@@ -56,7 +56,7 @@ def resolve_source(spec: ContestantSpec, default: ModelSource, base_dir: Path) -
 
 def describe_source(src: Source) -> str:
     if isinstance(src, EndpointSpec):
-        return f"{src.model} @ {src.url}"
+        return f"{src.model or 'the served model'} @ {src.url}"
     return str(src.adapter_dir or src.model_dir)
 
 
@@ -228,7 +228,7 @@ def run_endpoint(
 
     ev = recipe.evaluate
     conversations = [build_prompt(e, spec, shots) for e in examples]
-    progress(f"{name}: asking {endpoint.model} at {endpoint.url} ({len(conversations)} requests)")
+    progress(f"{name}: asking {describe_source(endpoint)} ({len(conversations)} requests)")
     run = query(endpoint, conversations, ev.generation, seed=recipe.seed, use_cache=use_cache)
     import json
 

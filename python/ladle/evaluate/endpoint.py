@@ -141,6 +141,25 @@ def _client(endpoint: EndpointSpec, key: str, on_response: Any) -> Any:
     )
 
 
+def served_model(client: Any, endpoint: EndpointSpec) -> str:
+    """The model to ask for: the recipe's, else the one model the server lists."""
+    if endpoint.model is not None:
+        return endpoint.model
+    try:
+        names = [m.id for m in client.models.list()]
+    except Exception as e:  # the server is down or has no /models: say so in one line
+        raise EvalError(
+            f"endpoint {endpoint.url}: cannot list its models ({type(e).__name__}); "
+            "set endpoint.model"
+        ) from e
+    if len(names) != 1:
+        raise EvalError(
+            f"endpoint {endpoint.url} serves {len(names)} models ({', '.join(names[:5])}); "
+            "set endpoint.model to one of them"
+        )
+    return str(names[0])
+
+
 def _ask(client: Any, endpoint: EndpointSpec, messages: Messages, params: dict[str, Any]) -> dict:
     """One chat completion; returns output, token counts, latency and TTFT."""
     t0 = time.perf_counter()
@@ -202,6 +221,7 @@ def query(
                 retried[0] += 1
 
     client = _client(endpoint, key, on_response)
+    endpoint = endpoint.model_copy(update={"model": served_model(client, endpoint)})
     n, k = len(conversations), spec.num_samples
     jobs = [(i, j) for i in range(n) for j in range(k)]
     answers: dict[tuple[int, int], dict[str, Any]] = {}

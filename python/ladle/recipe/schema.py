@@ -370,7 +370,11 @@ class EndpointSpec(Section):
         description="Base URL of the API, e.g. `https://api.openai.com/v1` or "
         "`http://127.0.0.1:8000/v1` (the client appends /chat/completions)."
     )
-    model: str = Field(description="Model name the server expects in requests.")
+    model: str | None = Field(
+        None,
+        description="Model name the server expects in requests. None: the one model the "
+        "server lists at /models (an error if it lists several).",
+    )
     api_key_env: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
