@@ -318,3 +318,13 @@ def test_batched_generation_matches_one_by_one_and_samples(tiny_llama_dir: Path)
     )
     assert again.outputs == sampled.outputs  # seeded sampling is reproducible
     assert ((consistency(sampled.outputs) > 0) & (consistency(sampled.outputs) <= 1)).all()
+
+
+def test_cli_plan_prints_power_without_generating(workspace: Path, capsys):
+    recipe = str(workspace / "recipe.yaml")
+    gate = "evaluate.gate=[{metric: exact_match, min_gain: 0.05, significant: true}]"
+    assert _cli(["eval", recipe, "--plan", gate]) == 0
+    out = capsys.readouterr().out
+    assert "power: WARNING exact_match: with 10 eval rows" in out
+    assert "eval rows are needed to detect 0.05" in out
+    assert not (workspace / "eval").exists()

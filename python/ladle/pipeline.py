@@ -85,6 +85,13 @@ def run_recipe(
     prepared = prep(recipe)
     console.print(summary_table(prepared))
 
+    if recipe.evaluate.enabled:  # power before training: a too-small eval set shows now
+        from ladle.evaluate.runner import power_plan
+
+        eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
+        for line in power_plan(recipe, eval_rows):
+            _say(f"power: {line.text()}")
+
     run_dir = Path(output) if output else default_run_dir(recipe)
     _say(f"2/3 train -> {run_dir}")
     result = train(recipe, prepared, output_dir=run_dir, resume=resume)  # reads its shards
@@ -101,7 +108,6 @@ def run_recipe(
     from ladle.evaluate import evaluate, write_reports
 
     _say("3/3 evaluate: prompted base model vs fine-tuned model")
-    eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
     report_dir = result.run_dir / "eval"
     report = evaluate(
         recipe,

@@ -27,6 +27,8 @@ EVAL_EXAMPLE = """\
 ladle eval recipes/quickstart.yaml --candidate runs/quickstart-20260101-120000
 ladle eval recipes/quickstart.yaml --candidate runs/a --candidate runs/b --output out/eval
 ladle eval recipes/quickstart.yaml --candidate runs/a evaluate.limit=50 evaluate.bootstrap=2000
+ladle eval recipes/quickstart.yaml --plan      # power of the eval set, before any training
+ladle eval recipes/vs-endpoint.yaml -c runs/a  # against a served model (OpenAI-compatible)
 
 exit codes: 0 gate passed, 1 gate failed (the failing conditions are printed),
 2 usage or input error, 3 insufficient evidence (a `significant: true` condition whose
@@ -57,6 +59,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval, else eval/)"
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print, per gated metric, the smallest difference the eval set can detect at "
+        "80%% power (and warn when min_gain is below it), then exit without generating",
     )
     p.add_argument(
         "--no-cache",
@@ -101,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if not recipe.evaluate.enabled:
         raise EvalError(f"{args.recipe}: evaluate.enabled is false")
+    if args.plan:
+        from ladle.evaluate.runner import power_plan
+
+        eval_rows, _, _ = load_rows(recipe)
+        lines = power_plan(recipe, eval_rows)
+        for line in lines:
+            print(f"power: {line.text()}")
+        if not lines:
+            print(
+                "power: no gate condition asks for a gain, significance or non-inferiority "
+                "on a [0, 1] quality metric; nothing to plan"
+            )
+        return 0
     candidates = [Path(c) for c in args.candidate]
     if args.output:
         output = Path(args.output)

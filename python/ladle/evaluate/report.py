@@ -227,6 +227,12 @@ def operations_md(report: EvalReport) -> list[str]:
     return [*lines, "", *notes, *([""] if notes else [])]
 
 
+def power_md(report: EvalReport) -> list[str]:
+    if not report.power:
+        return []
+    return ["## Power (planned before the run)", "", *(f"- {p['text']}" for p in report.power), ""]
+
+
 VERDICT_LINE = {
     "pass": "**Gate passed.**",
     "fail": "**Gate FAILED.**",
@@ -264,6 +270,7 @@ def markdown(report: EvalReport) -> str:
         "bootstrap and they get no p-value; tokens_per_s is throughput, not latency.",
         "",
         *operations_md(report),
+        *power_md(report),
         "## Gate",
         "",
     ]

@@ -13,11 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ladle.errors import EvalError
 from ladle.evaluate import contestants as cs
 from ladle.evaluate.gate import GateResult, check_gate, check_keys
 from ladle.evaluate.generate import ModelSource, candidate_source
 from ladle.evaluate.metrics import Better, score_samples
+from ladle.evaluate.power import PowerLine, plan
 from ladle.evaluate.prompts import select_few_shot, split_row
 from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
 from ladle.evaluate.stats import (
@@ -50,6 +53,24 @@ def measure_keys(recipe: Recipe, refs: Sequence[str]) -> dict[str, Better]:
     }
     keys.update({k: b for k, b in OPERATIONAL.items() if optional.get(k, True)})
     return keys
+
+
+def power_plan(recipe: Recipe, eval_rows: Sequence[dict[str, Any]]) -> list[PowerLine]:
+    """The power lines for a recipe and its eval rows (after ``evaluate.limit``): gated
+    quality measures bounded in [0, 1] (as scored on the references themselves)."""
+    ev = recipe.evaluate
+    rows = list(eval_rows)[: ev.limit] if ev.limit else list(eval_rows)
+    refs = [split_row(r, f"eval row {i + 1}").reference for i, r in enumerate(rows)]
+    scored = score_samples(ev.metrics, [[r] for r in refs], refs, allow_code=ev.allow_code)
+    bounded = {
+        k: s.binary
+        for k, s in scored.items()
+        if s.better == "higher"
+        and bool(
+            np.all((s.values[~np.isnan(s.values)] >= 0) & (s.values[~np.isnan(s.values)] <= 1))
+        )
+    }
+    return plan(list(ev.gate), bounded, len(rows), ev.power)
 
 
 def _has_endpoint(recipe: Recipe) -> bool:
@@ -236,6 +257,7 @@ def evaluate(
             "cache": cache,
         },
         decontamination=decontamination,
+        power=[p.to_dict() for p in power_plan(recipe, rows)],
         break_even=economics,
     )
 

@@ -465,6 +465,20 @@ class GenerationSpec(Section):
     )
 
 
+class PowerSpec(Section):
+    power: float = Field(0.8, gt=0, lt=1, description="Planned power of the gate's tests.")
+    discordance: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Assumed share of rows where baseline and candidate disagree on a binary "
+        "metric (unknown before training; 0.5 is conservative).",
+    )
+    sd: float = Field(
+        0.5, gt=0, description="Assumed sd of the per-row difference of a [0, 1] mean metric."
+    )
+
+
 class EvaluateSection(Section):
     enabled: bool = Field(True, description="Run the before/after evaluation.")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N eval rows only.")
@@ -519,6 +533,10 @@ class EvaluateSection(Section):
         0,
         ge=0,
         description="Endpoint requests that may fail (after retries) before the gate fails.",
+    )
+    power: PowerSpec = Field(
+        default_factory=PowerSpec,
+        description="Assumptions of the power plan printed before training.",
     )
     cache: bool = Field(
         True,
