@@ -328,3 +328,44 @@ def test_cli_plan_prints_power_without_generating(workspace: Path, capsys):
     assert "power: WARNING exact_match: with 10 eval rows" in out
     assert "eval rows are needed to detect 0.05" in out
     assert not (workspace / "eval").exists()
+
+
+def test_regression_suite_is_gated_and_reported(workspace: Path, tmp_path: Path):
+    suite = {
+        "name": "skills",
+        "dataset": {
+            "path": str(tmp_path / "skills.jsonl"),
+            "generate": {"name": "general-skills", "rows": 6, "seed": 3},
+        },
+        "metrics": ["contains"],
+        "gate": [{"metric": "contains", "max_regression": 1.0}],
+    }
+    over = [
+        f"evaluate.suites=[{json.dumps(suite)}]",
+        "evaluate.limit=3",
+        "evaluate.latency_sample=0",
+    ]
+    recipe = load_recipe(workspace / "recipe.yaml", over)
+    report = evaluate(recipe, EVAL_ROWS, TRAIN_ROWS, [workspace / "run"])
+    assert (tmp_path / "skills.jsonl").is_file()  # generated once, then it is data
+    (sub,) = report.suites
+    assert sub.recipe == "skills" and sub.n_examples == 6
+    # each row's own prompt: no main-task system prompt or few-shot turns
+    assert "Answer with JSON." not in sub.baseline.prompts[0]
+    assert "Reply with" in sub.baseline.prompts[0]
+    assert [g.name for g in sub.gate] == ["[skills] contains: max_regression 1"]
+    assert report.verdict == "pass"
+    out = tmp_path / "report"
+    write_reports(report, out)
+    md = (out / "report.md").read_text()
+    assert "## Regression suite `skills` (6 rows" in md and "[skills] contains" in md
+    data = json.loads((out / "report.json").read_text())
+    assert data["suites"][0]["recipe"] == "skills"
+    # a suite condition that fails fails the whole verdict
+    strict = [*over[:1], "evaluate.limit=3", "evaluate.latency_sample=0"]
+    strict[0] = strict[0].replace('"max_regression": 1.0', '"min": 1.0')
+    report = evaluate(
+        load_recipe(workspace / "recipe.yaml", strict), EVAL_ROWS, TRAIN_ROWS, [workspace / "run"]
+    )
+    assert report.verdict == "fail" and report.exit_code == 1
+    assert report.gate_failures[0].name == "[skills] contains: min 1"

@@ -108,31 +108,31 @@ def _clean(x: Any) -> Any:
 
 
 def to_dict(report: EvalReport) -> dict[str, Any]:
-    return _clean(
-        {
-            "ladle_eval": SCHEMA_VERSION,
-            "recipe": report.recipe,
-            "n_examples": report.n_examples,
-            "settings": report.settings,
-            "decontamination": report.decontamination,
-            "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
-            "baseline": _contestant(report.baseline),
-            "baselines": [_contestant(b) for b in report.baselines],
-            "candidates": [_contestant(c) for c in report.candidates],
-            "comparisons": {
-                cand: {
-                    base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()
-                }
-                for cand, per in report.comparisons.items()
-            },
-            "power": report.power,
-            "break_even": report.break_even,
-            "gate": [g.to_dict() for g in report.gate],
-            "gate_passed": report.gate_passed,
-            "verdict": report.verdict,
-            "exit_code": report.exit_code,
-        }
-    )
+    return _clean(_body(report) | {"suites": [_body(s) for s in report.suites]})
+
+
+def _body(report: EvalReport) -> dict[str, Any]:
+    return {
+        "ladle_eval": SCHEMA_VERSION,
+        "recipe": report.recipe,
+        "n_examples": report.n_examples,
+        "settings": report.settings,
+        "decontamination": report.decontamination,
+        "few_shot": [{"prompt": e.prompt, "reference": e.reference} for e in report.few_shot],
+        "baseline": _contestant(report.baseline),
+        "baselines": [_contestant(b) for b in report.baselines],
+        "candidates": [_contestant(c) for c in report.candidates],
+        "comparisons": {
+            cand: {base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()}
+            for cand, per in report.comparisons.items()
+        },
+        "power": report.power,
+        "break_even": report.break_even,
+        "gate": [g.to_dict() for g in report.gate],
+        "gate_passed": report.gate_passed,
+        "verdict": report.verdict,
+        "exit_code": report.exit_code,
+    }
 
 
 # ----------------------------------------------------------------------- report.md
@@ -241,13 +241,13 @@ VERDICT_LINE = {
 }
 
 
-def markdown(report: EvalReport) -> str:
-    lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
+def _tables(report: EvalReport, level: str = "##") -> list[str]:
+    lines: list[str] = []
     for cand in report.candidates:
         for base in report.baselines:
             cmps = report.comparisons[cand.name][base.name]
             lines += [
-                f"## `{base.name}` ({_describe(base)}) vs `{cand.name}` ({_describe(cand)})",
+                f"{level} `{base.name}` ({_describe(base)}) vs `{cand.name}` ({_describe(cand)})",
                 "",
                 "| metric | baseline | candidate | diff [95% CI] | p |",
                 "|---|---:|---:|---|---:|",
@@ -263,6 +263,19 @@ def markdown(report: EvalReport) -> str:
                     f"{fmt_diff(key, c)}{mark} | {p} |"
                 )
             lines.append("")
+    return lines
+
+
+def markdown(report: EvalReport) -> str:
+    lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
+    lines += _tables(report)
+    for suite in report.suites:
+        lines += [
+            f"## Regression suite `{suite.recipe}` ({suite.n_examples} rows, each row's own "
+            "prompt)",
+            "",
+            *_tables(suite, "###"),
+        ]
     lines += [
         "`*`: the 95% paired-bootstrap interval excludes 0. p: McNemar's test for binary "
         "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency "
@@ -274,12 +287,12 @@ def markdown(report: EvalReport) -> str:
         "## Gate",
         "",
     ]
-    if not report.gate:
+    if not report.all_gate:
         lines.append("No gate conditions in the recipe.")
     else:
         icons = {"pass": "✅", "fail": "❌", "insufficient evidence": "❔"}
         lines += ["| | candidate | baseline | condition | result |", "|---|---|---|---|---|"]
-        for g in report.gate:
+        for g in report.all_gate:
             lines.append(
                 f"| {icons[g.verdict]} | {g.candidate} | {g.baseline} | {g.name} | {g.message} |"
             )
@@ -293,17 +306,18 @@ def markdown(report: EvalReport) -> str:
 
 def junit_xml(report: EvalReport) -> str:
     """One test case per gate condition and candidate, as CI systems render JUnit."""
-    failures = sum(g.verdict == "fail" for g in report.gate)
-    undecided = sum(g.verdict == "insufficient evidence" for g in report.gate)
+    gate = report.all_gate
+    failures = sum(g.verdict == "fail" for g in gate)
+    undecided = sum(g.verdict == "insufficient evidence" for g in gate)
     suite = ET.Element(
         "testsuite",
         name=f"ladle-eval.{report.recipe}",
-        tests=str(len(report.gate)),
+        tests=str(len(gate)),
         failures=str(failures),
         errors=str(undecided),
         skipped="0",
     )
-    for g in report.gate:
+    for g in gate:
         case = ET.SubElement(
             suite, "testcase", classname=f"ladle.gate.{g.candidate}.vs.{g.baseline}", name=g.name
         )
@@ -316,7 +330,7 @@ def junit_xml(report: EvalReport) -> str:
         else:
             ET.SubElement(case, "system-out").text = g.message
     root = ET.Element(
-        "testsuites", tests=str(len(report.gate)), failures=str(failures), errors=str(undecided)
+        "testsuites", tests=str(len(gate)), failures=str(failures), errors=str(undecided)
     )
     root.append(suite)
     ET.indent(root)

@@ -95,8 +95,15 @@ class EvalReport:
     break_even: list[dict[str, Any]] = field(default_factory=list)
     """Per candidate and baseline: cost per 1,000 requests of each, training cost, and the
     request volume after which the candidate has paid back its training."""
+    suites: list[EvalReport] = field(default_factory=list)
+    """Regression suites: each one a report of its own, whose gate counts in the verdict."""
     output_dir: Path | None = None
     files: list[str] = field(default_factory=list)
+
+    @property
+    def all_gate(self) -> list[GateResult]:
+        """The gate's results, then every suite's (suite gate lines name the suite)."""
+        return [*self.gate, *(g for s in self.suites for g in s.all_gate)]
 
     @property
     def baseline(self) -> Contestant:
@@ -107,7 +114,7 @@ class EvalReport:
     def verdict(self) -> Verdict:
         """``fail`` if any condition failed, else ``insufficient evidence`` if any could
         not be decided, else ``pass`` (no conditions: pass)."""
-        verdicts = {g.verdict for g in self.gate}
+        verdicts = {g.verdict for g in self.all_gate}
         if "fail" in verdicts:
             return "fail"
         if "insufficient evidence" in verdicts:
@@ -124,4 +131,4 @@ class EvalReport:
 
     @property
     def gate_failures(self) -> list[GateResult]:
-        return [g for g in self.gate if g.verdict != "pass"]
+        return [g for g in self.all_gate if g.verdict != "pass"]

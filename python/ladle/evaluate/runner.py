@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ladle.evaluate.gate import GateResult, check_gate, check_keys
 from ladle.evaluate.generate import ModelSource, candidate_source
 from ladle.evaluate.metrics import Better, score_samples
 from ladle.evaluate.power import PowerLine, plan
-from ladle.evaluate.prompts import select_few_shot, split_row
+from ladle.evaluate.prompts import Example, select_few_shot, split_row
 from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
 from ladle.evaluate.stats import (
     Comparison,
@@ -32,7 +33,7 @@ from ladle.evaluate.stats import (
     unpaired_quantile,
     value_interval,
 )
-from ladle.recipe.schema import Recipe
+from ladle.recipe.schema import ContestantSpec, Recipe, SuiteSpec
 
 Progress = Callable[[str], None]
 
@@ -154,6 +155,17 @@ def break_even(
     return out
 
 
+@dataclass(frozen=True)
+class Entrant:
+    """A contestant before it runs: its report name, weights or server, prompt, and the
+    run folder it came from (for the training time in its manifest)."""
+
+    name: str
+    src: cs.Source
+    spec: ContestantSpec
+    path: Path | None = None
+
+
 def evaluate(
     recipe: Recipe,
     eval_rows: Sequence[dict[str, Any]],
@@ -164,8 +176,8 @@ def evaluate(
     progress: Progress | None = None,
     use_cache: bool | None = None,
 ) -> EvalReport:
-    """Evaluate every candidate against each baseline and return the report (a value:
-    ``report.write_reports`` writes it).
+    """Evaluate every candidate against each baseline, on the eval set and on each
+    regression suite, and return the report (a value: ``report.write_reports`` writes it).
 
     ``candidates`` are run / adapter / model folders, each asked with
     ``evaluate.candidate``'s prompt; a ``model`` or ``endpoint`` in that section is one
@@ -190,34 +202,107 @@ def evaluate(
     if not rows:
         raise EvalError("the eval set is empty: add a dataset with `split: eval`")
     examples = [split_row(r, f"eval row {i + 1}") for i, r in enumerate(rows)]
-    refs = [e.reference for e in examples]
-    check_keys(ev.gate, measure_keys(recipe, refs))
+    check_keys(ev.gate, measure_keys(recipe, [e.reference for e in examples]))
+    suites = [(s, suite_recipe(recipe, s)) for s in ev.suites]
+    suite_rows = [read_suite(s, recipe) for s in ev.suites]
+    for (suite, sr), srows in zip(suites, suite_rows, strict=True):
+        check_keys(suite.gate, measure_keys(sr, [e.reference for e in srows]))
 
     base_dir = resolve_model(recipe.model.base)
     base = ModelSource(base_dir)
     base_specs = ev.named_baselines()
-    base_srcs = [cs.resolve_source(s, base, base_dir) for _, s in base_specs]
-    cand_srcs: list[tuple[str, cs.Source, Path | None]] = [
-        (n, candidate_source(p, base_dir), p)
-        for n, p in zip(_unique_names(cands, [n for n, _ in base_specs]), cands, strict=True)
+    bases = [Entrant(n, cs.resolve_source(s, base, base_dir), s) for n, s in base_specs]
+    names = _unique_names(cands, [n for n, _ in base_specs])
+    entrants = [
+        Entrant(n, candidate_source(p, base_dir), ev.candidate, p)
+        for n, p in zip(names, cands, strict=True)
     ]
     if ev.candidate.model is not None or ev.candidate.endpoint is not None:
-        extra = ev.candidate.name or "candidate"
-        model_path = Path(ev.candidate.model) if ev.candidate.model else None
-        cand_srcs.append((extra, cs.resolve_source(ev.candidate, base, base_dir), model_path))
+        entrants.append(
+            Entrant(
+                ev.candidate.name or "candidate",
+                cs.resolve_source(ev.candidate, base, base_dir),
+                ev.candidate,
+                Path(ev.candidate.model) if ev.candidate.model else None,
+            )
+        )
 
     k = ev.few_shot_needed
     train = [split_row(r, f"train row {i + 1}") for i, r in enumerate(train_rows)] if k else []
     shots = select_few_shot(train, k, recipe.seed, examples)
 
-    def one(name: str, src: cs.Source, spec: Any) -> Contestant:
+    report = compare_set(recipe, examples, shots, bases, entrants, say, cache)
+    report.few_shot = shots[: max(s.few_shot for _, s in base_specs)]
+    report.decontamination = decontamination
+    report.power = [p.to_dict() for p in power_plan(recipe, rows)]
+    for (suite, sr), srows in zip(suites, suite_rows, strict=True):
+        say(f"suite {suite.name}: {len(srows)} rows")
+        plain = [replace(e, spec=plain_prompt(e.spec)) for e in bases]
+        plain_c = [replace(e, spec=plain_prompt(e.spec)) for e in entrants]
+        sub = compare_set(sr, srows, [], plain, plain_c, say, cache)
+        sub.recipe = suite.name
+        sub.gate = [
+            replace(g, name=f"[{suite.name}] {g.name}", message=f"[{suite.name}] {g.message}")
+            for g in sub.gate
+        ]
+        report.suites.append(sub)
+    return report
+
+
+def plain_prompt(spec: ContestantSpec) -> ContestantSpec:
+    """A suite's rows carry their own prompt: no main-task system prompt or examples."""
+    return spec.model_copy(update={"system_prompt": None, "few_shot": 0})
+
+
+def suite_recipe(recipe: Recipe, suite: SuiteSpec) -> Recipe:
+    """The recipe as a suite sees it: the suite's metrics and gate, no latency pass."""
+    ev = recipe.evaluate.model_copy(
+        update={
+            "metrics": suite.metrics,
+            "gate": suite.gate,
+            "limit": suite.limit,
+            "latency_sample": 0,
+            "suites": [],
+        }
+    )
+    return recipe.model_copy(update={"evaluate": ev})
+
+
+def read_suite(suite: SuiteSpec, recipe: Recipe) -> list[Example]:
+    from ladle.data import load_dataset
+    from ladle.demo import ensure_generated
+
+    ensure_generated(recipe)  # a generated suite is written once, then it is data
+    rows = load_dataset(suite.dataset, 0).rows
+    rows = rows[: suite.limit] if suite.limit else rows
+    if not rows:
+        raise EvalError(f"suite {suite.name!r}: no rows in {suite.dataset.path}")
+    where = f"suite {suite.name} row"
+    return [
+        split_row({"messages": r.get("messages")}, f"{where} {i + 1}") for i, r in enumerate(rows)
+    ]
+
+
+def compare_set(
+    recipe: Recipe,
+    examples: Sequence[Example],
+    shots: Sequence[Example],
+    bases: Sequence[Entrant],
+    entrants: Sequence[Entrant],
+    say: Progress,
+    cache: bool,
+) -> EvalReport:
+    """Run every contestant on one eval set, compare each candidate with each baseline
+    and check the gate."""
+    ev = recipe.evaluate
+
+    def one(e: Entrant) -> Contestant:
         return cs.run(
-            name, src, spec, shots[: spec.few_shot], examples, recipe, say, use_cache=cache
+            e.name, e.src, e.spec, shots[: e.spec.few_shot], examples, recipe, say, use_cache=cache
         )
 
-    baselines = [one(n, src, s) for (n, s), src in zip(base_specs, base_srcs, strict=True)]
-    contestants = [one(n, src, ev.candidate) for n, src, _ in cand_srcs]
-
+    baselines = [one(e) for e in bases]
+    contestants = [one(e) for e in entrants]
     idx = bootstrap_indices(len(examples), ev.bootstrap, recipe.seed)
     for c in [*baselines, *contestants]:
         c.ci = {key: value_interval(s, idx) for key, s in c.scores.items()}
@@ -225,9 +310,9 @@ def evaluate(
     comparisons: dict[str, dict[str, dict[str, Comparison]]] = {}
     gate: list[GateResult] = []
     economics: list[dict[str, Any]] = []
-    for c, (_, _, path) in zip(contestants, cand_srcs, strict=True):
+    for c, e in zip(contestants, entrants, strict=True):
         comparisons[c.name] = {}
-        train_s = cs.read_train_seconds(path) if path is not None else None
+        train_s = cs.read_train_seconds(e.path) if e.path is not None else None
         price = ev.training_price_per_hour
         if price is None:  # trained on the hardware it will be served on
             price = c.prompt_spec.price_per_hour
@@ -238,16 +323,15 @@ def evaluate(
             gate += check_gate(ev.gate, cmp, c.name, b.name)
             economics.append(break_even(b, c, train_s, price))
     gate += failed_request_conditions([*baselines, *contestants], ev.max_failed_requests)
-
     return EvalReport(
         recipe=recipe.name,
         n_examples=len(examples),
-        examples=examples,
+        examples=list(examples),
         baselines=baselines,
         candidates=contestants,
         comparisons=comparisons,
         gate=gate,
-        few_shot=shots[: max(s.few_shot for _, s in base_specs)],
+        few_shot=[],
         settings={
             "seed": recipe.seed,
             "bootstrap": ev.bootstrap,
@@ -256,8 +340,6 @@ def evaluate(
             "latency_sample": ev.latency_sample,
             "cache": cache,
         },
-        decontamination=decontamination,
-        power=[p.to_dict() for p in power_plan(recipe, rows)],
         break_even=economics,
     )
 

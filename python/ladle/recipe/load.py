@@ -261,6 +261,9 @@ def _absolutize(recipe: Recipe, base: Path) -> None:
     ):
         recipe.model.base = str((base / ref).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)
+    for suite in recipe.evaluate.suites:
+        p = suite.dataset.path
+        suite.dataset.path = [str(base / x) for x in p] if isinstance(p, list) else str(base / p)
     ev = recipe.evaluate
     for spec in [*(ev.baselines or [ev.baseline]), ev.candidate]:
         if spec.model and not spec.model.startswith("builtin:"):

@@ -56,9 +56,11 @@ Format = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text", 
 
 
 class GenerateSpec(Section):
-    name: Literal["tickets", "tickets-preference"] = Field(
+    name: Literal["tickets", "tickets-preference", "general-skills"] = Field(
         description="Builtin generator: `tickets` (support ticket -> JSON record, messages "
-        "format) or `tickets-preference` (correct vs corrupted JSON, preference format)."
+        "format), `tickets-preference` (correct vs corrupted JSON, preference format) or "
+        "`general-skills` (arithmetic, unit conversion, output formats with exact answers: "
+        "a regression suite)."
     )
     rows: int = Field(2000, ge=1, le=10_000_000, description="Rows to generate.")
     seed: int = Field(7, ge=0, description="Generator seed (eval sets use a different one).")
@@ -479,6 +481,26 @@ class PowerSpec(Section):
     )
 
 
+class SuiteSpec(Section):
+    """An extra eval set with its own metrics and gate, typically non-inferiority
+    (`max_regression`) on skills the base model already had."""
+
+    name: Name = Field(description="Suite name in reports.")
+    dataset: DatasetSpec = Field(
+        description="The suite's rows (any format the loader reads; `generate` works too). "
+        "Each contestant answers them with the row's own prompt: no system prompt or "
+        "few-shot examples of the main task."
+    )
+    metrics: list[MetricSpec] = Field(
+        default_factory=lambda: [MetricSpec(name="exact_match")],
+        description="Metrics of this suite.",
+    )
+    gate: list[GateCondition] = Field(
+        default_factory=list, description="Conditions on this suite, checked like the main gate."
+    )
+    limit: int | None = Field(None, ge=1, description="Use the first N rows only.")
+
+
 class EvaluateSection(Section):
     enabled: bool = Field(True, description="Run the before/after evaluation.")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N eval rows only.")
@@ -533,6 +555,10 @@ class EvaluateSection(Section):
         0,
         ge=0,
         description="Endpoint requests that may fail (after retries) before the gate fails.",
+    )
+    suites: list[SuiteSpec] = Field(
+        default_factory=list,
+        description="Regression suites: extra eval sets, each with its own metrics and gate.",
     )
     power: PowerSpec = Field(
         default_factory=PowerSpec,
