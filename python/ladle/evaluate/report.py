@@ -227,6 +227,27 @@ def operations_md(report: EvalReport) -> list[str]:
     return [*lines, "", *notes, *([""] if notes else [])]
 
 
+def judge_md(report: EvalReport) -> list[str]:
+    lines = []
+    for j in report.judges:
+        if j["mode"] == "pairwise":
+            agree = j["agreement_rate"]
+            agree_s = "n/a" if agree is None or not math.isfinite(agree) else f"{agree:.2f}"
+            lines.append(
+                f"- Judge `{j['metric']}` ({j['judge']}, pairwise, both orders): "
+                f"`{j['candidate']}` win rate {j['win_rate']:.3f} vs `{j['baseline']}` "
+                f"(ties and order flips count 0.5); agreement rate {agree_s}; "
+                f"{j['unreadable']} unreadable replies."
+            )
+        else:
+            unread = ", ".join(f"{k}: {v}" for k, v in j["unreadable"].items())
+            lines.append(
+                f"- Judge `{j['metric']}` ({j['judge']}, scores 1..N scaled to 0..1); "
+                f"unreadable replies (left out): {unread}."
+            )
+    return [*lines, ""] if lines else []
+
+
 def power_md(report: EvalReport) -> list[str]:
     if not report.power:
         return []
@@ -282,6 +303,7 @@ def markdown(report: EvalReport) -> str:
         "quantiles come from separate per-request timings, so their interval is an unpaired "
         "bootstrap and they get no p-value; tokens_per_s is throughput, not latency.",
         "",
+        *judge_md(report),
         *operations_md(report),
         *power_md(report),
         "## Gate",

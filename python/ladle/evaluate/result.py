@@ -95,6 +95,8 @@ class EvalReport:
     break_even: list[dict[str, Any]] = field(default_factory=list)
     """Per candidate and baseline: cost per 1,000 requests of each, training cost, and the
     request volume after which the candidate has paid back its training."""
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    """Per judge metric: the judge model, its mode, agreement rate and unreadable replies."""
     suites: list[EvalReport] = field(default_factory=list)
     """Regression suites: each one a report of its own, whose gate counts in the verdict."""
     output_dir: Path | None = None

@@ -20,7 +20,8 @@ from ladle.errors import EvalError
 from ladle.evaluate import contestants as cs
 from ladle.evaluate.gate import GateResult, check_gate, check_keys
 from ladle.evaluate.generate import ModelSource, candidate_source
-from ladle.evaluate.metrics import Better, score_samples
+from ladle.evaluate.judge import judge_keys, make_judge, pairwise_values, score_values
+from ladle.evaluate.metrics import Better, Scores, score_samples
 from ladle.evaluate.power import PowerLine, plan
 from ladle.evaluate.prompts import Example, select_few_shot, split_row
 from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
@@ -46,6 +47,7 @@ def measure_keys(recipe: Recipe, refs: Sequence[str]) -> dict[str, Better]:
     ev = recipe.evaluate
     scored = score_samples(ev.metrics, [[r] for r in refs], refs, allow_code=ev.allow_code)
     keys: dict[str, Better] = {k: s.better for k, s in scored.items()}
+    keys.update({m.key: "higher" for m in judge_keys(ev.metrics)})
     optional = {
         "cost": cs.any_price(recipe),
         "consistency": ev.generation.num_samples > 1,
@@ -303,6 +305,24 @@ def compare_set(
 
     baselines = [one(e) for e in bases]
     contestants = [one(e) for e in entrants]
+    judges = {
+        m.key: make_judge(
+            m.judge, recipe.model.base, seed=recipe.seed, use_cache=cache, dtype=recipe.model.dtype
+        )
+        for m in judge_keys(ev.metrics)
+        if m.judge is not None
+    }
+    judge_info: list[dict[str, Any]] = []
+    for key, j in judges.items():
+        if j.spec.mode != "score":
+            continue
+        say(f"judge {key}: {j.name} grades {len(examples)} answers per contestant")
+        unread = {}
+        for c in [*baselines, *contestants]:
+            values = score_values(j, examples, c.generation.outputs)
+            unread[c.name] = int(np.isnan(values).sum())
+            c.scores[key] = Scores(key, values)
+        judge_info.append({"metric": key, "judge": j.name, "mode": "score", "unreadable": unread})
     idx = bootstrap_indices(len(examples), ev.bootstrap, recipe.seed)
     for c in [*baselines, *contestants]:
         c.ci = {key: value_interval(s, idx) for key, s in c.scores.items()}
@@ -319,6 +339,27 @@ def compare_set(
         for b in baselines:
             cmp = {key: compare(b.scores[key], s, idx) for key, s in c.scores.items()}
             cmp.update(_unpaired(b, c, ev.bootstrap, recipe.seed))
+            for key, j in judges.items():
+                if j.spec.mode != "pairwise":
+                    continue
+                say(f"judge {key}: {j.name} compares {c.name} with {b.name}, both orders")
+                vals, agree, unread_n = pairwise_values(
+                    j, examples, b.generation.outputs, c.generation.outputs
+                )
+                tie = Scores(key, np.full(len(vals), 0.5))  # the baseline's side of a tie
+                cmp[key] = compare(tie, Scores(key, vals), idx)
+                judge_info.append(
+                    {
+                        "metric": key,
+                        "judge": j.name,
+                        "mode": "pairwise",
+                        "candidate": c.name,
+                        "baseline": b.name,
+                        "win_rate": float(np.mean(vals)),
+                        "agreement_rate": agree,
+                        "unreadable": unread_n,
+                    }
+                )
             comparisons[c.name][b.name] = cmp
             gate += check_gate(ev.gate, cmp, c.name, b.name)
             economics.append(break_even(b, c, train_s, price))
@@ -341,6 +382,7 @@ def compare_set(
             "cache": cache,
         },
         break_even=economics,
+        judges=judge_info,
     )
 
 

@@ -269,6 +269,7 @@ MetricName = Literal[
     "rouge_l",
     "length",
     "custom",
+    "judge",
 ]
 
 
@@ -291,6 +292,9 @@ class MetricSpec(Section):
     function: str | None = Field(
         None, description="custom: `module:function(prediction, reference) -> float`."
     )
+    judge: JudgeSpec | None = Field(
+        None, description="judge: the model or endpoint that judges, its rubric and mode."
+    )
     label: str | None = Field(None, description="Name shown in reports (default: name).")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -301,7 +305,12 @@ class MetricSpec(Section):
 
     @model_validator(mode="after")
     def _params(self) -> MetricSpec:
-        needs = {"regex": "pattern", "json_schema": "schema_", "custom": "function"}
+        needs = {
+            "regex": "pattern",
+            "json_schema": "schema_",
+            "custom": "function",
+            "judge": "judge",
+        }
         attr = needs.get(self.name)
         if attr and getattr(self, attr) is None:
             raise ValueError(f"metric {self.name!r} needs `{attr.rstrip('_')}`")
@@ -481,6 +490,39 @@ class PowerSpec(Section):
     )
 
 
+DEFAULT_RUBRIC = (
+    "You grade an answer against a reference answer. 1: wrong or off-topic; 3: partly right; "
+    "5: as correct and complete as the reference."
+)
+
+
+class JudgeSpec(Section):
+    """A model that grades free-text answers (an LLM judge)."""
+
+    model: str | None = Field(
+        None,
+        description="Judge model in the forms of model.base (default: the recipe's base model).",
+    )
+    endpoint: EndpointSpec | None = Field(
+        None, description="A judge behind an OpenAI-compatible server instead."
+    )
+    rubric: str = Field(DEFAULT_RUBRIC, description="Grading instructions given to the judge.")
+    mode: Literal["score", "pairwise"] = Field(
+        "score",
+        description="`score`: each output graded 1..scale against the reference (scaled to "
+        "0..1). `pairwise`: baseline vs candidate output, asked twice with the order swapped; "
+        "verdicts that disagree count as ties; the value is the candidate's win rate.",
+    )
+    scale: int = Field(5, ge=2, le=10, description="Top of the score scale (score mode).")
+    max_new_tokens: int = Field(8, ge=1, le=256, description="Judge's reply budget.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JudgeSpec:
+        if self.model is not None and self.endpoint is not None:
+            raise ValueError("a judge is a `model` or an `endpoint`, not both")
+        return self
+
+
 class SuiteSpec(Section):
     """An extra eval set with its own metrics and gate, typically non-inferiority
     (`max_regression`) on skills the base model already had."""
@@ -658,3 +700,6 @@ class Recipe(Section):
 
     def has_eval_split(self) -> bool:
         return any(d.split == "eval" for d in self.data.datasets) or bool(self.data.eval_fraction)
+
+
+MetricSpec.model_rebuild()  # JudgeSpec is defined after MetricSpec
