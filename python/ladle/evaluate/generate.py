@@ -21,7 +21,6 @@ Performance notes (why the code looks like this):
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,16 +163,6 @@ def load_model(source: ModelSource, *, dtype: str = "auto", device: str = "cpu")
     return model, tok
 
 
-def read_base_of_adapter(adapter_dir: Path) -> str | None:
-    """The base model an adapter was trained on, as peft recorded it."""
-    try:
-        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    base = cfg.get("base_model_name_or_path")
-    return str(base) if base else None
-
-
 # ----------------------------------------------------------------------- generation
 
 
@@ -187,7 +176,8 @@ class Generation:
     completion_tokens: np.ndarray
     """Mean over samples, counting the stop token (it is generated and billed)."""
     latency_s: np.ndarray
-    """Per example: its batch's wall time split evenly over the batch (amortised)."""
+    """Per example: its batch's wall time split evenly over the batch. A share of a batch,
+    not a request's latency: with batch size 1 (the latency pass) it is one."""
     total_s: float
     precision: str
 

@@ -371,8 +371,9 @@ def _side(c: Contestant, i: int) -> dict[str, Any]:
         },
         "prompt_tokens": _num(float(g.prompt_tokens[i])),
         "completion_tokens": _num(float(g.completion_tokens[i])),
-        "latency_s": _num(float(g.latency_s[i])),
     }
+    if c.kind == "endpoint":  # a real per-request time; a local batch's share is not one
+        out["latency_s"] = _num(float(g.latency_s[i]))
     if len(g.outputs[i]) > 1:
         out["samples"] = g.outputs[i]
     return out
