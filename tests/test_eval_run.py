@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ladle.errors import EvalError
-from ladle.evaluate import evaluate
+from ladle.evaluate import check_output_dir, evaluate, write_reports
 from ladle.evaluate.generate import candidate_source, stop_token_ids
 from ladle.evaluate.prompts import Example, build_prompt, select_few_shot, split_row
 from ladle.recipe import load_recipe
@@ -141,9 +141,10 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
         EVAL_ROWS,
         TRAIN_ROWS,
         [workspace / "run", tiny_llama_dir],
-        out,
         decontamination={"decontaminated": True, "exact": 2, "near": 1},
     )
+    assert not out.exists()  # evaluate() returns a value; the caller writes it
+    write_reports(report, out)
     assert report.gate_passed
     assert [c.name for c in report.candidates] == ["run", tiny_llama_dir.name]
     # An untrained LoRA (B = 0) merged into the base is the base: same answers.
@@ -158,7 +159,7 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
     assert files == {"report.json", "report.md", "junit.xml", "examples.jsonl", "chart.png"}
     data = json.loads((out / "report.json").read_text())
     assert data["gate_passed"] is True and data["n_examples"] == 10
-    run_cmp = data["comparisons"]["run"]
+    run_cmp = data["comparisons"]["run"]["baseline"]
     assert {"exact_match", "json_field_accuracy.label", "macro_f1", "cost", "latency_p95"} <= set(
         run_cmp
     )
@@ -219,7 +220,7 @@ def test_cli_gate_passes_then_fails(workspace: Path, capsys):
     )
     assert code == 1
     err = capsys.readouterr().err
-    assert "gate FAILED [run] exact_match: value 0 < min 0.5" in err
+    assert "gate FAILED [run vs baseline] exact_match: value 0 < min 0.5" in err
     root = ET.parse(workspace / "failed" / "junit.xml").getroot()
     failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
     assert [c.get("name") for c in failed] == ["exact_match: min 0.5"]
@@ -246,9 +247,19 @@ def test_report_folder_never_replaces_a_foreign_folder(workspace: Path):
     foreign = workspace / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    recipe = load_recipe(workspace / "recipe.yaml", ["evaluate.limit=2"])
     with pytest.raises(EvalError, match="not an eval report folder"):
-        evaluate(recipe, EVAL_ROWS, TRAIN_ROWS, workspace / "run", foreign)
+        check_output_dir(foreign)
+    with pytest.raises(EvalError, match="not an eval report folder"):
+        _cli(
+            [
+                "eval",
+                str(workspace / "recipe.yaml"),
+                "-c",
+                str(workspace / "run"),
+                "-o",
+                str(foreign),
+            ]
+        )
     assert (foreign / "keep.txt").read_text() == "mine"
 
 
@@ -307,3 +318,54 @@ def test_batched_generation_matches_one_by_one_and_samples(tiny_llama_dir: Path)
     )
     assert again.outputs == sampled.outputs  # seeded sampling is reproducible
     assert ((consistency(sampled.outputs) > 0) & (consistency(sampled.outputs) <= 1)).all()
+
+
+def test_cli_plan_prints_power_without_generating(workspace: Path, capsys):
+    recipe = str(workspace / "recipe.yaml")
+    gate = "evaluate.gate=[{metric: exact_match, min_gain: 0.05, significant: true}]"
+    assert _cli(["eval", recipe, "--plan", gate]) == 0
+    out = capsys.readouterr().out
+    assert "power: WARNING exact_match: with 10 eval rows" in out
+    assert "eval rows are needed to detect 0.05" in out
+    assert not (workspace / "eval").exists()
+
+
+def test_regression_suite_is_gated_and_reported(workspace: Path, tmp_path: Path):
+    suite = {
+        "name": "skills",
+        "dataset": {
+            "path": str(tmp_path / "skills.jsonl"),
+            "generate": {"name": "general-skills", "rows": 6, "seed": 3},
+        },
+        "metrics": ["contains"],
+        "gate": [{"metric": "contains", "max_regression": 1.0}],
+    }
+    over = [
+        f"evaluate.suites=[{json.dumps(suite)}]",
+        "evaluate.limit=3",
+        "evaluate.latency_sample=0",
+    ]
+    recipe = load_recipe(workspace / "recipe.yaml", over)
+    report = evaluate(recipe, EVAL_ROWS, TRAIN_ROWS, [workspace / "run"])
+    assert (tmp_path / "skills.jsonl").is_file()  # generated once, then it is data
+    (sub,) = report.suites
+    assert sub.recipe == "skills" and sub.n_examples == 6
+    # each row's own prompt: no main-task system prompt or few-shot turns
+    assert "Answer with JSON." not in sub.baseline.prompts[0]
+    assert "Reply with" in sub.baseline.prompts[0]
+    assert [g.name for g in sub.gate] == ["[skills] contains: max_regression 1"]
+    assert report.verdict == "pass"
+    out = tmp_path / "report"
+    write_reports(report, out)
+    md = (out / "report.md").read_text()
+    assert "## Regression suite `skills` (6 rows" in md and "[skills] contains" in md
+    data = json.loads((out / "report.json").read_text())
+    assert data["suites"][0]["recipe"] == "skills"
+    # a suite condition that fails fails the whole verdict
+    strict = [*over[:1], "evaluate.limit=3", "evaluate.latency_sample=0"]
+    strict[0] = strict[0].replace('"max_regression": 1.0', '"min": 1.0')
+    report = evaluate(
+        load_recipe(workspace / "recipe.yaml", strict), EVAL_ROWS, TRAIN_ROWS, [workspace / "run"]
+    )
+    assert report.verdict == "fail" and report.exit_code == 1
+    assert report.gate_failures[0].name == "[skills] contains: min 1"

@@ -25,6 +25,7 @@ class RunOutcome:
     gate_passed: bool | None  # None: evaluation disabled
     report_dir: Path | None
     seconds: float
+    exit_code: int = 0  # the eval verdict's: 0 pass, 1 fail, 3 insufficient evidence
 
 
 def eval_inputs(
@@ -50,7 +51,7 @@ def eval_inputs(
         eval_rows.append(row)
     decon = decontamination_info(manifest)
     train_rows: list[dict[str, Any]] = []
-    if max(recipe.evaluate.baseline.few_shot, recipe.evaluate.candidate.few_shot):
+    if recipe.evaluate.few_shot_needed:
         train_rows, pool = few_shot_pool(recipe, eval_rows)
         decon = {**(decon or {}), "few_shot_pool": pool}
     return eval_rows, train_rows, decon
@@ -101,6 +102,13 @@ def run_recipe(
             "data.eval_fraction unset, or every eval row was dropped: see the prep "
             "manifest); add eval rows or set evaluate.enabled: false"
         )
+    if recipe.evaluate.enabled:  # power before training: a too-small eval set shows now
+        from ladle.evaluate.runner import power_plan
+
+        eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
+        for line in power_plan(recipe, eval_rows):
+            ui.stage(f"power: {line.text()}")
+
     run_dir = Path(output) if output else default_run_dir(recipe)
     ui.stage(f"2/3 train -> {run_dir}")
     result = train(recipe, prepared, output_dir=run_dir, resume=resume)  # reads its shards
@@ -114,20 +122,19 @@ def run_recipe(
         ui.stage("evaluate.enabled is false: no before/after comparison, no gate")
         return RunOutcome(result.run_dir, None, None, time.perf_counter() - t0)
 
-    from ladle.evaluate import evaluate
+    from ladle.evaluate import evaluate, write_reports
 
     ui.stage("3/3 evaluate: prompted base model vs fine-tuned model")
-    eval_rows, train_rows, decon = eval_inputs(recipe, prepared)
     report_dir = result.run_dir / "eval"
     report = evaluate(
         recipe,
         eval_rows,
         train_rows,
         [result.run_dir],
-        report_dir,
         decontamination=decon,
         progress=ui.stage,
     )
+    write_reports(report, report_dir)
     ui.eval_report((report_dir / "report.md").read_text(encoding="utf-8"))
     seconds = time.perf_counter() - t0
     ui.stage(f"reports in {report_dir}/ ({seconds / 60:.1f} min in all)")
@@ -135,5 +142,9 @@ def run_recipe(
         ui.stage("gate PASSED")
     else:
         for g in report.gate_failures:
-            ui.stage(f"gate FAILED: {g.message}")
-    return RunOutcome(result.run_dir, report.gate_passed, report_dir, seconds)
+            ui.stage(f"gate {'FAILED' if g.verdict == 'fail' else 'UNDECIDED'}: {g.message}")
+        if report.verdict == "insufficient evidence":
+            ui.stage("gate: insufficient evidence (exit 3); evaluate more rows")
+    return RunOutcome(
+        result.run_dir, report.gate_passed, report_dir, seconds, exit_code=report.exit_code
+    )

@@ -27,9 +27,12 @@ EVAL_EXAMPLE = """\
 ladle eval recipes/quickstart.yaml --candidate runs/quickstart-20260101-120000
 ladle eval recipes/quickstart.yaml --candidate runs/a --candidate runs/b --output out/eval
 ladle eval recipes/quickstart.yaml --candidate runs/a evaluate.limit=50 evaluate.bootstrap=2000
+ladle eval recipes/quickstart.yaml --plan      # power of the eval set, before any training
+ladle eval recipes/vs-endpoint.yaml -c runs/a  # against a served model (OpenAI-compatible)
 
 exit codes: 0 gate passed, 1 gate failed (the failing conditions are printed),
-2 usage or input error"""
+2 usage or input error, 3 insufficient evidence (a `significant: true` condition whose
+interval straddles its threshold: evaluate more rows)"""
 
 COMPARE_EXAMPLE = """\
 ladle compare runs/old/eval/report.json runs/new/eval/report.json
@@ -49,11 +52,25 @@ def register(sub: Any) -> None:
         "--candidate",
         "-c",
         action="append",
-        required=True,
+        default=[],
         metavar="RUN_DIR",
-        help="fine-tuned run folder, adapter folder or model folder (repeat for several)",
+        help="fine-tuned run folder, adapter folder or model folder (repeat for several); "
+        "optional when evaluate.candidate names a model or endpoint",
     )
-    p.add_argument("--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval)")
+    p.add_argument(
+        "--output", "-o", metavar="DIR", help="report folder (default RUN_DIR/eval, else eval/)"
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print, per gated metric, the smallest difference the eval set can detect at "
+        "80%% power (and warn when min_gain is below it), then exit without generating",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="ask endpoints again instead of reusing cached responses",
+    )
     p.set_defaults(func=run)
 
     c = subparser(
@@ -86,31 +103,55 @@ def load_rows(
 
 def run(args: argparse.Namespace) -> int:
     from ladle.errors import EvalError
-    from ladle.evaluate import evaluate
+    from ladle.evaluate import check_output_dir, evaluate, write_reports
     from ladle.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if not recipe.evaluate.enabled:
         raise EvalError(f"{args.recipe}: evaluate.enabled is false")
+    if args.plan:
+        from ladle.evaluate.runner import power_plan
+
+        eval_rows, _, _ = load_rows(recipe)
+        lines = power_plan(recipe, eval_rows)
+        for line in lines:
+            print(f"power: {line.text()}")
+        if not lines:
+            print(
+                "power: no gate condition asks for a gain, significance or non-inferiority "
+                "on a [0, 1] quality metric; nothing to plan"
+            )
+        return 0
     candidates = [Path(c) for c in args.candidate]
-    output = Path(args.output) if args.output else candidates[0] / "eval"
+    if args.output:
+        output = Path(args.output)
+    elif candidates:
+        output = candidates[0] / "eval"
+    else:
+        output = Path(recipe.output.dir) / f"{recipe.name}-eval"
+    check_output_dir(output)  # before generating: a bad --output fails in a second
     eval_rows, train_rows, decon = load_rows(recipe)
     report = evaluate(
         recipe,
         eval_rows,
         train_rows,
         candidates,
-        output,
         decontamination=decon,
         progress=lambda msg: print(f"ladle eval: {msg}", file=sys.stderr),
+        use_cache=False if args.no_cache else None,
     )
+    write_reports(report, output)
     print((output / "report.md").read_text(encoding="utf-8"))
     print(f"reports written to {output}/ ({', '.join(report.files)})")
-    if not report.gate_passed:
-        for g in report.gate_failures:
-            print(f"gate FAILED [{g.candidate}] {g.message}", file=sys.stderr)
-        return 1
-    return 0
+    for g in report.gate_failures:
+        label = "FAILED" if g.verdict == "fail" else "UNDECIDED"
+        print(f"gate {label} [{g.candidate} vs {g.baseline}] {g.message}", file=sys.stderr)
+    if report.verdict == "insufficient evidence":
+        print(
+            f"gate: insufficient evidence (exit {report.exit_code}); evaluate more rows",
+            file=sys.stderr,
+        )
+    return report.exit_code
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
         description="Run every stage of a recipe in order: generate builtin data if needed, "
         "dedup and decontaminate, prep and pack (cached), pre-quantize (qlora), train, then "
         "evaluate the fine-tuned model against the prompted base model and apply the gate. "
-        "Exit code 1 when the gate fails.",
+        "Exit code 1 when the gate fails, 3 when a `significant` condition cannot be "
+        "decided (insufficient evidence), 2 on usage or input errors.",
         example="ladle run recipes/quickstart.yaml\n"
         "ladle run recipes/quickstart.yaml train.max_steps=0   # no training: the gate fails\n"
         "ladle run recipes/quickstart.yaml --output runs/try1 train.lr=5e-4",
@@ -38,4 +39,4 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         reporter=ConsoleReporter("ladle run"),
     )
-    return 0 if result.gate_passed in (True, None) else 1
+    return result.exit_code

@@ -104,9 +104,9 @@ def _prepared(recipe: Any, d: Any) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ladle.device import pick_device
     from ladle.recipe import load_recipe
     from ladle.train import default_run_dir, distributed, train
-    from ladle.train.model import pick_device
 
     recipe = load_recipe(args.recipe, args.overrides)
     output = args.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ladle.recipe.schema import Recipe
@@ -13,18 +14,21 @@ def ensure_generated(recipe: Recipe) -> list[Path]:
     Generation happens once: afterwards the file is ordinary data, fingerprinted by its
     bytes like any other, so editing it by hand invalidates the prep cache as expected.
     """
-    from ladle.demo import tickets
+    from ladle.demo import skills, tickets
 
     written = []
-    for ds in recipe.data.datasets:
+    suites = [s.dataset for s in recipe.evaluate.suites]
+    for ds in [*recipe.data.datasets, *suites]:
         gen = ds.generate
         if gen is None or not isinstance(ds.path, str) or Path(ds.path).exists():
             continue
-        rows = (
-            tickets.generate(gen.rows, gen.seed)
-            if gen.name == "tickets"
-            else tickets.generate_preference(gen.rows, gen.seed)
-        )
+        rows: Iterable[dict[str, object]]
+        if gen.name == "general-skills":
+            rows = skills.generate(gen.rows, gen.seed)
+        elif gen.name == "tickets":
+            rows = tickets.generate(gen.rows, gen.seed)
+        else:
+            rows = tickets.generate_preference(gen.rows, gen.seed)
         tickets.write_jsonl(Path(ds.path), rows)
         written.append(Path(ds.path))
     return written

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from ladle.evaluate.runner import EvalReport
+from ladle.evaluate.result import OPERATIONAL, EvalReport
 
 
 def chart_keys(report: EvalReport) -> list[str]:
-    from ladle.evaluate.report import OPERATIONAL
-
     return [
         k for k, s in report.baseline.scores.items() if k not in OPERATIONAL and s.better != "none"
     ]
@@ -31,7 +27,7 @@ def bar_chart(report: EvalReport, path: Path) -> None:
     import numpy as np
 
     keys = chart_keys(report)
-    contestants = [report.baseline, *report.candidates]
+    contestants = [*report.baselines, *report.candidates]
     width = 0.8 / len(contestants)
     x = np.arange(len(keys))
     top = 0.0

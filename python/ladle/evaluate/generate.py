@@ -166,18 +166,20 @@ def load_model(
     source: ModelSource,
     *,
     dtype: str = "auto",
-    device: str = "cpu",
+    device: torch.device | str = "cpu",
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode; an adapter is merged into its base."""
     import torch
+
+    device = torch.device(device)
     from transformers.utils import logging as hf_logging
 
     from ladle.models import load_causal_lm, load_tokenizer
 
     hf_logging.disable_progress_bar()
     torch_dtype = {
-        "auto": torch.float32 if device == "cpu" else "auto",
+        "auto": torch.float32 if device.type == "cpu" else "auto",
         "float32": torch.float32,
         "bfloat16": torch.bfloat16,
         "float16": torch.float16,
@@ -191,7 +193,7 @@ def load_model(
         # The one definition of how a QLoRA base is loaded (same NF4 weights, same
         # compute dtype) is training's; generation wants the KV cache back on.
         try:
-            model: Any = load_base(source.trained_with, source.model_dir, torch.device(device))
+            model: Any = load_base(source.trained_with, source.model_dir, device)
         except TrainError as e:
             raise ModelError(str(e)) from e
         model.config.use_cache = True
@@ -229,7 +231,8 @@ class Generation:
     completion_tokens: np.ndarray
     """Mean over samples, counting the stop token (it is generated and billed)."""
     latency_s: np.ndarray
-    """Per example: its batch's wall time split evenly over the batch (amortised)."""
+    """Per example: its batch's wall time split evenly over the batch. A share of a batch,
+    not a request's latency: with batch size 1 (the latency pass) it is one."""
     total_s: float
     precision: str
 

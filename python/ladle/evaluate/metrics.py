@@ -360,6 +360,8 @@ def score_samples(
     n_samples = min((len(s) for s in samples), default=1)
     out: dict[str, Scores] = {}
     for spec in specs:
+        if spec.name == "judge":
+            continue  # needs a model to answer: scored by the runner (evaluate.judge)
         field_list = _json_fields(spec, refs) if spec.name == "json_field_accuracy" else None
         per_sample = [
             score_metric(

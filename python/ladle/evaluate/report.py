@@ -16,23 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ladle.errors import EvalError
+from ladle.evaluate.chart import bar_chart
+from ladle.evaluate.result import OPERATIONAL, Contestant, EvalReport
 from ladle.paths import atomic_dir
 
 if TYPE_CHECKING:
-    from ladle.evaluate.runner import Contestant, EvalReport
     from ladle.evaluate.stats import Comparison
 
-SCHEMA_VERSION = 1
-OPERATIONAL = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cost",
-    "latency_p50",
-    "latency_p95",
-    "tokens_per_s",
-    "consistency",
-)
-"""Cost and latency measures, shown below the quality metrics."""
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 2 added ``baselines``, ``verdict`` and comparisons per baseline; ``compare``
+reads both (it uses the first baseline and ``values`` only)."""
 
 
 def _num(x: float | None) -> float | None:
@@ -74,6 +68,7 @@ def fmt_p(c: Comparison, resamples: int) -> str:
 def _contestant(c: Contestant) -> dict[str, Any]:
     return {
         "name": c.name,
+        "kind": c.kind,
         "source": c.source,
         "loaded_as": c.loaded_as,
         "prompt": c.prompt_spec.model_dump(),
@@ -82,6 +77,7 @@ def _contestant(c: Contestant) -> dict[str, Any]:
         "precision": c.generation.precision,
         "generate_s": c.generation.total_s,
         "load_s": c.load_s,
+        "operations": c.operations,
     }
 
 
@@ -101,7 +97,22 @@ def _comparison(c: Comparison) -> dict[str, Any]:
     return out
 
 
+def _clean(x: Any) -> Any:
+    """JSON has no NaN or infinity: non-finite numbers become null, recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_clean(v) for v in x]
+    return x
+
+
 def to_dict(report: EvalReport) -> dict[str, Any]:
+    return _clean(_body(report) | {"suites": [_body(s) for s in report.suites]})
+
+
+def _body(report: EvalReport) -> dict[str, Any]:
     return {
         "ladle_eval": SCHEMA_VERSION,
         "recipe": report.recipe,
@@ -112,13 +123,18 @@ def to_dict(report: EvalReport) -> dict[str, Any]:
             {"id": e.id, "prompt": e.prompt, "reference": e.reference} for e in report.few_shot
         ],
         "baseline": _contestant(report.baseline),
+        "baselines": [_contestant(b) for b in report.baselines],
         "candidates": [_contestant(c) for c in report.candidates],
         "comparisons": {
-            name: {k: _comparison(c) for k, c in cmps.items()}
-            for name, cmps in report.comparisons.items()
+            cand: {base: {k: _comparison(c) for k, c in cmps.items()} for base, cmps in per.items()}
+            for cand, per in report.comparisons.items()
         },
+        "power": report.power,
+        "break_even": report.break_even,
         "gate": [g.to_dict() for g in report.gate],
         "gate_passed": report.gate_passed,
+        "verdict": report.verdict,
+        "exit_code": report.exit_code,
     }
 
 
@@ -138,46 +154,175 @@ def decontamination_line(info: dict[str, Any] | None) -> str:
     )
 
 
-def markdown(report: EvalReport) -> str:
-    ev_shots = len(report.few_shot)
-    lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
-    for cand in report.candidates:
-        cmps = report.comparisons[cand.name]
-        lines += [
-            f"## baseline (base model, {ev_shots}-shot prompt) vs `{cand.name}`",
-            "",
-            f"Candidate evaluated as: {cand.loaded_as}." if cand.loaded_as else "",
-            "",
-            "| metric | baseline | candidate | diff [95% CI] | p |",
-            "|---|---:|---:|---|---:|",
+def _describe(c: Contestant) -> str:
+    shots = c.prompt_spec.few_shot
+    what = "endpoint" if c.kind == "endpoint" else "model"
+    return f"{what} `{c.source}`, {shots}-shot prompt"
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x * 1000:.0f} ms"
+
+
+def _money(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"${x:.4g}"
+
+
+def operations_md(report: EvalReport) -> list[str]:
+    """Latency, throughput, cost and break-even: how each contestant would run in service."""
+    lines = [
+        "## Operations",
+        "",
+        "| contestant | latency p50 [95% CI] | latency p95 [95% CI] | timed how | "
+        "throughput | cost / 1k requests | requests |",
+        "|---|---|---|---|---|---:|---|",
+    ]
+    for c in [*report.baselines, *report.candidates]:
+        lat = {
+            k: (c.unpaired.get(k), c.ci.get(k, (None, None)))
+            for k in ("latency_p50", "latency_p95")
+        }
+        cells = [
+            f"{_ms(v)} [{_ms(lo)}, {_ms(hi)}]" if v is not None else "n/a"
+            for v, (lo, hi) in lat.values()
         ]
-        quality = [k for k in cmps if k not in OPERATIONAL]
-        ops = [k for k in OPERATIONAL if k in cmps]
-        for key in quality + ops:
-            c = cmps[key]
-            p = fmt_p(c, report.settings.get("bootstrap", 1000))
-            mark = " *" if c.significant and key in quality else ""
-            lines.append(
-                f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "
-                f"{fmt_diff(key, c)}{mark} | {p} |"
+        tp = c.operations.get("throughput", {})
+        at = (
+            f"concurrency {tp['concurrency']}"
+            if "concurrency" in tp
+            else f"batch {tp.get('batch_size')}"
+        )
+        throughput = (
+            f"{tp.get('examples_per_s', math.nan):.2f} ex/s, "
+            f"{tp.get('tokens_per_s', math.nan):.1f} tok/s ({at})"
+        )
+        req = c.operations.get("requests")
+        requests = (
+            f"{req['failed']} failed of {req['total']}, {req['retried_responses']} retried, "
+            f"{req['cache_hits']} cached"
+            if req
+            else "local"
+        )
+        ttft = c.operations.get("ttft_p50_s")
+        how = c.operations.get("latency_method", "")
+        if ttft is not None:
+            how += f"; TTFT p50 {_ms(ttft)}"
+        lines.append(
+            f"| {c.name} | {cells[0]} | {cells[1]} | {how} | {throughput} | "
+            f"{_money(c.operations.get('cost_per_1k_requests'))} | {requests} |"
+        )
+    notes = [
+        f"- `{c.name}` prompt tokens: {c.operations['prompt_tokens_source']}."
+        for c in [*report.baselines, *report.candidates]
+        if "ESTIMATE" in str(c.operations.get("prompt_tokens_source", ""))
+    ]
+    for be in report.break_even:
+        head = f"- Break-even, `{be['candidate']}` vs `{be['baseline']}`: "
+        if be.get("requests") is not None:
+            notes.append(
+                head + f"training cost {_money(be['training_cost'])} ({be['train_s']:.0f} s at "
+                f"${be['training_price_per_hour']:g}/h) is paid back after "
+                f"**{be['requests']:,} requests** ({_money(be['baseline_cost_per_1k'])} vs "
+                f"{_money(be['candidate_cost_per_1k'])} per 1k)."
             )
-        lines.append("")
+        else:
+            notes.append(head + f"n/a ({be.get('note')}).")
+    return [*lines, "", *notes, *([""] if notes else [])]
+
+
+def judge_md(report: EvalReport) -> list[str]:
+    lines = []
+    for j in report.judges:
+        if j["mode"] == "pairwise":
+            agree = j["agreement_rate"]
+            agree_s = "n/a" if agree is None or not math.isfinite(agree) else f"{agree:.2f}"
+            lines.append(
+                f"- Judge `{j['metric']}` ({j['judge']}, pairwise, both orders): "
+                f"`{j['candidate']}` win rate {j['win_rate']:.3f} vs `{j['baseline']}` "
+                f"(ties and order flips count 0.5); agreement rate {agree_s}; "
+                f"{j['unreadable']} unreadable replies."
+            )
+        else:
+            unread = ", ".join(f"{k}: {v}" for k, v in j["unreadable"].items())
+            lines.append(
+                f"- Judge `{j['metric']}` ({j['judge']}, scores 1..N scaled to 0..1); "
+                f"unreadable replies (left out): {unread}."
+            )
+    return [*lines, ""] if lines else []
+
+
+def power_md(report: EvalReport) -> list[str]:
+    if not report.power:
+        return []
+    return ["## Power (planned before the run)", "", *(f"- {p['text']}" for p in report.power), ""]
+
+
+VERDICT_LINE = {
+    "pass": "**Gate passed.**",
+    "fail": "**Gate FAILED.**",
+    "insufficient evidence": "**Insufficient evidence**: no condition failed, but at least one "
+    "interval is too wide to decide; evaluate more rows (see the power lines).",
+}
+
+
+def _tables(report: EvalReport, level: str = "##") -> list[str]:
+    lines: list[str] = []
+    for cand in report.candidates:
+        for base in report.baselines:
+            cmps = report.comparisons[cand.name][base.name]
+            lines += [
+                f"{level} `{base.name}` ({_describe(base)}) vs `{cand.name}` ({_describe(cand)})",
+                "",
+                *([f"Candidate evaluated as: {cand.loaded_as}.", ""] if cand.loaded_as else []),
+                "| metric | baseline | candidate | diff [95% CI] | p |",
+                "|---|---:|---:|---|---:|",
+            ]
+            quality = [k for k in cmps if k not in OPERATIONAL]
+            ops = [k for k in OPERATIONAL if k in cmps]
+            for key in quality + ops:
+                c = cmps[key]
+                p = fmt_p(c, report.settings.get("bootstrap", 1000))
+                mark = " *" if c.significant and key in quality else ""
+                lines.append(
+                    f"| {key} | {fmt(key, c.baseline)} | {fmt(key, c.candidate)} | "
+                    f"{fmt_diff(key, c)}{mark} | {p} |"
+                )
+            lines.append("")
+    return lines
+
+
+def markdown(report: EvalReport) -> str:
+    lines = [f"# Ladle eval: `{report.recipe}` ({report.n_examples} examples)", ""]
+    lines += _tables(report)
+    for suite in report.suites:
+        lines += [
+            f"## Regression suite `{suite.recipe}` ({suite.n_examples} rows, each row's own "
+            "prompt)",
+            "",
+            *_tables(suite, "###"),
+        ]
     lines += [
         "`*`: the 95% paired-bootstrap interval excludes 0. p: McNemar's test for binary "
-        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency is "
-        "per example, each batch's wall time split over its examples.",
+        "metrics (exact binomial below 50 discordant pairs), bootstrap otherwise. Latency "
+        "quantiles come from separate per-request timings, so their interval is an unpaired "
+        "bootstrap and they get no p-value; tokens_per_s is throughput, not latency.",
         "",
+        *judge_md(report),
+        *operations_md(report),
+        *power_md(report),
         "## Gate",
         "",
     ]
-    if not report.gate:
+    if not report.all_gate:
         lines.append("No gate conditions in the recipe.")
     else:
-        lines += ["| | candidate | condition | result |", "|---|---|---|---|"]
-        for g in report.gate:
-            icon = "✅" if g.passed else "❌"
-            lines.append(f"| {icon} | {g.candidate} | {g.name} | {g.message} |")
-        lines += ["", f"**Gate {'passed' if report.gate_passed else 'FAILED'}.**"]
+        icons = {"pass": "✅", "fail": "❌", "insufficient evidence": "❔"}
+        lines += ["| | candidate | baseline | condition | result |", "|---|---|---|---|---|"]
+        for g in report.all_gate:
+            lines.append(
+                f"| {icons[g.verdict]} | {g.candidate} | {g.baseline} | {g.name} | {g.message} |"
+            )
+        lines += ["", VERDICT_LINE[report.verdict] + f" (exit code {report.exit_code})"]
     lines += ["", decontamination_line(report.decontamination), ""]
     return "\n".join(lines)
 
@@ -187,23 +332,32 @@ def markdown(report: EvalReport) -> str:
 
 def junit_xml(report: EvalReport) -> str:
     """One test case per gate condition and candidate, as CI systems render JUnit."""
-    failures = len(report.gate_failures)
+    gate = report.all_gate
+    failures = sum(g.verdict == "fail" for g in gate)
+    undecided = sum(g.verdict == "insufficient evidence" for g in gate)
     suite = ET.Element(
         "testsuite",
         name=f"ladle-eval.{report.recipe}",
-        tests=str(len(report.gate)),
+        tests=str(len(gate)),
         failures=str(failures),
-        errors="0",
+        errors=str(undecided),
         skipped="0",
     )
-    for g in report.gate:
-        case = ET.SubElement(suite, "testcase", classname=f"ladle.gate.{g.candidate}", name=g.name)
-        if not g.passed:
+    for g in gate:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"ladle.gate.{g.candidate}.vs.{g.baseline}", name=g.name
+        )
+        if g.verdict == "fail":
             fail = ET.SubElement(case, "failure", message=g.message, type="GateFailed")
             fail.text = g.message
+        elif g.verdict == "insufficient evidence":
+            err = ET.SubElement(case, "error", message=g.message, type="InsufficientEvidence")
+            err.text = g.message
         else:
             ET.SubElement(case, "system-out").text = g.message
-    root = ET.Element("testsuites", tests=str(len(report.gate)), failures=str(failures))
+    root = ET.Element(
+        "testsuites", tests=str(len(gate)), failures=str(failures), errors=str(undecided)
+    )
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -219,10 +373,11 @@ def _side(c: Contestant, i: int) -> dict[str, Any]:
         "scores": {
             k: _num(float(s.values[i])) for k, s in c.scores.items() if k not in OPERATIONAL
         },
-        "prompt_tokens": int(g.prompt_tokens[i]),
-        "completion_tokens": float(g.completion_tokens[i]),
-        "latency_s": float(g.latency_s[i]),
+        "prompt_tokens": _num(float(g.prompt_tokens[i])),
+        "completion_tokens": _num(float(g.completion_tokens[i])),
     }
+    if c.kind == "endpoint":  # a real per-request time; a local batch's share is not one
+        out["latency_s"] = _num(float(g.latency_s[i]))
     if len(g.outputs[i]) > 1:
         out["samples"] = g.outputs[i]
     return out
@@ -236,6 +391,7 @@ def examples_jsonl(report: EvalReport) -> str:
             "prompt": e.prompt,
             "reference": e.reference,
             "baseline": _side(report.baseline, i),
+            "baselines": {b.name: _side(b, i) for b in report.baselines},
             "candidates": {c.name: _side(c, i) for c in report.candidates},
         }
         lines.append(json.dumps(row, ensure_ascii=False))
@@ -258,8 +414,6 @@ def check_output_dir(out_dir: Path) -> Path:
 
 def write_reports(report: EvalReport, out_dir: Path) -> list[Path]:
     """Write the five report files into ``out_dir`` (replacing an earlier eval report)."""
-    from ladle.evaluate.chart import bar_chart
-
     out_dir = check_output_dir(Path(out_dir))
     md = markdown(report)
     with atomic_dir(out_dir, replace=True) as tmp:
@@ -288,8 +442,10 @@ def load_report(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise EvalError(f"cannot read report {path}: {e}") from e
-    if not isinstance(data, dict) or data.get("ladle_eval") != SCHEMA_VERSION:
-        raise EvalError(f"{path} is not a Ladle eval report.json (version {SCHEMA_VERSION})")
+    if not isinstance(data, dict) or data.get("ladle_eval") not in READABLE_VERSIONS:
+        raise EvalError(
+            f"{path} is not a Ladle eval report.json (versions {READABLE_VERSIONS} are read)"
+        )
     return data
 
 
@@ -325,13 +481,18 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> str:
             f"Candidate counts differ ({len(a['candidates'])} vs {len(b['candidates'])}); "
             "the extra ones are not compared."
         )
-    gate = f"Gate: A {'passed' if a['gate_passed'] else 'FAILED'}, "
-    gate += f"B {'passed' if b['gate_passed'] else 'FAILED'}."
+
+    def verdict(r: dict[str, Any]) -> str:
+        v = r.get("verdict") or ("pass" if r["gate_passed"] else "fail")
+        return {"pass": "passed", "fail": "FAILED"}.get(v, v)
+
+    gate = f"Gate: A {verdict(a)}, B {verdict(b)}."
     lines.append(gate)
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
+    "check_output_dir",
     "compare_reports",
     "load_report",
     "markdown",

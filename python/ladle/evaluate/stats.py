@@ -167,3 +167,64 @@ def value_interval(scores: Scores, idx: np.ndarray, level: float = 0.95) -> tupl
     alpha = (1 - level) / 2
     lo, hi = np.percentile(v, [100 * alpha, 100 * (1 - alpha)])
     return (float(lo), float(hi))
+
+
+# ----------------------------------------------------------------------- unpaired
+
+
+def quantile_interval(
+    sample: np.ndarray, q: float, resamples: int, seed: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(quantile, low, high): the ``q``-th percentile of ``sample`` and its percentile
+    bootstrap interval (resampling the sample itself)."""
+    sample = sample[~np.isnan(sample)]
+    if sample.size == 0:
+        return (math.nan, math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, sample.size, size=(resamples, sample.size))
+    boot = np.percentile(sample[idx], q, axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.percentile(boot, [100 * alpha, 100 * (1 - alpha)])
+    return (float(np.percentile(sample, q)), float(lo), float(hi))
+
+
+def unpaired_quantile(
+    key: str,
+    base: np.ndarray,
+    cand: np.ndarray,
+    q: float,
+    better: str,
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+) -> Comparison:
+    """Difference of two independent samples' ``q``-th percentiles, with a bootstrap
+    interval that resamples each sample on its own. Latency samples are timed one request
+    at a time in separate passes, so nothing pairs them: no p-value is given."""
+    b = base[~np.isnan(base)]
+    c = cand[~np.isnan(cand)]
+    if b.size == 0 or c.size == 0:
+        return Comparison(
+            key,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            "unpaired bootstrap",
+            better,
+        )
+    rng = np.random.default_rng(seed)
+    bb = np.percentile(b[rng.integers(0, b.size, size=(resamples, b.size))], q, axis=1)
+    cc = np.percentile(c[rng.integers(0, c.size, size=(resamples, c.size))], q, axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.percentile(cc - bb, [100 * alpha, 100 * (1 - alpha)])
+    bv, cv = float(np.percentile(b, q)), float(np.percentile(c, q))
+    return Comparison(
+        key, bv, cv, cv - bv, float(lo), float(hi), math.nan, "unpaired bootstrap", better
+    )
+
+
+def point_comparison(key: str, base: float, cand: float, better: str) -> Comparison:
+    """A measure with one value per contestant (throughput): no interval, no test."""
+    return Comparison(key, base, cand, cand - base, math.nan, math.nan, math.nan, "none", better)

@@ -272,6 +272,15 @@ def _absolutize(recipe: Recipe, base: Path, positions: dict[Loc, Position], file
     if recipe.model.adapter is not None:
         recipe.model.adapter = str(base / Path(recipe.model.adapter).expanduser())
     recipe.output.dir = str(base / recipe.output.dir)
+    for suite in recipe.evaluate.suites:
+        p = suite.dataset.path
+        suite.dataset.path = [str(base / x) for x in p] if isinstance(p, list) else str(base / p)
+    ev = recipe.evaluate
+    for spec in [*(ev.baselines or [ev.baseline]), ev.candidate]:
+        if spec.model and not spec.model.startswith("builtin:"):
+            ref = spec.model
+            if ref.startswith((".", "/", "~")) or (base / ref).exists():
+                spec.model = str((base / ref).expanduser())
 
 
 def validate_files(paths: list[str | Path]) -> dict[str, RecipeError | None]:

@@ -79,9 +79,11 @@ Format = Literal["messages", "sharegpt", "alpaca", "prompt_completion", "text", 
 
 
 class GenerateSpec(Section):
-    name: Literal["tickets", "tickets-preference"] = Field(
+    name: Literal["tickets", "tickets-preference", "general-skills"] = Field(
         description="Builtin generator: `tickets` (support ticket -> JSON record, messages "
-        "format) or `tickets-preference` (correct vs corrupted JSON, preference format)."
+        "format), `tickets-preference` (correct vs corrupted JSON, preference format) or "
+        "`general-skills` (arithmetic, unit conversion, output formats with exact answers: "
+        "a regression suite)."
     )
     rows: int = Field(2000, ge=1, le=10_000_000, description="Rows to generate.")
     seed: int = Field(7, ge=0, description="Generator seed (eval sets use a different one).")
@@ -338,6 +340,7 @@ MetricName = Literal[
     "rouge_l",
     "length",
     "custom",
+    "judge",
 ]
 
 
@@ -360,6 +363,9 @@ class MetricSpec(Section):
     function: str | None = Field(
         None, description="custom: `module:function(prediction, reference) -> float`."
     )
+    judge: JudgeSpec | None = Field(
+        None, description="judge: the model or endpoint that judges, its rubric and mode."
+    )
     label: str | None = Field(None, description="Name shown in reports (default: name).")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -370,7 +376,12 @@ class MetricSpec(Section):
 
     @model_validator(mode="after")
     def _params(self) -> MetricSpec:
-        needs = {"regex": "pattern", "json_schema": "schema_", "custom": "function"}
+        needs = {
+            "regex": "pattern",
+            "json_schema": "schema_",
+            "custom": "function",
+            "judge": "judge",
+        }
         attr = needs.get(self.name)
         if attr and getattr(self, attr) is None:
             raise ValueError(f"metric {self.name!r} needs `{attr.rstrip('_')}`")
@@ -387,16 +398,27 @@ class GateCondition(Section):
     min: float | None = Field(None, description="Candidate value must be at least this.")
     max: float | None = Field(None, description="Candidate value must be at most this.")
     min_gain: float | None = Field(
-        None, description="Candidate minus baseline must be at least this."
+        None,
+        description="The improvement must be at least this: candidate - baseline where higher "
+        "is better, baseline - candidate where lower is better (tokens, latency, cost).",
     )
     max_regression: float | None = Field(
-        None, ge=0, description="Baseline minus candidate may be at most this."
+        None,
+        ge=0,
+        description="The worsening (in the measure's bad direction) may be at most this. With "
+        "`significant: true` and no min_gain: a non-inferiority test on the interval.",
     )
     max_ratio: float | None = Field(
-        None, gt=0, description="Candidate / baseline must be at most this (cost, latency)."
+        None,
+        gt=0,
+        description="candidate / baseline (lower-is-better measures) or baseline / candidate "
+        "(higher-is-better ones) must be at most this; below 1 means better.",
     )
     significant: bool = Field(
-        False, description="The difference must be significant (bootstrap CI excludes 0)."
+        False,
+        description="The 95% interval of the improvement must lie above 0 (above "
+        "-max_regression for non-inferiority). An interval straddling it gives the verdict "
+        "`insufficient evidence` (exit 3).",
     )
 
     @model_validator(mode="after")
@@ -422,7 +444,95 @@ class PromptSpec(Section):
     )
 
 
-class CandidateSpec(PromptSpec):
+class EndpointSpec(Section):
+    """An OpenAI-compatible chat-completions server: a hosted API, vLLM, llama.cpp's
+    llama-server, Ollama, TGI or ``transformers serve``."""
+
+    url: str = Field(
+        description="Base URL of the API, e.g. `https://api.openai.com/v1` or "
+        "`http://127.0.0.1:8000/v1` (the client appends /chat/completions)."
+    )
+    model: str | None = Field(
+        None,
+        description="Model name the server expects in requests. None: the one model the "
+        "server lists at /models (an error if it lists several).",
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the API key (the key itself "
+        "never goes in a recipe, report, manifest or log). None: no key (local servers).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers (not credentials: use api_key_env).",
+    )
+    max_concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Per-request timeout, seconds.")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Retries of 429 / 5xx / connection errors, with exponential backoff that "
+        "honours Retry-After. A request still failing is a counted error, never a zero.",
+    )
+    stream: bool = Field(
+        False, description="Stream responses, which also measures time to first token."
+    )
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> EndpointSpec:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        secret = {"authorization", "api-key", "x-api-key", "proxy-authorization"}
+        if any(k.lower() in secret for k in self.headers):
+            raise ValueError(
+                "credentials do not belong in a recipe: put the key in an environment "
+                "variable and name it in api_key_env"
+            )
+        return self
+
+
+class ContestantSpec(PromptSpec):
+    """A model or endpoint with its prompt. Neither `model` nor `endpoint`: the recipe's
+    base model (a baseline) or the fine-tuned run (the candidate)."""
+
+    name: Name | None = Field(
+        None, description="Name in reports (default: `baseline`, `baseline-2`, ...)."
+    )
+    model: str | None = Field(
+        None,
+        description="A model in the forms of model.base (builtin:NAME, local folder, hub id) "
+        "or another run's folder / adapter folder.",
+    )
+    endpoint: EndpointSpec | None = Field(
+        None, description="An OpenAI-compatible server instead of a local model."
+    )
+    price_per_1m_input: float | None = Field(
+        None, ge=0, description="Price per 1M input (prompt) tokens, e.g. a hosted API's."
+    )
+    price_per_1m_output: float | None = Field(
+        None, ge=0, description="Price per 1M output (completion) tokens."
+    )
+    price_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="Self-hosting price per hour of the hardware; with the measured throughput "
+        "it gives the cost per request.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ContestantSpec:
+        if self.model is not None and self.endpoint is not None:
+            raise ValueError("a contestant is a `model` or an `endpoint`, not both")
+        if self.price_per_hour is not None and (
+            self.price_per_1m_input is not None or self.price_per_1m_output is not None
+        ):
+            raise ValueError("price by tokens (price_per_1m_*) or by the hour, not both")
+        return self
+
+
+class CandidateSpec(ContestantSpec):
     merge: bool | None = Field(
         None,
         description="Merge the adapter into the base before generating. Default: merge a "
@@ -448,16 +558,93 @@ class GenerationSpec(Section):
     )
 
 
+class PowerSpec(Section):
+    power: float = Field(0.8, gt=0, lt=1, description="Planned power of the gate's tests.")
+    discordance: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Assumed share of rows where baseline and candidate disagree on a binary "
+        "metric (unknown before training; 0.5 is conservative).",
+    )
+    sd: float = Field(
+        0.5, gt=0, description="Assumed sd of the per-row difference of a [0, 1] mean metric."
+    )
+
+
+DEFAULT_RUBRIC = (
+    "You grade an answer against a reference answer. 1: wrong or off-topic; 3: partly right; "
+    "5: as correct and complete as the reference."
+)
+
+
+class JudgeSpec(Section):
+    """A model that grades free-text answers (an LLM judge)."""
+
+    model: str | None = Field(
+        None,
+        description="Judge model in the forms of model.base (default: the recipe's base model).",
+    )
+    endpoint: EndpointSpec | None = Field(
+        None, description="A judge behind an OpenAI-compatible server instead."
+    )
+    rubric: str = Field(DEFAULT_RUBRIC, description="Grading instructions given to the judge.")
+    mode: Literal["score", "pairwise"] = Field(
+        "score",
+        description="`score`: each output graded 1..scale against the reference (scaled to "
+        "0..1). `pairwise`: baseline vs candidate output, asked twice with the order swapped; "
+        "verdicts that disagree count as ties; the value is the candidate's win rate.",
+    )
+    scale: int = Field(5, ge=2, le=10, description="Top of the score scale (score mode).")
+    max_new_tokens: int = Field(8, ge=1, le=256, description="Judge's reply budget.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JudgeSpec:
+        if self.model is not None and self.endpoint is not None:
+            raise ValueError("a judge is a `model` or an `endpoint`, not both")
+        return self
+
+
+class SuiteSpec(Section):
+    """An extra eval set with its own metrics and gate, typically non-inferiority
+    (`max_regression`) on skills the base model already had."""
+
+    name: Name = Field(description="Suite name in reports.")
+    dataset: DatasetSpec = Field(
+        description="The suite's rows (any format the loader reads; `generate` works too). "
+        "Each contestant answers them with the row's own prompt: no system prompt or "
+        "few-shot examples of the main task."
+    )
+    metrics: list[MetricSpec] = Field(
+        default_factory=lambda: [MetricSpec(name="exact_match")],
+        description="Metrics of this suite.",
+    )
+    gate: list[GateCondition] = Field(
+        default_factory=list, description="Conditions on this suite, checked like the main gate."
+    )
+    limit: int | None = Field(None, ge=1, description="Use the first N rows only.")
+
+
 class EvaluateSection(Section):
     enabled: bool = Field(True, description="Run the before/after evaluation.")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N eval rows only.")
-    baseline: PromptSpec = Field(
-        default_factory=lambda: PromptSpec(few_shot=3),
-        description="The prompted base model: system prompt plus few-shot examples.",
+    baseline: ContestantSpec = Field(
+        default_factory=lambda: ContestantSpec(few_shot=3),
+        description="The prompted model to beat: by default the base model with a system "
+        "prompt and few-shot examples; or another `model`, or an `endpoint`.",
+    )
+    baselines: list[ContestantSpec] | None = Field(
+        None,
+        min_length=1,
+        description="Several baselines, each with its own prompt (e.g. the base model 0-shot, "
+        "3-shot, and a served large model); every candidate is compared with each. Replaces "
+        "`baseline`.",
     )
     candidate: CandidateSpec = Field(
         default_factory=CandidateSpec,
-        description="The fine-tuned model's (usually minimal) prompt, and how it is loaded.",
+        description="The fine-tuned model's (usually minimal) prompt and how it is loaded. A "
+        "`model` or `endpoint` here is evaluated as one more candidate (e.g. the fine-tuned "
+        "model served).",
     )
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec, description="How both contestants generate."
@@ -477,12 +664,59 @@ class EvaluateSection(Section):
     )
     bootstrap: int = Field(1000, ge=100, description="Paired bootstrap resamples.")
     allow_code: bool = Field(False, description="Allow `custom` metrics to import user code.")
+    latency_sample: int = Field(
+        32,
+        ge=0,
+        description="Local models: examples timed one at a time (batch size 1) for honest "
+        "per-request latency, separately from the batched quality pass. 0: no latency pass.",
+    )
+    training_price_per_hour: float | None = Field(
+        None,
+        ge=0,
+        description="$/hour of the training hardware, for the break-even volume (default: the "
+        "candidate's price_per_hour).",
+    )
+    max_failed_requests: int = Field(
+        0,
+        ge=0,
+        description="Endpoint requests that may fail (after retries) before the gate fails.",
+    )
+    suites: list[SuiteSpec] = Field(
+        default_factory=list,
+        description="Regression suites: extra eval sets, each with its own metrics and gate.",
+    )
+    power: PowerSpec = Field(
+        default_factory=PowerSpec,
+        description="Assumptions of the power plan printed before training.",
+    )
+    cache: bool = Field(
+        True,
+        description="Cache endpoint responses by content under $LADLE_HOME/eval-cache "
+        "(`--no-cache` turns it off for one run).",
+    )
 
     @model_validator(mode="after")
     def _custom_needs_code(self) -> EvaluateSection:
         if any(m.name == "custom" for m in self.metrics) and not self.allow_code:
             raise ValueError("custom metrics import user code: set evaluate.allow_code: true")
+        if self.baselines is not None and "baseline" in self.model_fields_set:
+            raise ValueError("give `baseline` or `baselines`, not both")
+        names = [n for n, _ in self.named_baselines()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"baseline names must differ: {names}")
         return self
+
+    def named_baselines(self) -> list[tuple[str, ContestantSpec]]:
+        """Each baseline with its report name (``baseline`` when there is one)."""
+        specs = self.baselines or [self.baseline]
+        if len(specs) == 1:
+            return [(specs[0].name or "baseline", specs[0])]
+        return [(s.name or f"baseline-{i + 1}", s) for i, s in enumerate(specs)]
+
+    @property
+    def few_shot_needed(self) -> int:
+        """The most few-shot examples any contestant asks for."""
+        return max(s.few_shot for _, s in [*self.named_baselines(), ("c", self.candidate)])
 
 
 # --------------------------------------------------------------------------- output
@@ -559,3 +793,6 @@ class Recipe(Section):
 
     def has_eval_split(self) -> bool:
         return any(d.split == "eval" for d in self.data.datasets) or bool(self.data.eval_fraction)
+
+
+MetricSpec.model_rebuild()  # JudgeSpec is defined after MetricSpec
