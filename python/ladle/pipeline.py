@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ladle.data.prepared import PrepManifest
 from ladle.recipe import Recipe, load_recipe
 
 
@@ -50,8 +51,8 @@ def eval_inputs(
     return eval_rows, train_rows, decontamination_info(manifest)
 
 
-def decontamination_info(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    dedup = manifest.get("dedup") or {}
+def decontamination_info(manifest: PrepManifest) -> dict[str, Any] | None:
+    dedup = manifest.dedup or {}
     if not dedup.get("enabled"):
         return {"decontaminated": False}
     return {

@@ -343,7 +343,13 @@ pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
         }
     }
     if let Some(tools) = obj.get(opts.col("tools")) {
-        let tools = maybe_json(tools);
+        // Tool schemas are never content: JSON text of a list is the list.
+        let tools = match tools {
+            Value::String(s) if s.trim_start().starts_with('[') => {
+                serde_json::from_str(s).unwrap_or_else(|_| tools.clone())
+            }
+            other => other.clone(),
+        };
         match tools {
             Value::Null => {}
             Value::Array(_) => {
