@@ -237,7 +237,7 @@ def _build(
     files: list[list[Path]],
     tmp: Path,
     report: Progress,
-) -> dict[str, Any]:
+) -> PrepManifest:
     data = recipe.data
     report("load", 0, len(data.datasets))
     loaded = load_all(data.datasets, strict=data.strict, as_json=True)
