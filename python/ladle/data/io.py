@@ -38,6 +38,7 @@ SUFFIXES: dict[str, str] = {
 WRITABLE = ("jsonl", "json", "parquet", "csv", "tsv")
 BATCH_ROWS = 65_536  # table rows per record batch handed to Rust
 BLOCK_BYTES = 64 << 20  # JSONL bytes per block handed to Rust
+CSV_BLOCK_BYTES = 16 << 20  # CSV bytes per record batch
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -156,7 +157,7 @@ def _record_batches(path: Path, k: str) -> Iterator[Any]:
             parse = pacsv.ParseOptions(
                 delimiter="\t" if k == "tsv" else ",", newlines_in_values=True
             )
-            read = pacsv.ReadOptions(block_size=1 << 24)
+            read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
             # A CSV has no types: every column is text, verbatim ("00123" stays "00123",
             # "1.10" stays "1.10"), so the column names come first, then the typed read.
             names = pacsv.open_csv(path, parse_options=parse, read_options=read).schema.names
