@@ -26,19 +26,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 prep_mod = importlib.import_module("ladle.data.prep")
 
 
-@pytest.fixture(scope="session")
-def chat_tokenizer(smollm2_dir: Path) -> Any:
-    from ladle.data import ChatTokenizer
-
-    return ChatTokenizer.from_pretrained(str(smollm2_dir))
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> Path:
-    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def conv(i: int, turns: int = 1, long: int = 0) -> dict[str, Any]:
     msgs: list[dict[str, Any]] = [{"role": "system", "content": f"You are assistant number {i}."}]
     for t in range(turns):

@@ -20,20 +20,6 @@ from ladle.recipe import load_recipe
 sys.path.insert(0, str(Path(__file__).parent))
 from test_prep import conv, jsonl, run_prep, write_recipe
 
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(smollm2_dir: Path) -> Any:
-    from ladle.data import ChatTokenizer
-
-    return ChatTokenizer.from_pretrained(str(smollm2_dir))
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> Path:
-    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 prep_mod = importlib.import_module("ladle.data.prep")
 
 

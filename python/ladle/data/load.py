@@ -204,10 +204,17 @@ def read_file(
     writes those back) and every skipped row's bytes with its reason.
     """
     out = FileRows()
+    # What each row is checked against: the same for every block of the file.
+    rules: dict[str, Any] = {
+        "columns": columns or None,
+        "roles": roles or None,
+        "system": system,
+    }
     for block in io.blocks(path):
         if limit is not None and len(out.rows) >= limit:
             break
-        _take(out, block, format, columns, roles, system, strict, limit, as_json, keep_records)
+        left = None if limit is None else limit - len(out.rows)
+        _take(out, block, format, rules, strict, left, as_json, keep_records)
     return out
 
 
@@ -215,16 +222,12 @@ def _take(
     out: FileRows,
     block: io.Block,
     format: str,
-    columns: dict[str, str] | None,
-    roles: dict[str, str] | None,
-    system: str | None,
+    rules: dict[str, Any],
     strict: bool,
-    limit: int | None,
+    left: int | None,
     as_json: bool,
     keep_records: bool,
 ) -> None:
-    left = None if limit is None else limit - len(out.rows)
-    kw: dict[str, Any] = {"columns": columns or None, "roles": roles or None, "system": system}
     got, lines, counts, first = _core.normalize_rows(
         block.data,
         format,
@@ -235,7 +238,7 @@ def _take(
         json_array=block.json_array,
         as_json=as_json,
         strict=strict,
-        **kw,
+        **rules,
     )
     out.rows.extend(got)
     out.locations.extend(io.location(block.source, block.unit, n) for n in lines)
@@ -260,7 +263,7 @@ def _take(
             continue  # blank lines are not rows
         # Ask the normaliser about this one row: its reason and message, for the rejects.
         _, _, _, why = _core.normalize_rows(
-            raw, format, source=block.source, unit=block.unit, offset=k + block.offset, **kw
+            raw, format, source=block.source, unit=block.unit, offset=k + block.offset, **rules
         )
         reason, _, fld, msg = why[0] if why else ("unknown", 0, "", "")
         out.rejected.append(
