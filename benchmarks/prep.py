@@ -560,7 +560,7 @@ def main() -> int:
     la = run_ladle(corpus, model_dir)
     cmp = compare(hf, la["result"])
 
-    m = la["result"].manifest["train"]
+    m = la["result"].manifest.train.model_dump()
     n = args.rows
     t_a = hf["t_map"] + hf["t_pack"]
     rows = [
@@ -587,7 +587,7 @@ def main() -> int:
     )
     print(
         f"tokens: (a) {hf['tokens']:,}  (b) {tk['tokens']:,}  ladle {m['tokens']:,} "
-        f"(ladle drops {la['result'].manifest['train']['overlong']['dropped']} over-long rows; TRL truncates)"
+        f"(ladle drops {m['overlong']['dropped']} over-long rows; TRL truncates)"
     )
     print(
         f"id equality ladle vs (a): {cmp['ids_equal']:,} / {cmp['examples']:,} examples "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,18 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip("../shared is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(smollm2_dir: Path) -> Any:
+    """The real Rust ChatTokenizer of SmolLM2 (loaded once per session)."""
+    from ladle.data import ChatTokenizer
+
+    return ChatTokenizer.from_pretrained(str(smollm2_dir))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> Path:
+    """A fresh LADLE_HOME (prep cache) per test; the converted model stays shared."""
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 from ladle import _core
 from ladle.cli import main as cli_main
 from ladle.dedup import (
-    DedupConfig,
-    NormalizeConfig,
+    core_options,
     dedup_rows,
+    dedup_spec,
     deduplicate,
     example_text,
     minhash,
 )
 from ladle.errors import DataError
+from ladle.recipe.schema import DedupSpec, NormalizeSpec
 
 datasketch = pytest.importorskip("datasketch")
 from datasketch.lsh import _optimal_param  # noqa: E402
@@ -269,7 +270,7 @@ def test_exact_only_and_no_normalize() -> None:
     raw = deduplicate(texts, near=False, normalize=False)
     assert raw.keep.tolist() == [True, True, False]
     digits = deduplicate(
-        ["page 3 of 9", "page 4 of 9"], near=False, normalize=NormalizeConfig(digits_to_zero=True)
+        ["page 3 of 9", "page 4 of 9"], near=False, normalize=NormalizeSpec(digits_to_zero=True)
     )
     assert digits.keep.tolist() == [True, False]
 
@@ -336,31 +337,71 @@ def conv(user: str, answer: str) -> dict:
     }
 
 
+def pref(prompt: str, chosen: str = "c", rejected: str = "r") -> dict:
+    """A preference row in the loader's normalised form."""
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+    }
+
+
 def test_dedup_rows_fields_and_decontaminate() -> None:
     q1, q2, q3 = (" ".join(doc(40 + k, 20)) for k in range(3))
     rows = [conv(q1, "answer one"), conv(q1, "a different answer"), conv(q2, "x"), conv(q3, "y")]
-    kept, report = dedup_rows(rows, {"fields": "conversation"})
-    assert len(kept) == 4 and report["rows_out"] == 4
-    kept, report = dedup_rows(rows, {"fields": "user"})
-    assert kept == [rows[0], rows[2], rows[3]]
-    assert report["exact_removed"] == 1 and report["removed_pairs_sample"][0]["similarity"] == 1.0
-    eval_rows = [{"prompt": q3, "chosen": "c", "rejected": "r"}]
-    kept, report = dedup_rows(rows, DedupConfig(), against_rows=eval_rows)
-    assert rows[3] not in kept and report["decontaminated"] == 1
-    assert report["contaminated_pairs"][0]["eval_text"] == q3
-    kept, report = dedup_rows(rows, {"decontaminate": False}, against_rows=eval_rows)
-    assert len(kept) == 4
-    kept, report = dedup_rows(rows, {"enabled": False})
-    assert kept == rows and report["enabled"] is False
+    res = dedup_rows(rows, {"fields": "conversation"})
+    assert res.keep.all() and res.report["rows_out"] == 4
+    res = dedup_rows(rows, {"fields": "user"})
+    assert res.keep.tolist() == [True, False, True, True]
+    assert res.removed() == {1: "duplicate"}
+    assert res.report["exact_removed"] == 1
+    assert res.report["removed_pairs_sample"][0]["similarity"] == 1.0
+    res = dedup_rows(rows, DedupSpec(), against_rows=[pref(q3)])
+    assert res.keep.tolist() == [True, True, True, False] and res.report["decontaminated"] == 1
+    assert res.removed() == {3: "contaminated"}
+    assert res.report["contaminated_pairs"][0]["eval_text"] == q3
+    res = dedup_rows(rows, {"decontaminate": False}, against_rows=[pref(q3)])
+    assert res.keep.all()
+    res = dedup_rows(rows, {"enabled": False})
+    assert res.keep.all() and res.report["enabled"] is False
 
 
 def test_dedup_rows_accepts_recipe_spec() -> None:
-    from ladle.recipe import DedupSpec
-
-    spec = DedupSpec(fields="user", normalize={"digits": True})
+    spec = DedupSpec(fields="user", normalize={"digits_to_zero": True})
     rows = [conv("question 1 here", "a"), conv("question 2 here", "b")]
-    kept, report = dedup_rows(rows, spec)
-    assert len(kept) == 1 and report["config"]["normalize"]["digits_to_zero"] is True
+    res = dedup_rows(rows, spec)
+    assert res.keep.tolist() == [True, False]
+    assert res.report["config"]["normalize"]["digits_to_zero"] is True
+
+
+def test_one_config_builds_the_core_options() -> None:
+    """DedupSpec's fields are the core's option names; nothing else defines them."""
+    import inspect
+
+    opts = core_options(DedupSpec(normalize=False, bands=(16, 8)))
+    assert opts["normalize"] is False and opts["bands"] == (16, 8)
+    core_params = set(inspect.signature(_core.dedup_run).parameters)
+    assert set(core_options(DedupSpec())) <= core_params
+    assert set(opts) == {
+        "threshold",
+        "num_perm",
+        "ngram",
+        "scheme",
+        "seed",
+        "normalize",
+        "exact",
+        "near",
+        "verify",
+        "keep",
+        "bands",
+        "lsh_weights",
+    }
+    full = core_options(DedupSpec(normalize=NormalizeSpec(nfkc=False)))
+    assert full["nfkc"] is False and set(NormalizeSpec.model_fields) <= set(full)
+    # One threshold range, in the schema: 1.0 (identical shingle sets) is allowed.
+    assert deduplicate(["a b", "a b"], threshold=1.0).keep.tolist() == [True, False]
+    with pytest.raises(DataError, match="dedup option threshold"):
+        dedup_spec(threshold=0)
 
 
 # ---------------------------------------------------------------- identity text and errors
@@ -372,47 +413,45 @@ def test_example_text_fields() -> None:
     assert example_text(row, "user") == "the question"
     assert example_text(row, "prompt") == "the question"
     assert example_text(row, "assistant") == "the answer"
-    pref = {"prompt": "p?", "chosen": "good", "rejected": "bad"}
-    assert example_text(pref) == "p?\ngood\nbad"
-    assert example_text(pref, "prompt") == "p?"
-    assert example_text(pref, "assistant") == "good\nbad"
-    pref_msgs = {
-        "prompt": [{"role": "user", "content": "p?"}],
-        "chosen": [{"role": "assistant", "content": "good"}],
-        "rejected": [{"role": "assistant", "content": "bad"}],
-    }
-    assert example_text(pref_msgs, "prompt") == "p?"
-    assert example_text({"text": "plain"}) == "plain"
-    parts = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image"}]}
-        ]
-    }
-    assert example_text(parts) == "hi"
-    sharegpt = {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
-    assert example_text(sharegpt, "user") == "q"
+    p = pref("p?", "good", "bad")
+    assert example_text(p) == "p?\ngood\nbad"
+    assert example_text(p, "prompt") == "p?"
+    assert example_text(p, "assistant") == "good\nbad"
+    # Raw text is all content: its identity is the text, whatever `fields` asks for.
+    assert example_text({"text": "plain"}) == example_text({"text": "plain"}, "prompt") == "plain"
+
+
+def test_identity_comes_from_the_loaders_normalised_rows(tmp_path: Path) -> None:
+    """Every input format reaches dedup as the loader normalised it, so the same
+    conversation in ShareGPT, Alpaca or OpenAI content parts has one identity."""
+    from ladle.data.load import read_file
+
+    lines = [
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {"instruction": "q", "output": "a"},
+        {"prompt": "q", "completion": "a"},
+    ]
+    write_jsonl(tmp_path / "mix.jsonl", lines)
+    rows = read_file(tmp_path / "mix.jsonl", "auto").rows
+    assert {example_text(r) for r in rows} == {"q\na"}
+    assert {example_text(r, "user") for r in rows} == {"q"}
 
 
 def test_bad_input_errors() -> None:
-    with pytest.raises(
-        DataError, match=r"f.jsonl:3: field 'messages\[1\].content' must be text, got int"
-    ):
-        example_text(
-            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": 7}]},
-            where="f.jsonl:3",
-        )
-    with pytest.raises(DataError, match="no text found"):
-        example_text({"foo": "bar"})
-    with pytest.raises(DataError, match="needs messages or a prompt"):
-        example_text({"text": "t"}, "user")
     with pytest.raises(DataError, match=r"texts\[1\] must be text"):
         deduplicate(["a", 3])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="threshold"):
+    with pytest.raises(DataError, match="threshold"):
         deduplicate(["a"], threshold=1.5)
     with pytest.raises(ValueError, match="scheme"):
         minhash(["a"], scheme="md5")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unknown dedup option"):
-        DedupConfig.coerce({"treshold": 0.9})
+    with pytest.raises(DataError, match="treshold"):
+        dedup_spec({"treshold": 0.9})
     with pytest.raises(ValueError, match="bands"):
         deduplicate(["a"], bands=(100, 2))
 
@@ -466,7 +505,12 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert report["exact_removed"] == 1 and report["near_removed"] == 1
     assert report["decontaminated"] == 1
     assert report["contaminated_pairs"][0]["removed"].endswith("b.jsonl:2")
-    assert [m["line"] for m in report["malformed_lines"]] == [5, 6]
+    skipped = [(m["location"].rsplit("/", 1)[-1], m["reason"]) for m in report["skipped_rows"]]
+    assert skipped == [("a.jsonl:5", "malformed_json"), ("a.jsonl:6", "wrong_type")]
+    rejects = [
+        json.loads(x) for x in (tmp_path / "out.jsonl.rejects.jsonl").read_text().splitlines()
+    ]
+    assert [r["raw"] for r in rejects] == ["{not json", "[1, 2]"]
     sims = {
         p["removed"].rsplit("/", 1)[-1]: p["similarity"] for p in report["removed_pairs_sample"]
     }
@@ -495,16 +539,103 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         cli_main(["dedup", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 2
     )
-    assert "empty.jsonl: no rows" in capsys.readouterr().err
+    assert "empty.jsonl: no usable rows" in capsys.readouterr().err
     write_jsonl(
         tmp_path / "bad.jsonl", [{"text": "fine"}, {"messages": [{"role": "user", "content": 5}]}]
     )
-    assert cli_main(["dedup", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 2
+    args = ["dedup", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--quiet"]
+    assert cli_main([*args, "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "bad.jsonl:2: field 'messages[0].content' must be text, got int" in err
+    assert 'bad.jsonl:2: field "messages[0].content": content must be a string' in err
     assert not (tmp_path / "o.jsonl").exists()
+    assert cli_main(args) == 0  # without --strict: a counted skip, kept in the rejects file
+    (reject,) = (tmp_path / "o.jsonl.rejects.jsonl").read_text().splitlines()
+    assert json.loads(reject)["reason"] == "wrong_type"
     assert (
-        cli_main(["dedup", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o.jsonl")])
+        cli_main(["dedup", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o2.jsonl")])
         == 2
     )
     assert "no such file" in capsys.readouterr().err
+    assert cli_main([*args[:3], str(tmp_path / "o3.jsonl"), "--ngram", "0"]) == 2
+    assert "dedup option ngram" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite_inputs_and_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, [conv("q one two three", "a"), conv("q one two three", "a")], ["{bad"])
+    before = src.read_bytes()
+    assert cli_main(["dedup", str(src), "--out", str(src), "--overwrite", "--quiet"]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    assert cli_main(["dedup", str(src), "--out", str(out), "--quiet"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "precious\n"
+    assert cli_main(["dedup", str(src), "--out", str(out), "--overwrite", "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_cli_csv_out_with_chat_rows_round_trips(tmp_path: Path) -> None:
+    from ladle.data.load import read_file
+
+    rows = [conv(" ".join(doc(70 + k, 30)), f"reply {k}") for k in range(3)]
+    rows[1]["messages"][2]["train"] = False
+    write_jsonl(tmp_path / "in.jsonl", rows)
+    for suffix in (".csv", ".tsv", ".json", ".parquet"):
+        out = tmp_path / f"out{suffix}"
+        assert cli_main(["dedup", str(tmp_path / "in.jsonl"), "--out", str(out), "--quiet"]) == 0
+        assert read_file(out, "messages").rows == read_file(tmp_path / "in.jsonl", "messages").rows
+
+
+def test_cli_keeps_csv_values_and_skips_deep_lines(tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_text(
+        "prompt,completion,id\nhello there,00123,007\nbye now,1.10,1e5\n"
+    )
+    out = tmp_path / "out.csv"
+    assert cli_main(["dedup", str(tmp_path / "in.csv"), "--out", str(out), "--quiet"]) == 0
+    assert out.read_text() == (tmp_path / "in.csv").read_text()
+    deep = '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "deep.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + deep + "\n")
+    assert (
+        cli_main(
+            ["dedup", str(tmp_path / "deep.jsonl"), "--out", str(tmp_path / "d.jsonl"), "--quiet"]
+        )
+        == 0
+    )
+    (reject,) = (tmp_path / "d.jsonl.rejects.jsonl").read_text().splitlines()
+    assert json.loads(reject)["reason"] == "malformed_json"
+
+
+def test_cli_takes_its_options_from_the_spec() -> None:
+    import argparse
+
+    from ladle.commands import dedup as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["dedup", "x.jsonl", "--out", "y.jsonl"])
+    assert cmd.spec_from_args(args) == DedupSpec()
+    args = parser.parse_args(
+        [
+            "dedup",
+            "x.jsonl",
+            "--out",
+            "y.jsonl",
+            "--scheme",
+            "datasketch-legacy",
+            "--no-verify",
+            "--digits-to-zero",
+            "--no-nfkc",
+            "--seed",
+            "3",
+        ]
+    )
+    spec = cmd.spec_from_args(args)
+    assert (spec.scheme, spec.verify, spec.seed) == ("datasketch-legacy", False, 3)
+    assert isinstance(spec.normalize, NormalizeSpec)
+    assert spec.normalize.digits_to_zero and not spec.normalize.nfkc
+    args = parser.parse_args(["dedup", "x.jsonl", "--out", "y.jsonl", "--no-normalize"])
+    assert cmd.spec_from_args(args).normalize is False

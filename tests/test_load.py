@@ -186,7 +186,7 @@ def test_parquet_csv_json_and_shards(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text('instruction,input,output\nq,,"a, with comma"\n"",x,y\n')
     csv = _load(tmp_path / "d.csv", format="alpaca")
     assert csv.rows[0]["messages"][1]["content"] == "a, with comma"
-    assert csv.drops.first["empty_content"][0].startswith(f"{tmp_path / 'd.csv'} row 2")
+    assert csv.drops.first["empty_content"][0].startswith(f"{tmp_path / 'd.csv'}[row 2]")
 
     (tmp_path / "d.json").write_text(json.dumps([CHAT, CHAT]))
     assert len(_load(tmp_path / "d.json").rows) == 2
@@ -230,9 +230,9 @@ def test_missing_paths_are_data_errors(tmp_path: Path) -> None:
 def test_jsonl_read_in_blocks_keeps_line_numbers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ladle.data.load as load_mod
+    import ladle.data.io as io_mod
 
-    monkeypatch.setattr(load_mod, "BLOCK_BYTES", 100)  # many blocks, lines cut mid-way
+    monkeypatch.setattr(io_mod, "BLOCK_BYTES", 100)  # many blocks, lines cut mid-way
     rows: list[Any] = [CHAT] * 7
     rows[4] = "{bad"
     path = _jsonl(tmp_path / "d.jsonl", rows)

@@ -26,19 +26,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 prep_mod = importlib.import_module("ladle.data.prep")
 
 
-@pytest.fixture(scope="session")
-def chat_tokenizer(smollm2_dir: Path) -> Any:
-    from ladle.data import ChatTokenizer
-
-    return ChatTokenizer.from_pretrained(str(smollm2_dir))
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> Path:
-    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def conv(i: int, turns: int = 1, long: int = 0) -> dict[str, Any]:
     msgs: list[dict[str, Any]] = [{"role": "system", "content": f"You are assistant number {i}."}]
     for t in range(turns):
@@ -81,7 +68,7 @@ def test_packed_rows_match_encoded_examples(
         [*examples, "{broken", conv(99) | {"messages": [{"role": "user", "content": "no reply"}]}],
     )
     res = run_prep(write_recipe(tmp_path, smollm2_dir, [{"path": src}]), chat_tokenizer)
-    m = res.manifest
+    m = res.manifest.model_dump()
     rows = rows_of(res)
     assert not res.cache_hit
     # Every document of every row, with its trained tokens, is exactly one example.
@@ -180,14 +167,14 @@ def test_overlong_policies_and_text_split(
         max_length=128,
     )
     auto = run_prep(recipe, chat_tokenizer)
-    over = auto.manifest["train"]["overlong"]
+    over = auto.manifest.model_dump()["train"]["overlong"]
     assert over["dropped"] == 1 and over["split"] == 1 and over["pieces"] >= 3
-    assert auto.manifest["drops"]["overlong"]["count"] == 1
+    assert auto.manifest.model_dump()["drops"]["overlong"]["count"] == 1
     for r in rows_of(auto):
         assert r["num_tokens"] <= 128
     trunc = run_prep(recipe, chat_tokenizer, "data.overlong=truncate")
-    assert trunc.manifest["train"]["overlong"]["truncated"] == 2
-    assert trunc.manifest["train"]["examples"] == 3
+    assert trunc.manifest.model_dump()["train"]["overlong"]["truncated"] == 2
+    assert trunc.manifest.model_dump()["train"]["examples"] == 3
 
 
 def test_packing_none_one_example_per_row_and_ffd(
@@ -199,7 +186,10 @@ def test_packing_none_one_example_per_row_and_ffd(
     none = run_prep(recipe, chat_tokenizer, "data.packing=none")
     assert [len(r["seq_lengths"]) for r in rows_of(none)] == [1] * 9
     ffd = run_prep(recipe, chat_tokenizer, "data.packing=ffd")
-    assert ffd.manifest["train"]["rows"] == ffd.manifest["train"]["lower_bound_rows"]
+    assert (
+        ffd.manifest.model_dump()["train"]["rows"]
+        == ffd.manifest.model_dump()["train"]["lower_bound_rows"]
+    )
 
 
 def test_eval_split_weights_and_eval_fraction(
@@ -215,9 +205,9 @@ def test_eval_split_weights_and_eval_fraction(
         ],
     )
     res = run_prep(recipe, chat_tokenizer)
-    assert res.manifest["train"]["examples"] == 8 + 2
+    assert res.manifest.model_dump()["train"]["examples"] == 8 + 2
     # rows_out counts examples as trained on, after weighting (2x and 0.5x).
-    assert [d["rows_out"] for d in res.manifest["datasets"]] == [8, 2, 1]
+    assert [d["rows_out"] for d in res.manifest.model_dump()["datasets"]] == [8, 2, 1]
     _, evals, _ = load_prepared(res.path)
     (e,) = evals
     assert e["reference"] == "It is 8."
@@ -230,7 +220,10 @@ def test_eval_split_weights_and_eval_fraction(
         eval_fraction=0.25,
     )
     res = run_prep(frac, chat_tokenizer)
-    assert res.manifest["eval"]["rows"] == 5 and res.manifest["train"]["examples"] == 15
+    assert (
+        res.manifest.model_dump()["eval"]["rows"] == 5
+        and res.manifest.model_dump()["train"]["examples"] == 15
+    )
 
 
 def test_dpo_triples(tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any) -> None:
@@ -255,7 +248,10 @@ def test_dpo_triples(tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokeniz
         )
     )
     res = run_prep(path, chat_tokenizer)
-    assert res.manifest["method"] == "dpo" and res.manifest["train"]["examples"] == 3
+    assert (
+        res.manifest.model_dump()["method"] == "dpo"
+        and res.manifest.model_dump()["train"]["examples"] == 3
+    )
     out = rows_of(res)
     for i, r in enumerate(out):  # preference rows keep their order
         prompt = [{"role": "user", "content": f"Capital of country {i}?"}]
@@ -282,51 +278,22 @@ def test_strict_prep_fails_on_bad_row(
 
 
 def test_dedup_integration(
-    tmp_path: Path,
-    home: Path,
-    smollm2_dir: Path,
-    chat_tokenizer: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
 ) -> None:
-    """prep calls ladle.dedup.dedup_rows(rows, config, against_rows=eval rows, locations=...)
-    and counts what it removed. The real module comes from the dedup area; this fake has
-    its signature and removes exact duplicates of the conversation and of eval rows."""
-    import types
-
-    calls: list[dict[str, Any]] = []
-
-    def dedup_rows(rows, config, against_rows=None, *, locations=None, against_locations=None):  # type: ignore[no-untyped-def]
-        calls.append({"config": config, "n": len(rows), "against": against_rows})
-        seen = {json.dumps(r, sort_keys=True) for r in (against_rows or [])}
-        evals = set(seen)
-        kept, contaminated = [], []
-        for i, r in enumerate(rows):
-            key = json.dumps(r, sort_keys=True)
-            if key in evals:
-                contaminated.append({"removed": locations[i]})
-            elif key not in seen:
-                kept.append(r)
-            seen.add(key)
-        return kept, {
-            "rows_in": len(rows),
-            "rows_out": len(kept),
-            "contaminated_pairs": contaminated,
-        }
-
-    monkeypatch.setitem(sys.modules, "ladle.dedup", types.SimpleNamespace(dedup_rows=dedup_rows))
+    """prep keeps the rows of dedup's keep mask and counts each removed row under its
+    reason, by index (not by matching objects or location strings)."""
     train = jsonl(tmp_path / "d.jsonl", [conv(1), conv(2), conv(1), conv(3)])
     evals = jsonl(tmp_path / "e.jsonl", [conv(3)])
     recipe = write_recipe(
         tmp_path, smollm2_dir, [{"path": train}, {"path": evals, "split": "eval"}]
     )
     res = run_prep(recipe, chat_tokenizer, "data.dedup.enabled=true")
-    assert calls[0]["n"] == 4 and calls[0]["against"] == [conv(3)]
-    assert res.manifest["drops"]["duplicate"] == {"count": 1, "first": [f"{train}:3"]}
-    assert res.manifest["drops"]["contaminated"] == {"count": 1, "first": [f"{train}:4"]}
-    assert res.manifest["train"]["examples"] == 2
-    assert res.manifest["dedup"]["rows_out"] == 2
+    m = res.manifest
+    assert m.drops["duplicate"].model_dump() == {"count": 1, "first": [f"{train}:3"]}
+    assert m.drops["contaminated"].model_dump() == {"count": 1, "first": [f"{train}:4"]}
+    assert m.train.examples == 2 and m.dedup is not None and m.dedup["rows_out"] == 2
     off = run_prep(recipe, chat_tokenizer)  # dedup.enabled: false in the recipe
-    assert off.manifest["train"]["examples"] == 4 and len(calls) == 1
+    assert off.manifest.train.examples == 4 and off.manifest.dedup is None
 
 
 def test_cli_prep_and_render(
@@ -425,7 +392,9 @@ def test_cache_hit_hashes_nothing_and_reports_progress(
         load_recipe(recipe), tokenizer=chat_tokenizer, progress=lambda s, d, t: stages.append(s)
     )
     assert {"load", "tokenize", "pack", "write"} <= set(stages)
-    assert sum(1 for _ in iter_train_rows(first.path)) == first.manifest["train"]["rows"]
+    assert (
+        sum(1 for _ in iter_train_rows(first.path)) == first.manifest.model_dump()["train"]["rows"]
+    )
 
     def no_hashing(paths: list[str]) -> str:
         raise AssertionError(f"a cache hit must not hash {paths}")
@@ -483,8 +452,8 @@ def test_real_dedup_removes_duplicates_and_eval_copies(
         dedup={"enabled": True},
     )
     res = run_prep(recipe, chat_tokenizer)
-    drops = res.manifest["drops"]
+    drops = res.manifest.model_dump()["drops"]
     assert drops["duplicate"] == {"count": 1, "first": [f"{train}:7"]}
     assert drops["contaminated"] == {"count": 1, "first": [f"{train}:3"]}
-    assert res.manifest["train"]["examples"] == 5
-    assert res.manifest["dedup"]["enabled"] is True
+    assert res.manifest.model_dump()["train"]["examples"] == 5
+    assert res.manifest.model_dump()["dedup"]["enabled"] is True

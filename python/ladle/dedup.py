@@ -15,126 +15,61 @@ defines an example's identity, checks arguments and shapes the results.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
+from pydantic import ValidationError
 
 from ladle import _core
 from ladle.errors import DataError
+from ladle.recipe.schema import DedupFields, DedupSpec, NormalizeSpec
 
-Fields = Literal["conversation", "user", "assistant", "prompt"]
+Fields = DedupFields
 Scheme = Literal["fast", "datasketch", "datasketch-legacy"]
 KeepPolicy = Literal["first", "longest"]
-FIELDS: tuple[str, ...] = ("conversation", "user", "assistant", "prompt")
-# The recipe schema (``NormalizeSpec``) spells some normalisation options shorter.
-_NORM_ALIASES = {
-    "punctuation": "strip_punctuation",
-    "digits": "digits_to_zero",
-    "whitespace": "collapse_whitespace",
-}
+FIELDS: tuple[str, ...] = get_args(DedupFields)
 
 
-@dataclass(frozen=True)
-class NormalizeConfig:
-    """Normalisation before hashing. Digit folding is off by default because it merges
-    rows that differ only in their numbers ("page 3" vs "page 4")."""
-
-    nfkc: bool = True
-    lowercase: bool = True
-    strip_punctuation: bool = True
-    collapse_whitespace: bool = True
-    digits_to_zero: bool = False
-
-    @classmethod
-    def coerce(cls, obj: Mapping[str, Any]) -> NormalizeConfig:
-        values = {_NORM_ALIASES.get(k, k): v for k, v in obj.items()}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown normalize option(s) {unknown}; known: {sorted(names)}")
-        return cls(**values)
+def dedup_spec(config: DedupSpec | Mapping[str, Any] | None = None, **options: Any) -> DedupSpec:
+    """A :class:`DedupSpec` from a spec, a mapping (recipe keys) and/or keyword options,
+    validated once: a bad value is a one-line ``DataError`` naming the option."""
+    base = config.model_dump() if isinstance(config, DedupSpec) else dict(config or {})
+    try:
+        return DedupSpec.model_validate({**base, **options})
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = ".".join(str(x) for x in first["loc"]) or "dedup"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise DataError(f"dedup option {name}: {first['msg']}{more}") from None
 
 
-@dataclass(frozen=True)
-class DedupConfig:
-    """The ``data.dedup`` section of a recipe (also the CLI's options)."""
-
-    enabled: bool = True
-    exact: bool = True
-    near: bool = True
-    threshold: float = 0.8
-    ngram: int = 5
-    num_perm: int = 128
-    fields: Fields = "conversation"
-    keep: KeepPolicy = "first"
-    verify: bool = True
-    normalize: bool | NormalizeConfig = True
-    scheme: Scheme = "fast"
-    seed: int = 1
-    decontaminate: bool = True
-    decontaminate_fields: Fields = "prompt"
-    lsh_weights: tuple[float, float] | None = None
-
-    @classmethod
-    def coerce(cls, obj: Any) -> DedupConfig:
-        """Accept a DedupConfig, a mapping, a pydantic model or any object with these
-        attributes, so the recipe schema can evolve without this module knowing it."""
-        if isinstance(obj, cls):
-            return obj
-        if obj is None:
-            return cls()
-        if hasattr(obj, "model_dump"):
-            obj = obj.model_dump()
-        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            obj = dataclasses.asdict(obj)
-        elif not isinstance(obj, Mapping):
-            obj = {
-                f.name: getattr(obj, f.name)
-                for f in dataclasses.fields(cls)
-                if hasattr(obj, f.name)
-            }
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - names)
-        if unknown:
-            raise ValueError(f"unknown dedup option(s) {unknown}; known: {sorted(names)}")
-        values = dict(obj)
-        norm = values.get("normalize", True)
-        if hasattr(norm, "model_dump"):
-            norm = norm.model_dump()
-        if isinstance(norm, Mapping):
-            values["normalize"] = NormalizeConfig.coerce(norm)
-        cfg = cls(**{k: v for k, v in values.items() if v is not None})
-        cfg.check()
-        return cfg
-
-    def check(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        for name, value in (
-            ("fields", self.fields),
-            ("decontaminate_fields", self.decontaminate_fields),
-        ):
-            if value not in FIELDS:
-                raise ValueError(f"{name} must be one of {FIELDS}, got {value!r}")
-        if self.keep not in ("first", "longest"):
-            raise ValueError(f"keep must be 'first' or 'longest', got {self.keep!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, stable across runs: part of ``ladle prep``'s fingerprint."""
-        return dataclasses.asdict(self)
-
-
-def _norm_kwargs(normalize: bool | NormalizeConfig) -> dict[str, bool]:
-    if normalize is True:
-        return {"normalize": True}
+def _normalize_options(normalize: bool | NormalizeSpec) -> dict[str, bool]:
     if normalize is False:
         return {"normalize": False}
-    return {"normalize": True, **dataclasses.asdict(normalize)}
+    spec = NormalizeSpec() if normalize is True else normalize
+    return {"normalize": True, **spec.model_dump()}
+
+
+def core_options(spec: DedupSpec) -> dict[str, Any]:
+    """The options of ``_core.dedup_run`` for a spec: the one place they are built."""
+    return {
+        "threshold": spec.threshold,
+        "num_perm": spec.num_perm,
+        "ngram": spec.ngram,
+        "scheme": spec.scheme,
+        "seed": spec.seed,
+        **_normalize_options(spec.normalize),
+        "exact": spec.exact,
+        "near": spec.near,
+        "verify": spec.verify,
+        "keep": spec.keep,
+        "bands": spec.bands,
+        "lsh_weights": spec.lsh_weights,
+    }
 
 
 def minhash(
@@ -143,7 +78,7 @@ def minhash(
     ngram: int = 5,
     scheme: Scheme = "datasketch",
     seed: int = 1,
-    normalize: bool | NormalizeConfig = True,
+    normalize: bool | NormalizeSpec = True,
 ) -> np.ndarray:
     """MinHash signatures, shape ``(len(texts), num_perm)``.
 
@@ -159,7 +94,7 @@ def minhash(
         ngram=ngram,
         scheme=scheme,
         seed=seed,
-        **_norm_kwargs(normalize),
+        **_normalize_options(normalize),
     )
 
 
@@ -185,6 +120,8 @@ class DedupResult:
     contaminated: list[Pair]
     """(removed training row, eval row, similarity) for every decontaminated row."""
     stats: dict[str, int] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    """What :func:`dedup_rows` found, as plain JSON data (config, counts, sample pairs)."""
 
     def __getattr__(self, name: str) -> int:
         # Counters (rows_in, rows_out, exact_removed, near_clusters, near_removed,
@@ -198,6 +135,14 @@ class DedupResult:
     @property
     def kept_indices(self) -> np.ndarray:
         return np.flatnonzero(self.keep)
+
+    def removed(self) -> dict[int, str]:
+        """Each removed row's index and why: ``duplicate`` or ``contaminated``."""
+        leaked = {p.removed for p in self.contaminated}
+        return {
+            int(i): "contaminated" if int(i) in leaked else "duplicate"
+            for i in np.flatnonzero(~np.asarray(self.keep, dtype=bool))
+        }
 
 
 def deduplicate(
@@ -213,7 +158,7 @@ def deduplicate(
     verify: bool = True,
     scheme: Scheme = "fast",
     seed: int = 1,
-    normalize: bool | NormalizeConfig = True,
+    normalize: bool | NormalizeSpec = True,
     bands: tuple[int, int] | None = None,
     lsh_weights: tuple[float, float] | None = None,
     lengths: Sequence[int] | None = None,
@@ -232,32 +177,45 @@ def deduplicate(
     datasketch's (0.5, 0.5) without verification (128 perms at 0.8: 9 x 13) and
     (0.1, 0.9) with it, since a verified false positive costs only a Jaccard check
     (14 x 9: a pair at Jaccard 0.85 becomes a candidate with probability 0.975, not 0.69).
+    The options are checked by :class:`DedupSpec`, the same rules as a recipe's.
     """
-    if keep not in ("first", "longest"):
-        raise ValueError(f"keep must be 'first' or 'longest', got {keep!r}")
-    items = _as_str_list(texts, "texts")
-    kwargs: dict[str, Any] = dict(
+    spec = dedup_spec(
         threshold=threshold,
-        num_perm=num_perm,
         ngram=ngram,
-        scheme=scheme,
-        seed=seed,
+        num_perm=num_perm,
+        keep=keep,
         exact=exact,
         near=near,
         verify=verify,
-        keep=keep,
-        bands=None if bands is None else (int(bands[0]), int(bands[1])),
-        lsh_weights=None if lsh_weights is None else (float(lsh_weights[0]), float(lsh_weights[1])),
-        lengths=None if lengths is None else [int(x) for x in lengths],
-        **_norm_kwargs(normalize),
+        scheme=scheme,
+        seed=seed,
+        normalize=normalize,
+        bands=bands,
+        lsh_weights=lsh_weights,
     )
+    return _run(texts, spec, against, against_keys, lengths, progress)
+
+
+def _run(
+    texts: Sequence[str],
+    spec: DedupSpec,
+    against: Sequence[str] | None,
+    against_keys: Sequence[str] | None,
+    lengths: Sequence[int] | None,
+    progress: bool,
+) -> DedupResult:
+    items = _as_str_list(texts, "texts")
+    opts = core_options(spec)
+    extra: dict[str, Any] = {
+        "lengths": None if lengths is None else [int(x) for x in lengths],
+    }
     if against is not None:
-        kwargs["against"] = _as_str_list(against, "against")
+        extra["against"] = _as_str_list(against, "against")
         if against_keys is not None:
-            kwargs["against_keys"] = _as_str_list(against_keys, "against_keys")
+            extra["against_keys"] = _as_str_list(against_keys, "against_keys")
 
     def call(prog: Any) -> dict[str, Any]:
-        return _core.dedup_run(items, progress=prog, **kwargs)
+        return _core.dedup_run(items, progress=prog, **opts, **extra)
 
     raw = _with_progress(call, len(items)) if progress else call(None)
 
@@ -324,177 +282,79 @@ def _as_str_list(texts: Sequence[str], name: str) -> list[str]:
 # ---------------------------------------------------------------- rows
 
 
-def _content(value: Any, where: str, path: str) -> str:
-    """Text of a message content: a string, None (tool calls) or a list of parts."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = []
-        for j, part in enumerate(value):
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            elif isinstance(part, Mapping) and part.get("type") not in (None, "text"):
-                continue  # images and other non-text parts carry no text identity
-            else:
-                raise DataError(f"{where}: field '{path}[{j}]' must be text or a text part")
-        return "\n".join(parts)
-    raise DataError(f"{where}: field '{path}' must be text, got {type(value).__name__}")
+def _contents(messages: list[dict[str, Any]], roles: set[str] | None) -> list[str]:
+    return [m["content"] for m in messages if roles is None or m["role"] in roles]
 
 
-def _turns(messages: Any, where: str, path: str, roles: set[str] | None) -> list[str]:
-    if not isinstance(messages, list):
-        raise DataError(
-            f"{where}: field '{path}' must be a list of messages, got {type(messages).__name__}"
-        )
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping):
-            raise DataError(f"{where}: field '{path}[{i}]' must be a message object")
-        role = m.get("role", m.get("from"))
-        if not isinstance(role, str):
-            raise DataError(f"{where}: field '{path}[{i}].role' must be text")
-        if (
-            roles is None
-            or role in roles
-            or (role in ("human", "gpt") and {"human": "user", "gpt": "assistant"}[role] in roles)
-        ):
-            key = "content" if "content" in m else "value"
-            out.append(_content(m.get(key), where, f"{path}[{i}].{key}"))
-    return out
+_USER, _BOT = {"user"}, {"assistant"}
 
 
-def _part(row: Mapping[str, Any], key: str, where: str, roles: set[str] | None) -> list[str]:
-    value = row.get(key)
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return _turns(value, where, key, roles)
-    return [_content(value, where, key)]
-
-
-def example_text(
-    row: Mapping[str, Any], fields: Fields = "conversation", where: str = "row"
-) -> str:
-    """The text that defines an example's identity.
+def example_text(row: Mapping[str, Any], fields: Fields = "conversation") -> str:
+    """The text that defines an example's identity, from a row in the loader's
+    normalised form (``ladle.data.load``: chat, preference or text; every other format
+    arrives as one of these, content already text).
 
     ``conversation``: every turn; ``user``: user turns (same question, different
-    answers count as duplicates); ``assistant``: assistant turns; ``prompt``: the
-    prompt of preference/prompt-completion rows, the user turns of a conversation.
-    Rows: ``{"messages": [...]}`` (or ShareGPT ``conversations``), preference
-    ``{"prompt", "chosen", "rejected"}``, ``{"prompt", "completion"}``, Alpaca
-    ``{"instruction", "input", "output"}`` or ``{"text"}``.
+    answers count as duplicates); ``assistant``: assistant turns; ``prompt``: user
+    turns (of a preference row's prompt). A text row is all content: its text, whatever
+    ``fields`` asks for.
     """
-    if not isinstance(row, Mapping):
-        raise DataError(f"{where}: a row must be an object, got {type(row).__name__}")
     if fields not in FIELDS:
-        raise ValueError(f"fields must be one of {FIELDS}, got {fields!r}")
-    users, bots = {"user"}, {"assistant"}
-    for key in ("messages", "conversations"):
-        if key in row:
-            roles = {"conversation": None, "user": users, "prompt": users, "assistant": bots}[
-                fields
-            ]
-            return "\n".join(_turns(row[key], where, key, roles))
-    if "prompt" in row:
-        prompt_roles = None if fields == "conversation" else users
-        prompt = _part(row, "prompt", where, prompt_roles)
-        answers = [
-            t for k in ("chosen", "rejected", "completion") for t in _part(row, k, where, bots)
-        ]
-        chosen = {
+        raise DataError(f"fields must be one of {FIELDS}, got {fields!r}")
+    if "messages" in row:
+        roles = {"conversation": None, "user": _USER, "prompt": _USER, "assistant": _BOT}[fields]
+        return "\n".join(_contents(row["messages"], roles))
+    if "chosen" in row:
+        prompt = _contents(row["prompt"], None if fields == "conversation" else _USER)
+        answers = _contents(row["chosen"], _BOT) + _contents(row["rejected"], _BOT)
+        parts = {
             "conversation": prompt + answers,
             "user": prompt,
             "prompt": prompt,
             "assistant": answers,
         }[fields]
-        return "\n".join(chosen)
-    if "instruction" in row or "output" in row:
-        prompt = _part(row, "instruction", where, None) + _part(row, "input", where, None)
-        answer = _part(row, "output", where, None)
-        return "\n".join(
-            {
-                "conversation": prompt + answer,
-                "user": prompt,
-                "prompt": prompt,
-                "assistant": answer,
-            }[fields]
-        )
-    if "text" in row:
-        if fields != "conversation":
-            raise DataError(
-                f"{where}: fields={fields!r} needs messages or a prompt; this row has only 'text'"
-            )
-        return _content(row["text"], where, "text")
-    raise DataError(
-        f"{where}: no text found (expected 'messages', 'prompt', 'instruction' or 'text'); "
-        f"keys: {sorted(row)[:8]}"
-    )
+        return "\n".join(parts)
+    return str(row["text"])
 
 
 def dedup_rows(
     rows: Sequence[Mapping[str, Any]],
-    config: Any = None,
+    config: DedupSpec | Mapping[str, Any] | None = None,
     against_rows: Sequence[Mapping[str, Any]] | None = None,
     *,
     locations: Sequence[str] | None = None,
     against_locations: Sequence[str] | None = None,
     sample: int = 20,
     progress: bool = False,
-) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
-    """Deduplicate dataset rows per a ``data.dedup`` config; returns (kept rows, report).
+) -> DedupResult:
+    """Deduplicate normalised rows (``ladle.data.load``'s form) per a ``data.dedup``
+    spec. ``.keep`` says which rows stay, ``.removed()`` why the others went, and
+    ``.report`` holds plain data for a report (config, counts, sample pairs).
 
-    ``locations`` label rows in errors and in the report (e.g. ``train.jsonl:12``).
+    ``locations`` label rows in the report (e.g. ``train.jsonl:12``).
     """
-    cfg = DedupConfig.coerce(config)
-    rows = list(rows)
-    base: dict[str, Any] = {"config": cfg.to_dict(), "rows_in": len(rows)}
-    if not cfg.enabled:
-        return rows, {**base, "rows_out": len(rows), "enabled": False}
-
-    def loc(i: int, locs: Sequence[str] | None, default: str) -> str:
-        return locs[i] if locs is not None else f"{default} {i}"
-
-    texts = [example_text(r, cfg.fields, loc(i, locations, "row")) for i, r in enumerate(rows)]
+    spec = dedup_spec(config)
+    n = len(rows)
+    base: dict[str, Any] = {"config": spec.model_dump(mode="json"), "rows_in": n}
+    if not spec.enabled:
+        return DedupResult(
+            keep=np.ones(n, dtype=bool),
+            cluster=np.arange(n, dtype=np.int64),
+            pairs=[],
+            contaminated=[],
+            stats={"rows_in": n, "rows_out": n},
+            report={**base, "rows_out": n, "enabled": False},
+        )
+    texts = [example_text(r, spec.fields) for r in rows]
     lengths = None
-    if cfg.keep == "longest":
-        lengths = [
-            len(example_text(r, "conversation", loc(i, locations, "row")))
-            for i, r in enumerate(rows)
-        ]
+    if spec.keep == "longest":
+        lengths = [len(example_text(r)) for r in rows]
     against = keys = None
-    if against_rows is not None and cfg.decontaminate:
-        against = [
-            example_text(r, cfg.decontaminate_fields, loc(i, against_locations, "eval row"))
-            for i, r in enumerate(against_rows)
-        ]
-        if cfg.decontaminate_fields != cfg.fields:
-            keys = [
-                example_text(r, cfg.decontaminate_fields, loc(i, locations, "row"))
-                for i, r in enumerate(rows)
-            ]
-    res = deduplicate(
-        texts,
-        cfg.threshold,
-        cfg.ngram,
-        cfg.num_perm,
-        against,
-        cfg.keep,
-        exact=cfg.exact,
-        near=cfg.near,
-        verify=cfg.verify,
-        scheme=cfg.scheme,
-        seed=cfg.seed,
-        normalize=cfg.normalize,
-        lsh_weights=cfg.lsh_weights,
-        lengths=lengths,
-        against_keys=keys,
-        progress=progress,
-    )
-    kept = [r for r, k in zip(rows, res.keep, strict=True) if k]
+    if against_rows is not None and spec.decontaminate:
+        against = [example_text(r, spec.decontaminate_fields) for r in against_rows]
+        if spec.decontaminate_fields != spec.fields:
+            keys = [example_text(r, spec.decontaminate_fields) for r in rows]
+    res = _run(texts, spec, against, keys, lengths, progress)
     eval_texts = against or []
     train_keys = keys or texts
 
@@ -504,7 +364,7 @@ def dedup_rows(
     def show(i: int) -> str | int:
         return locations[i] if locations is not None else i
 
-    report = {
+    res.report = {
         **base,
         **{k: int(v) for k, v in res.stats.items()},
         "enabled": True,
@@ -529,7 +389,7 @@ def dedup_rows(
             for p in res.contaminated
         ],
     }
-    return kept, report
+    return res
 
 
 def _spread(pairs: list[Pair], k: int) -> list[Pair]:
@@ -547,11 +407,13 @@ def _spread(pairs: list[Pair], k: int) -> list[Pair]:
 
 
 __all__ = [
-    "DedupConfig",
     "DedupResult",
-    "NormalizeConfig",
+    "DedupSpec",
+    "NormalizeSpec",
     "Pair",
+    "core_options",
     "dedup_rows",
+    "dedup_spec",
     "deduplicate",
     "example_text",
     "minhash",

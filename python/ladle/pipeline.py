@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ladle.data.prepared import PrepManifest
 from ladle.recipe import Recipe, load_recipe
 from ladle.ui import ConsoleReporter, Reporter
 
@@ -57,8 +58,8 @@ def eval_inputs(
     return eval_rows, train_rows, decon
 
 
-def decontamination_info(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    dedup = manifest.get("dedup") or {}
+def decontamination_info(manifest: PrepManifest) -> dict[str, Any] | None:
+    dedup = manifest.dedup or {}
     if not dedup.get("enabled"):
         return {"decontaminated": False}
     return {
@@ -93,7 +94,7 @@ def run_recipe(
     prepared = prep(recipe)
     ui.prep_done(prepared)
 
-    if recipe.evaluate.enabled and not prepared.manifest["eval"]["rows"]:
+    if recipe.evaluate.enabled and not prepared.manifest.eval.rows:
         from ladle.errors import EvalError
 
         # Said before training, not after an hour of it.

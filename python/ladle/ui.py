@@ -79,29 +79,23 @@ def prep_summary(result: Any) -> Any:
     t.add_column("rows in", justify="right")
     t.add_column("rows out", justify="right")
     t.add_column("tokens", justify="right")
-    for d in m["datasets"]:
-        name = ", ".join(Path(p).name for p in d["path"].split(", "))
-        t.add_row(
-            name,
-            d["split"],
-            f"{d['rows_in']:,}",
-            f"{d['rows_out']:,}",
-            f"{d.get('tokens', 0):,}",
-        )
-    for reason, info in m["drops"].items():
-        where = f" (first: {info['first'][0]})" if info["first"] else ""
-        t.add_row(f"[yellow]dropped: {reason}[/]{where}", "", "", f"-{info['count']:,}", "")
-    tr = m["train"]
+    for d in m.datasets:
+        name = ", ".join(Path(p).name for p in d.path.split(", "))
+        t.add_row(name, d.split, f"{d.rows_in:,}", f"{d.rows_out:,}", f"{d.tokens:,}")
+    for reason, info in m.drops.items():
+        where = f" (first: {info.first[0]})" if info.first else ""
+        t.add_row(f"[yellow]dropped: {reason}[/]{where}", "", "", f"-{info.count:,}", "")
+    tr = m.train
     t.add_section()
-    t.add_row("train examples / rows", "", f"{tr['examples']:,}", f"{tr['rows']:,}", "")
-    t.add_row("tokens (trained)", "", "", "", f"{tr['tokens']:,} ({tr['trained_tokens']:,})")
-    if tr.get("efficiency") is not None:
+    t.add_row("train examples / rows", "", f"{tr.examples:,}", f"{tr.rows:,}", "")
+    t.add_row("tokens (trained)", "", "", "", f"{tr.tokens:,} ({tr.trained_tokens:,})")
+    if tr.efficiency is not None:
         t.add_row(
-            f"packing {m['packing']} @ {m['max_length']}",
+            f"packing {m.packing} @ {m.max_length}",
             "",
-            f"{tr['efficiency']:.2%}",
-            f"+{tr['rows_over_lower_bound']} over lower bound {tr['lower_bound_rows']:,}",
+            f"{tr.efficiency:.2%}",
+            f"+{tr.rows_over_lower_bound} over lower bound {tr.lower_bound_rows:,}",
             "",
         )
-    t.add_row("eval rows", "", "", f"{m['eval']['rows']:,}", "")
+    t.add_row("eval rows", "", "", f"{m.eval.rows:,}", "")
     return t

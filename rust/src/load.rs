@@ -28,6 +28,8 @@ const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// Chosen per row from its keys (`ladle dedup`, whose inputs carry no recipe).
+    Auto,
     Messages,
     ShareGpt,
     Alpaca,
@@ -39,6 +41,7 @@ pub enum Format {
 impl Format {
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
+            "auto" => Format::Auto,
             "messages" => Format::Messages,
             "sharegpt" => Format::ShareGpt,
             "alpaca" => Format::Alpaca,
@@ -47,6 +50,38 @@ impl Format {
             "preference" => Format::Preference,
             other => return Err(LadleError::Value(format!("unknown data format {other:?}"))),
         })
+    }
+
+    /// The format a row's keys (after column renames) say it is in, for `Format::Auto`.
+    fn detect(obj: &Map<String, Value>, opts: &Options) -> std::result::Result<Self, Bad> {
+        let has = |name: &str| obj.contains_key(opts.col(name));
+        Ok(if has("messages") {
+            Format::Messages
+        } else if has("conversations") {
+            Format::ShareGpt
+        } else if has("chosen") || has("rejected") {
+            Format::Preference
+        } else if has("completion") {
+            Format::PromptCompletion
+        } else if has("instruction") || has("output") {
+            Format::Alpaca
+        } else if has("text") {
+            Format::Text
+        } else {
+            return Err(bad(
+                "missing_field",
+                "",
+                "no known row layout (expected messages, conversations, prompt/chosen/rejected, \
+                 prompt/completion, instruction/output or text)",
+            ));
+        })
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = LadleError;
+    fn from_str(s: &str) -> Result<Self> {
+        Format::parse(s)
     }
 }
 
@@ -96,19 +131,20 @@ impl Options {
         self.columns.get(name).map(String::as_str).unwrap_or(name)
     }
 
+    /// `file:N` for lines, `file[item N]` / `file[row N]` otherwise (ladle.data.io's form).
     fn location(&self, line: usize) -> String {
         if self.unit == "line" {
             format!("{}:{line}", self.source)
         } else {
-            format!("{} {} {line}", self.source, self.unit)
+            format!("{}[{} {line}]", self.source, self.unit)
         }
     }
 
-    fn role(&self, raw: &str) -> String {
+    fn role(&self, raw: &str, format: Format) -> String {
         if let Some(r) = self.roles.get(raw) {
             return r.clone();
         }
-        if matches!(self.format, Format::ShareGpt) {
+        if matches!(format, Format::ShareGpt) {
             let mapped = match raw {
                 "human" => "user",
                 "gpt" => "assistant",
@@ -133,8 +169,12 @@ fn bad(reason: &'static str, field: &str, message: impl Into<String>) -> Bad {
 
 type RowResult = std::result::Result<Value, Bad>;
 
-/// Normalise JSONL bytes (one JSON object per line; blank lines ignored).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Normalise JSONL bytes (one JSON object per line; blank lines ignored). A UTF-8 byte
+/// order mark at the start is skipped (editors on Windows write one; it is not JSON).
 pub fn normalize_jsonl(bytes: &[u8], opts: &Options) -> Result<Loaded> {
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let lines: Vec<(usize, &[u8])> = bytes
         .split(|&b| b == b'\n')
         .enumerate()
@@ -149,12 +189,18 @@ pub fn normalize_jsonl(bytes: &[u8], opts: &Options) -> Result<Loaded> {
 
 /// Normalise a JSON document: an array of row objects, else one object per line.
 pub fn normalize_json(bytes: &[u8], opts: &Options) -> Result<Loaded> {
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'[') {
         return normalize_jsonl(bytes, opts);
     }
     let items: Vec<Value> = serde_json::from_slice(bytes)
         .map_err(|e| LadleError::Data(format!("{}: invalid JSON array: {e}", opts.source)))?;
+    // Items are numbered as items, whatever unit the caller guessed.
+    let opts = &Options {
+        unit: "item".into(),
+        ..opts.clone()
+    };
     let items: Vec<(usize, &Value)> = items.iter().enumerate().map(|(i, v)| (i + 1, v)).collect();
     collect(&items, opts, |v| Ok((*v).clone()))
 }
@@ -216,16 +262,21 @@ pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
     let obj = row
         .as_object()
         .ok_or_else(|| bad("wrong_type", "", "row is not a JSON object"))?;
+    let format = match opts.format {
+        Format::Auto => Format::detect(obj, opts)?,
+        f => f,
+    };
     let mut out = Map::new();
-    match opts.format {
+    match format {
+        Format::Auto => unreachable!("resolved above"),
         Format::Messages | Format::ShareGpt => {
-            let default = if opts.format == Format::ShareGpt {
+            let default = if format == Format::ShareGpt {
                 "conversations"
             } else {
                 "messages"
             };
             let field = opts.col(default);
-            let msgs = messages(get(obj, field)?, field, opts)?;
+            let msgs = messages(get(obj, field)?, field, opts, format)?;
             out.insert("messages".into(), Value::Array(with_system(msgs, opts)));
         }
         Format::Alpaca => {
@@ -292,7 +343,13 @@ pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
         }
     }
     if let Some(tools) = obj.get(opts.col("tools")) {
-        let tools = maybe_json(tools);
+        // Tool schemas are never content: JSON text of a list is the list.
+        let tools = match tools {
+            Value::String(s) if s.trim_start().starts_with('[') => {
+                serde_json::from_str(s).unwrap_or_else(|_| tools.clone())
+            }
+            other => other.clone(),
+        };
         match tools {
             Value::Null => {}
             Value::Array(_) => {
@@ -340,17 +397,20 @@ fn message(role: &str, content: &str) -> Value {
 }
 
 /// Tables (CSV, some Parquet) store message lists as JSON text; accept both. Only a
-/// list, or an object with a `role`, is taken for messages: a reply that happens to BE
-/// JSON (`"chosen": "{\"category\": ...}"`) is content and must stay a string.
+/// message object (one with a `role` or ShareGPT `from`), or a non-empty list of them, is
+/// taken for messages: a reply that happens to BE JSON (`"chosen": "{\"category\": ...}"`
+/// or `"completion": "[1, 2]"`) is content and must stay a string.
 fn maybe_json(v: &Value) -> Value {
+    fn is_message(v: &Value) -> bool {
+        matches!(v, Value::Object(o) if o.contains_key("role") || o.contains_key("from"))
+    }
     if let Value::String(s) = v {
         let t = s.trim_start();
         if t.starts_with('[') || t.starts_with('{') {
             if let Ok(parsed) = serde_json::from_str::<Value>(s) {
                 let is_messages = match &parsed {
-                    Value::Array(_) => true,
-                    Value::Object(o) => o.contains_key("role"),
-                    _ => false,
+                    Value::Array(items) => !items.is_empty() && items.iter().all(is_message),
+                    other => is_message(other),
                 };
                 if is_messages {
                     return parsed;
@@ -371,8 +431,8 @@ fn turns(
     let field = opts.col(name);
     let v = maybe_json(get(obj, field)?);
     match v {
-        Value::Array(_) => messages(&v, field, opts),
-        Value::Object(_) => messages(&Value::Array(vec![v]), field, opts),
+        Value::Array(_) => messages(&v, field, opts, opts.format),
+        Value::Object(_) => messages(&Value::Array(vec![v]), field, opts, opts.format),
         other => Ok(vec![message(role, &string(&other, field)?)]),
     }
 }
@@ -391,7 +451,12 @@ fn with_system(mut msgs: Vec<Value>, opts: &Options) -> Vec<Value> {
     msgs
 }
 
-fn messages(v: &Value, field: &str, opts: &Options) -> std::result::Result<Vec<Value>, Bad> {
+fn messages(
+    v: &Value,
+    field: &str,
+    opts: &Options,
+    format: Format,
+) -> std::result::Result<Vec<Value>, Bad> {
     let v = maybe_json(v);
     let list = v.as_array().ok_or_else(|| {
         bad(
@@ -407,7 +472,7 @@ fn messages(v: &Value, field: &str, opts: &Options) -> std::result::Result<Vec<V
             format!("{field:?} has no messages"),
         ));
     }
-    let sharegpt = opts.format == Format::ShareGpt;
+    let sharegpt = format == Format::ShareGpt;
     let role_key = opts.col(if sharegpt { "from" } else { "role" });
     let content_key = opts.col(if sharegpt { "value" } else { "content" });
     let mut out = Vec::with_capacity(list.len());
@@ -433,7 +498,7 @@ fn messages(v: &Value, field: &str, opts: &Options) -> std::result::Result<Vec<V
                 ))
             }
         };
-        let role = opts.role(raw_role);
+        let role = opts.role(raw_role, format);
         if !ROLES.contains(&role.as_str()) {
             return Err(bad(
                 "unknown_role",
@@ -605,5 +670,184 @@ not json
         assert_eq!(out.rows.len(), 2);
         assert_eq!(out.lines, vec![1, 3]);
         assert_eq!(out.bad_first[0].line, 2);
+    }
+
+    #[test]
+    fn bom_is_skipped_and_items_are_items() {
+        let data = b"\xEF\xBB\xBF{\"text\": \"a\"}\n{\"text\": \"b\"}\n";
+        let out = normalize_jsonl(data, &opts("text")).unwrap();
+        assert_eq!(out.lines, vec![1, 2]);
+        let mut strict = opts("text");
+        strict.strict = true;
+        strict.source = "f.json".into();
+        let err = normalize_json(
+            b"\xEF\xBB\xBF[{\"text\": \"a\"}, {\"text\": 3.5e999}]",
+            &strict,
+        );
+        assert!(err.is_err());
+        let err = normalize_json(b"[{\"text\": \"a\"}, {\"text\": \"\"}]", &strict)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f.json[item 2]:"), "{err}");
+    }
+
+    #[test]
+    fn json_list_replies_stay_strings() {
+        let row = serde_json::json!({"prompt": "p", "completion": "[1, 2]"});
+        let v = normalize_row(&row, &opts("prompt_completion")).unwrap();
+        assert_eq!(v["messages"][1]["content"], "[1, 2]");
+        let row = serde_json::json!({"prompt": "p", "chosen": "[{\"a\": 1}]", "rejected": "[]"});
+        let v = normalize_row(&row, &opts("preference")).unwrap();
+        assert_eq!(v["chosen"][0]["content"], "[{\"a\": 1}]");
+        assert_eq!(v["rejected"][0]["content"], "[]");
+    }
+
+    #[test]
+    fn auto_detects_each_row() {
+        let o = opts("auto");
+        let rows = [
+            (
+                serde_json::json!({"messages": [{"role": "user", "content": "q"}]}),
+                "messages",
+            ),
+            (
+                serde_json::json!({"conversations": [{"from": "human", "value": "q"}]}),
+                "messages",
+            ),
+            (
+                serde_json::json!({"prompt": "p", "chosen": "c", "rejected": "r"}),
+                "chosen",
+            ),
+            (
+                serde_json::json!({"prompt": "p", "completion": "c"}),
+                "messages",
+            ),
+            (
+                serde_json::json!({"instruction": "i", "output": "o"}),
+                "messages",
+            ),
+            (serde_json::json!({"text": "t"}), "text"),
+        ];
+        for (row, key) in rows {
+            let v = normalize_row(&row, &o).unwrap();
+            assert!(v.get(key).is_some(), "{row} -> {v}");
+        }
+        let v = normalize_row(
+            &serde_json::json!({"conversations": [{"from": "gpt", "value": "a"}]}),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(v["messages"][0]["role"], "assistant");
+        assert_eq!(
+            normalize_row(&serde_json::json!({"x": 1}), &o)
+                .unwrap_err()
+                .reason,
+            "missing_field"
+        );
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::Bool),
+                any::<i64>().prop_map(|n| serde_json::json!(n)),
+                "[a-z\\[\\]{}\":, ]{0,12}".prop_map(serde_json::Value::String),
+                prop::sample::select(vec!["user", "assistant", "system", "tool", "gpt", "human"])
+                    .prop_map(|s| serde_json::Value::String(s.into())),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(
+                        prop::sample::select(vec![
+                            "messages",
+                            "role",
+                            "content",
+                            "text",
+                            "prompt",
+                            "chosen",
+                            "rejected",
+                            "completion",
+                            "instruction",
+                            "input",
+                            "output",
+                            "conversations",
+                            "from",
+                            "value",
+                            "tools",
+                            "train",
+                            "tool_calls",
+                        ])
+                        .prop_map(String::from),
+                        inner,
+                        0..5,
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        const FORMATS: [&str; 7] = [
+            "auto",
+            "messages",
+            "sharegpt",
+            "alpaca",
+            "prompt_completion",
+            "text",
+            "preference",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            // Property: any bytes end in rows + counted skips, or an error; never a panic.
+            #[test]
+            fn random_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..400),
+                                        f in 0usize..7) {
+                let o = opts(FORMATS[f]);
+                if let Ok(out) = normalize_jsonl(&data, &o) {
+                    let bad: usize = out.bad_counts.values().sum();
+                    let body = data.strip_prefix(BOM).unwrap_or(&data);
+                    let lines = body.split(|&b| b == b'\n')
+                        .filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())).count();
+                    prop_assert_eq!(out.rows.len() + bad, lines);
+                }
+                let _ = normalize_json(&data, &o);
+            }
+
+            #[test]
+            fn random_rows_never_panic(rows in prop::collection::vec(any_json(), 0..8),
+                                       f in 0usize..7, strict in any::<bool>()) {
+                let mut o = opts(FORMATS[f]);
+                o.strict = strict;
+                let text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+                let jsonl = text.join("\n");
+                match normalize_jsonl(jsonl.as_bytes(), &o) {
+                    Ok(out) => {
+                        let bad: usize = out.bad_counts.values().sum();
+                        prop_assert_eq!(out.rows.len() + bad, rows.len());
+                    }
+                    Err(e) => prop_assert!(strict, "non-strict load failed: {e}"),
+                }
+                let array = serde_json::Value::Array(rows).to_string();
+                let _ = normalize_json(array.as_bytes(), &o);
+            }
+        }
+
+        #[test]
+        fn deep_nesting_is_a_counted_skip() {
+            let deep = format!(
+                "{{\"text\": {}1{}}}\n{{\"text\": \"ok\"}}\n",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            );
+            let out = normalize_jsonl(deep.as_bytes(), &opts("text")).unwrap();
+            assert_eq!(out.rows.len(), 1);
+            assert_eq!(out.bad_counts["malformed_json"], 1);
+        }
     }
 }

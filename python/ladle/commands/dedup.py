@@ -1,34 +1,37 @@
 """``ladle dedup``: remove exact and near-duplicate rows (and eval leaks) from datasets.
 
-Reads JSONL/JSON/Parquet/CSV rows, writes the kept rows atomically and a JSON report
+Reads rows through the data engine's loader (every format ``ladle prep`` reads, each
+row checked and normalised by the same Rust code), deduplicates on the normalised text
+and writes the kept rows as they were in the input, atomically, with a JSON report
 (rows in/out, exact and near duplicates removed, decontaminated rows, a sample of
-removed pairs with their similarity so the threshold can be judged).
+removed pairs with their similarity so the threshold can be judged). The options and
+their defaults are those of a recipe's ``data.dedup`` (``DedupSpec``).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
-from collections.abc import Mapping
+import typing
 from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import subparser
-from ladle.dedup import FIELDS, DedupConfig, NormalizeConfig, dedup_rows
 from ladle.errors import DataError
-from ladle.paths import atomic_write_bytes
-
-SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 EXAMPLE = """\
 ladle dedup train.jsonl --out train.dedup.jsonl --report dedup.json
 ladle dedup a.jsonl b.parquet --out all.jsonl --threshold 0.85 --fields user
 ladle dedup train.jsonl --out clean.jsonl --against eval.jsonl   # also drop eval leaks"""
 
+# DedupSpec fields that are not flags: prep-only switches and tuples (Python API only).
+_NOT_FLAGS = {"enabled", "decontaminate", "normalize", "bands", "lsh_weights"}
+
 
 def register(subparsers: Any) -> None:
+    from ladle.recipe.schema import Format
+
     p = subparser(
         subparsers,
         "dedup",
@@ -37,31 +40,28 @@ def register(subparsers: Any) -> None:
             "Remove exact duplicates (after normalisation: NFKC, lowercase, punctuation and "
             "whitespace) and near duplicates from one or more datasets, and with --against "
             "every training row whose prompt copies an eval prompt. Near duplicates: MinHash "
-            "over word 5-grams, LSH bands chosen for --threshold as datasketch does, "
-            "candidates verified by true Jaccard. Identity (--fields): conversation = every "
-            "turn; user = user turns only (same question, other answers are duplicates); "
-            "assistant = assistant turns; prompt = the prompt of preference rows. Lower "
-            "--threshold removes more: check the least similar pairs in the report."
+            "over word n-grams, LSH bands chosen for --threshold, candidates verified by true "
+            "Jaccard. Identity (--fields): conversation = every turn; user = user turns only "
+            "(same question, other answers are duplicates); assistant = assistant turns; "
+            "prompt = the user turns of the prompt. Lower --threshold removes more: check the "
+            "least similar pairs in the report. Rows the loader cannot read are skipped, "
+            "counted, and written with their reason to a rejects file."
         ),
         example=EXAMPLE,
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="IN", help="input files (.jsonl .json .parquet .csv)"
+        "inputs",
+        nargs="+",
+        metavar="IN",
+        help="input files (.jsonl .json .parquet .csv .tsv .arrow)",
     )
+    p.add_argument("--out", required=True, help="output file; its suffix picks the format")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument(
-        "--out", required=True, help="output file; format from its suffix (default JSONL)"
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=0.8,
-        help="Jaccard similarity at or above which rows are near duplicates (default 0.8)",
-    )
-    p.add_argument(
-        "--fields",
-        choices=FIELDS,
-        default="conversation",
-        help="which text defines an example's identity (default conversation)",
+        "--format",
+        choices=("auto", *typing.get_args(Format)),
+        default="auto",
+        help="row layout of the inputs (default auto: from each row's keys)",
     )
     p.add_argument(
         "--against",
@@ -72,78 +72,147 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--report", help="write the JSON report here")
     p.add_argument(
-        "--keep",
-        choices=("first", "longest"),
-        default="first",
-        help="which member of a duplicate cluster survives (default first)",
+        "--rejects",
+        help="where skipped rows go, with their reason (default OUT.rejects.jsonl, written "
+        "only when a row was skipped)",
     )
-    p.add_argument("--ngram", type=int, default=5, help="words per shingle (default 5)")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
-    p.add_argument(
-        "--scheme",
-        choices=("fast", "datasketch", "datasketch-legacy"),
-        default="fast",
-        help="shingle hash; datasketch schemes match datasketch.MinHash bit for bit",
-    )
-    p.add_argument("--no-exact", action="store_true", help="skip exact-duplicate removal")
-    p.add_argument("--no-near", action="store_true", help="skip near-duplicate removal")
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="trust LSH candidates without checking their true Jaccard",
-    )
-    p.add_argument("--no-normalize", action="store_true", help="hash texts exactly as given")
-    p.add_argument("--digits-to-zero", action="store_true", help="treat all numbers as equal")
+    p.add_argument("--strict", action="store_true", help="a bad row is an error, not a skip")
+    _spec_flags(p)
     p.add_argument("--sample", type=int, default=20, help="removed pairs to list in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    quiet = bool(getattr(args, "quiet", False))
-    show_progress = not quiet and sys.stderr.isatty()
-    normalize: bool | NormalizeConfig = (
-        False if args.no_normalize else NormalizeConfig(digits_to_zero=args.digits_to_zero)
-    )
-    try:
-        config = DedupConfig(
-            threshold=args.threshold,
-            fields=args.fields,
-            keep=args.keep,
-            ngram=args.ngram,
-            num_perm=args.num_perm,
-            scheme=args.scheme,
-            exact=not args.no_exact,
-            near=not args.no_near,
-            verify=not args.no_verify,
-            normalize=normalize,
+def _spec_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``DedupSpec`` (and ``NormalizeSpec``) field, with its choices,
+    default and help, so the CLI and recipes cannot drift apart."""
+    from ladle.recipe.schema import DedupSpec, NormalizeSpec
+
+    fields = [(k, f, "") for k, f in DedupSpec.model_fields.items() if k not in _NOT_FLAGS]
+    fields += [(k, f, "normalize.") for k, f in NormalizeSpec.model_fields.items()]
+    for name, f, prefix in fields:
+        flag = name.replace("_", "-")
+        dest = prefix + name
+        desc = f.description or ""
+        if f.annotation is bool:
+            if f.default:
+                p.add_argument(f"--no-{flag}", dest=dest, action="store_false", help=f"off: {desc}")
+            else:
+                p.add_argument(f"--{flag}", dest=dest, action="store_true", help=desc)
+            p.set_defaults(**{dest: f.default})
+            continue
+        choices = (
+            typing.get_args(f.annotation)
+            if typing.get_origin(f.annotation) is typing.Literal
+            else None
         )
-        config.check()
-    except ValueError as err:
-        raise DataError(f"bad option: {err}") from err
+        typ = type(f.default) if f.default is not None else str
+        p.add_argument(
+            f"--{flag}",
+            dest=dest,
+            type=typ,
+            choices=choices,
+            default=f.default,
+            help=f"{desc} (default {f.default})",
+        )
+    p.add_argument(
+        "--no-normalize", dest="normalize", action="store_false", help="hash texts exactly as given"
+    )
+    p.set_defaults(normalize=True)
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The ``DedupSpec`` the flags describe (validated: one line naming a bad option)."""
+    from ladle.dedup import dedup_spec
+    from ladle.recipe.schema import DedupSpec, NormalizeSpec
+
+    values = vars(args)
+    options = {k: values[k] for k in DedupSpec.model_fields if k not in _NOT_FLAGS}
+    normalize = {k: values[f"normalize.{k}"] for k in NormalizeSpec.model_fields}
+    return dedup_spec(options, normalize=normalize if args.normalize else False)
+
+
+def _check_paths(args: argparse.Namespace, out: Path, rejects: Path) -> None:
+    from ladle.data import io
+
+    io.check_kind(out, write=True)
+    ins = {Path(p).resolve() for p in [*args.inputs, *args.against]}
+    for flag, path in (("--out", out), ("--report", args.report), ("--rejects", rejects)):
+        if path is not None and Path(path).resolve() in ins:
+            raise DataError(f"{flag} {path} is one of the inputs; write to another file")
+    if out.exists() and not args.overwrite:
+        raise DataError(f"--out {out} already exists; pass --overwrite to replace it")
+
+
+def _read(
+    paths: list[str], fmt: str, strict: bool
+) -> tuple[list[Any], list[Any], list[str], list[Any]]:
+    """(normalised rows, original records, locations, rejected rows) of some files."""
+    from ladle.data.load import read_file
+
+    rows: list[Any] = []
+    records: list[Any] = []
+    locations: list[str] = []
+    rejected: list[Any] = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        got = read_file(path, fmt, strict=strict, keep_records=True)
+        if not got.rows:
+            why = ", ".join(f"{r}: {n}" for r, n in sorted(got.drops.counts.items()))
+            raise DataError(f"{path}: no usable rows" + (f" ({why} skipped)" if why else ""))
+        rows += got.rows
+        records += got.records
+        locations += got.locations
+        rejected += got.rejected
+    return rows, records, locations, rejected
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ladle.data import io
+    from ladle.dedup import dedup_rows
+    from ladle.paths import atomic_write_bytes
+
+    quiet = bool(getattr(args, "quiet", False))
+    spec = spec_from_args(args)
     out = Path(args.out)
-    if out.suffix.lower() not in SUFFIXES:
-        raise DataError(f"--out {out}: unknown format; use one of {', '.join(SUFFIXES)}")
+    rejects_path = (
+        Path(args.rejects) if args.rejects else out.with_name(out.name + ".rejects.jsonl")
+    )
+    _check_paths(args, out, rejects_path)
 
-    rows, locations, malformed = read_many(args.inputs)
+    rows, records, locations, rejected = _read(args.inputs, args.format, args.strict)
     against = against_locs = None
-    against_malformed: list[dict[str, Any]] = []
     if args.against:
-        against, against_locs, against_malformed = read_many(args.against)
+        against, _, against_locs, eval_rejected = _read(args.against, args.format, args.strict)
+        rejected += eval_rejected
 
-    kept, report = dedup_rows(
+    res = dedup_rows(
         rows,
-        config,
+        spec,
         against,
         locations=locations,
         against_locations=against_locs,
         sample=args.sample,
-        progress=show_progress,
+        progress=not quiet and sys.stderr.isatty(),
     )
+    report = res.report
     report["inputs"] = list(args.inputs)
     report["against"] = list(args.against)
-    report["malformed_lines"] = malformed + against_malformed
-    write_rows(out, kept)
+    report["skipped"] = len(rejected)
+    report["skipped_rows"] = [
+        {"location": r.location, "reason": r.reason, "error": r.error} for r in rejected[:20]
+    ]
+    io.write_records(out, [r for r, k in zip(records, res.keep, strict=True) if k])
+    if rejected:
+        report["rejects_file"] = str(rejects_path)
+        atomic_write_bytes(
+            rejects_path,
+            "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rejected).encode(),
+        )
     if args.report:
         atomic_write_bytes(
             Path(args.report), json.dumps(report, indent=2, ensure_ascii=False).encode()
@@ -151,117 +220,6 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         print_summary(report, out)
     return 0
-
-
-# ---------------------------------------------------------------- reading
-
-
-def read_many(paths: list[str]) -> tuple[list[Mapping[str, Any]], list[str], list[dict[str, Any]]]:
-    rows: list[Mapping[str, Any]] = []
-    locations: list[str] = []
-    malformed: list[dict[str, Any]] = []
-    for path in paths:
-        r, loc, bad = read_rows(Path(path))
-        rows += r
-        locations += loc
-        malformed += bad
-    return rows, locations, malformed
-
-
-def read_rows(path: Path) -> tuple[list[Mapping[str, Any]], list[str], list[dict[str, Any]]]:
-    """Rows of one file with a location per row (``file:line`` for JSONL, ``file#i``
-    otherwise) and the malformed JSONL lines (skipped, not fatal)."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    malformed: list[dict[str, Any]] = []
-    rows: list[Mapping[str, Any]] = []
-    locations: list[str] = []
-    if suffix == ".jsonl":
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except ValueError as err:  # UnicodeDecodeError is a ValueError too
-                    malformed.append({"file": str(path), "line": lineno, "error": str(err)[:200]})
-                    continue
-                if not isinstance(obj, dict):
-                    malformed.append(
-                        {
-                            "file": str(path),
-                            "line": lineno,
-                            "error": f"expected a JSON object, got {type(obj).__name__}",
-                        }
-                    )
-                    continue
-                rows.append(obj)
-                locations.append(f"{path}:{lineno}")
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_bytes())
-        except ValueError as err:
-            raise DataError(f"{path}: not valid JSON: {err}") from err
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise DataError(f"{path}: expected a JSON list of row objects")
-        for i, obj in enumerate(data):
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}#{i}: a row must be an object, got {type(obj).__name__}")
-            rows.append(obj)
-            locations.append(f"{path}#{i}")
-    elif suffix in (".parquet", ".csv"):
-        import pyarrow as pa
-
-        try:
-            if suffix == ".parquet":
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(path)
-            else:
-                import pyarrow.csv as pcsv
-
-                table = pcsv.read_csv(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"{path}: cannot read {suffix[1:]}: {err}") from err
-        rows = table.to_pylist()
-        locations = [f"{path}#{i}" for i in range(len(rows))]
-    else:
-        raise DataError(f"{path}: unknown format; use one of {', '.join(SUFFIXES)}")
-    if not rows:
-        extra = f" ({len(malformed)} malformed lines)" if malformed else ""
-        raise DataError(f"{path}: no rows{extra}")
-    return rows, locations, malformed
-
-
-# ---------------------------------------------------------------- writing
-
-
-def write_rows(out: Path, rows: list[Mapping[str, Any]]) -> None:
-    """Write rows in the format of ``out``'s suffix, atomically (temp file + rename)."""
-    suffix = out.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        if suffix == ".jsonl":
-            data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
-        else:
-            data = json.dumps(rows, ensure_ascii=False, default=str, indent=1)
-        atomic_write_bytes(out, data.encode("utf-8"))
-        return
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(list(rows))
-    buf = io.BytesIO()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, buf)
-    else:
-        import pyarrow.csv as pcsv
-
-        pcsv.write_csv(table, buf)
-    atomic_write_bytes(out, buf.getvalue())
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
@@ -277,10 +235,11 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         ("near duplicates removed", "near_removed"),
         ("decontaminated (eval leaks)", "decontaminated"),
         ("rows with no text (kept)", "empty_rows"),
+        ("bad rows skipped", "skipped"),
     ):
         table.add_row(label, f"{report.get(key, 0):,}")
-    if report.get("malformed_lines"):
-        table.add_row("malformed lines skipped", f"{len(report['malformed_lines']):,}")
     Console(stderr=True).print(table)
-    for m in report.get("malformed_lines", [])[:5]:
-        print(f"  skipped {m['file']}:{m['line']}: {m['error']}", file=sys.stderr)
+    for m in report.get("skipped_rows", [])[:5]:
+        print(f"  skipped {m['location']}: {m['error']} ({m['reason']})", file=sys.stderr)
+    if report.get("rejects_file"):
+        print(f"  skipped rows, with reasons: {report['rejects_file']}", file=sys.stderr)

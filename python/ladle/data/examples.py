@@ -167,7 +167,7 @@ def encode_sft(
         ids, labels = encoded[i]
         pieces = [(ids, labels)]
         if len(ids) > enc.max_length:
-            policy = enc.policy("text" in rows[i])
+            policy = enc.policy(kinds[i] == "text")
             if policy == "drop":
                 over.dropped += 1
                 drops.add("overlong", f"{locations[i]}: {len(ids)} tokens > {enc.max_length}")
@@ -184,6 +184,12 @@ def encode_sft(
         if not kept:
             drops.add("no_trained_tokens", locations[i])
             continue
+        if len(kept) < len(pieces):  # split pieces with nothing to learn: counted, not lost
+            drops.add(
+                "split_piece_no_trained_tokens",
+                f"{locations[i]}: {len(pieces) - len(kept)} of {len(pieces)} pieces",
+                len(pieces) - len(kept),
+            )
         docs.extend((i, a, b) for a, b in kept)
     return docs
 
@@ -202,9 +208,26 @@ def encode_preference(
         pmsgs = [{**m, "train": False} for m in r["prompt"]]
         convs.append(pmsgs + r["chosen"])
         convs.append(pmsgs + r["rejected"])
-    pairs = _pairs(enc.chat.encode_batch(convs, train_on="assistant"))
+    failed: dict[int, BaseException] = {}
+    if hasattr(enc.chat, "encode_json"):
+        # Per-conversation errors: one pair the template refuses is a counted drop, not
+        # the end of the whole prep.
+        b = enc.chat.encode_json([json.dumps({"messages": c}) for c in convs], "assistant")
+        off = b.offsets
+        pairs = [
+            (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
+            for k in range(len(convs))
+        ]
+        failed = {k // 2: e for k, e in enumerate(b.errors) if e is not None}
+    else:
+        pairs = _pairs(enc.chat.encode_batch(convs, train_on="assistant"))
     out: list[tuple[int, Ids, Ids, Ids]] = []
     for i in range(len(rows)):
+        if i in failed:
+            if enc.strict:
+                raise failed[i]
+            drops.add("template_error", f"{locations[i]}: {failed[i]}")
+            continue
         spans = []
         for ids, labels in pairs[2 * i : 2 * i + 2]:
             lab = np.asarray(labels, np.int32)

@@ -1,9 +1,8 @@
 """Loading datasets: find the files, read them, normalise every format to one form.
 
 The per-row work (JSON parsing, format normalisation, bad-row classification) runs in
-Rust (``ladle._core.normalize_rows``) on all cores; Python only finds files and, for
-columnar inputs (Parquet, CSV, Arrow from ``datasets.save_to_disk``), streams record
-batches through polars' JSON writer so the same Rust code handles every format. That
+Rust (``ladle._core.normalize_rows``) on all cores; files are read by
+:mod:`ladle.data.io`, which hands every file type to the same Rust code as JSON. That
 keeps one definition of "a valid row" instead of one per file type.
 
 Internal forms (what :func:`load_dataset` returns in ``rows``):
@@ -17,20 +16,17 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ladle import _core
+from ladle.data import io
 from ladle.errors import DataError
 from ladle.recipe.schema import DatasetSpec
 
-JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".arrow")
 FIRST_BAD = 5  # locations kept per drop reason (the Rust side keeps the same number)
-BATCH_ROWS = 65_536  # table rows per record batch handed to Rust
-BLOCK_BYTES = 64 << 20  # JSONL bytes per block handed to Rust
+EVAL_SPLITS = ("eval", "validation", "valid", "test")  # DatasetDict names of an eval split
 
 
 @dataclass
@@ -80,6 +76,28 @@ class LoadedDataset:
         return ", ".join(p) if isinstance(p, list) else p
 
 
+@dataclass
+class Rejected:
+    """A row the loader skipped, with its bytes, so that nothing is lost silently."""
+
+    location: str
+    reason: str
+    error: str
+    raw: str
+
+
+@dataclass
+class FileRows:
+    """One file's rows after normalising, plus (on request) the original records."""
+
+    rows: list[Any] = field(default_factory=list)
+    locations: list[str] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)  # with keep_records: original rows
+    rejected: list[Rejected] = field(default_factory=list)  # with keep_records
+    rows_read: int = 0
+    drops: Drops = field(default_factory=Drops)
+
+
 def resolve_files(spec: DatasetSpec) -> list[Path]:
     """Expand a dataset's ``path`` (file, glob, folder or list of them) into files.
 
@@ -104,68 +122,158 @@ def resolve_files(spec: DatasetSpec) -> list[Path]:
         else:
             raise DataError(f"{entry}: no such file or folder")
     for f in files:
-        if not f.name.endswith(JSON_SUFFIXES + TABLE_SUFFIXES):
-            raise DataError(
-                f"{f}: unsupported file type (expected .jsonl, .json, .parquet, .csv or .arrow)"
-            )
+        io.check_kind(f)
     return files
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        raise DataError(f"{path}: cannot read ({e}); is this a `datasets` folder?") from None
 
 
 def _folder_files(folder: Path, split: str) -> list[Path]:
     if (folder / "dataset_dict.json").is_file():
-        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
-        wanted = [s for s in ([split, "validation", "test"] if split == "eval" else [split])]
-        name = next((s for s in wanted if s in splits), splits[0])
-        return _folder_files(folder / name, split)
+        return _folder_files(_dict_split(folder, split), split)
     state = folder / "state.json"
     if state.is_file():
-        names = [d["filename"] for d in json.loads(state.read_text())["_data_files"]]
-        return [folder / n for n in names]
-    files = sorted(
-        f
-        for f in folder.iterdir()
-        if f.is_file() and f.name.endswith(JSON_SUFFIXES + TABLE_SUFFIXES)
-    )
+        meta = _json_file(state)
+        files = meta.get("_data_files") if isinstance(meta, dict) else None
+        names = [d.get("filename") for d in files or [] if isinstance(d, dict)]
+        if not files or not all(isinstance(n, str) and n for n in names):
+            raise DataError(
+                f"{state}: `_data_files` must list {{filename: ...}} entries; save the "
+                "dataset again with `save_to_disk`"
+            )
+        out = [folder / str(n) for n in names]
+        for f in out:
+            if f.resolve().parent != folder.resolve() or not f.is_file():
+                raise DataError(f"{state}: data file {f.name!r} is not in {folder}")
+        return out
+    files = sorted(f for f in folder.iterdir() if f.is_file() and io.kind(f) is not None)
     if not files:
         raise DataError(f"{folder}: folder holds no data files")
     return files
 
 
-def _record_batches(path: Path) -> Iterator[Any]:
-    """Yield pyarrow RecordBatches of a columnar file, a bounded number of rows at a time."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
+def _dict_split(folder: Path, split: str) -> Path:
+    """The split folder of a ``DatasetDict`` that a recipe's ``split`` asks for. An eval
+    split is ``eval``, ``validation``, ``valid`` or ``test``; a missing one is an error,
+    never the train split quietly evaluated on."""
+    meta = _json_file(folder / "dataset_dict.json")
+    splits = meta.get("splits") if isinstance(meta, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(s, str) for s in splits):
+        raise DataError(
+            f"{folder / 'dataset_dict.json'}: `splits` must be a list of split names; save "
+            "the dataset again with `save_to_disk`"
+        )
+    wanted = EVAL_SPLITS if split == "eval" else ("train",)
+    name = next((s for s in wanted if s in splits), None)
+    if name is None:
+        fix = (
+            "point `path` at one split folder, or drop this eval dataset and set data.eval_fraction"
+            if split == "eval"
+            else "point `path` at one split folder"
+        )
+        raise DataError(
+            f"{folder}: DatasetDict has splits {splits}, none of them {' / '.join(wanted)} "
+            f"(split: {split}); {fix}"
+        )
+    sub = folder / name
+    if sub.resolve().parent != folder.resolve() or not sub.is_dir():
+        raise DataError(f"{folder / 'dataset_dict.json'}: split {name!r} has no folder")
+    return sub
 
-    name = path.name
-    try:
-        if name.endswith((".parquet", ".pq")):
-            yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
-        elif name.endswith((".csv", ".tsv")):
-            delim = "\t" if name.endswith(".tsv") else ","
-            # Every column as string: a CSV has no types, and "00123" must stay "00123".
-            reader = pacsv.open_csv(
-                path,
-                parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={}, strings_can_be_null=False, auto_dict_encode=False
-                ),
-                read_options=pacsv.ReadOptions(block_size=1 << 24),
+
+def read_file(
+    path: Path,
+    format: str,
+    *,
+    columns: dict[str, str] | None = None,
+    roles: dict[str, str] | None = None,
+    system: str | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    as_json: bool = False,
+    keep_records: bool = False,
+) -> FileRows:
+    """Read and normalise one data file (up to ``limit`` rows).
+
+    ``keep_records`` also keeps each kept row as it was in the file (``ladle dedup``
+    writes those back) and every skipped row's bytes with its reason.
+    """
+    out = FileRows()
+    # What each row is checked against: the same for every block of the file.
+    rules: dict[str, Any] = {
+        "columns": columns or None,
+        "roles": roles or None,
+        "system": system,
+    }
+    for block in io.blocks(path):
+        if limit is not None and len(out.rows) >= limit:
+            break
+        left = None if limit is None else limit - len(out.rows)
+        _take(out, block, format, rules, strict, left, as_json, keep_records)
+    return out
+
+
+def _take(
+    out: FileRows,
+    block: io.Block,
+    format: str,
+    rules: dict[str, Any],
+    strict: bool,
+    left: int | None,
+    as_json: bool,
+    keep_records: bool,
+) -> None:
+    got, lines, counts, first = _core.normalize_rows(
+        block.data,
+        format,
+        limit=left,
+        source=block.source,
+        unit=block.unit,
+        offset=block.offset,
+        json_array=block.json_array,
+        as_json=as_json,
+        strict=strict,
+        **rules,
+    )
+    out.rows.extend(got)
+    out.locations.extend(io.location(block.source, block.unit, n) for n in lines)
+    out.rows_read += len(got) + sum(counts.values())
+    for reason, n in counts.items():
+        out.drops.add(reason, None, n)
+    for reason, line, fld, msg in first:
+        where = io.location(block.source, block.unit, line)
+        locs = out.drops.first.setdefault(reason, [])
+        if len(locs) < FIRST_BAD:
+            locs.append(f"{where}: {fld + ': ' if fld else ''}{msg}")
+    if not keep_records:
+        return
+    kept = {n - block.offset - 1 for n in lines}
+    out.records.extend(block.record(n - block.offset - 1) for n in lines)
+    last = max(kept, default=-1) if left is not None and len(got) >= left else len(block) - 1
+    for k in range(last + 1):
+        if k in kept:
+            continue
+        raw = block.raw(k)
+        if not raw.strip():
+            continue  # blank lines are not rows
+        # Ask the normaliser about this one row: its reason and message, for the rejects.
+        _, _, _, why = _core.normalize_rows(
+            raw, format, source=block.source, unit=block.unit, offset=k + block.offset, **rules
+        )
+        reason, _, fld, msg = why[0] if why else ("unknown", 0, "", "")
+        out.rejected.append(
+            Rejected(
+                io.location(block.source, block.unit, block.offset + k + 1),
+                reason,
+                f"{fld + ': ' if fld else ''}{msg}",
+                raw.decode("utf-8", "backslashreplace"),
             )
-            for batch in reader:
-                yield batch.cast(pa.schema([(f.name, pa.string()) for f in batch.schema]))
-        else:  # .arrow: datasets' save_to_disk writes the IPC stream format
-            with pa.memory_map(str(path)) as source:
-                try:
-                    reader = pa.ipc.open_stream(source)
-                except pa.ArrowInvalid:
-                    file_reader = pa.ipc.open_file(source)
-                    for i in range(file_reader.num_record_batches):
-                        yield file_reader.get_batch(i)
-                    return
-                yield from reader
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from e
+        )
 
 
 def load_dataset(
@@ -181,90 +289,25 @@ def load_dataset(
     locations: list[str] = []
     drops = Drops()
     read = 0
-    kw: dict[str, Any] = {
-        "columns": spec.columns or None,
-        "roles": spec.roles or None,
-        "system": spec.system,
-        "strict": strict,
-    }
-
-    def take(data: bytes, source: str, unit: str, offset: int, json_array: bool) -> None:
-        nonlocal read
-        limit = None if spec.limit is None else spec.limit - len(rows)
-        got, lines, counts, first = _core.normalize_rows(
-            data,
-            spec.format,
-            limit=limit,
-            source=source,
-            unit=unit,
-            offset=offset,
-            json_array=json_array,
-            as_json=as_json,
-            **kw,
-        )
-        rows.extend(got)
-        where = (
-            (lambda n: f"{source}:{n}") if unit == "line" else (lambda n: f"{source} {unit} {n}")
-        )
-        locations.extend(where(n) for n in lines)
-        read += len(got) + sum(counts.values())
-        for reason, n in counts.items():
-            drops.counts[reason] = drops.counts.get(reason, 0) + n
-        for reason, line, fld, msg in first:
-            locs = drops.first.setdefault(reason, [])
-            if len(locs) < FIRST_BAD:
-                locs.append(f"{where(line)}: {fld + ': ' if fld else ''}{msg}")
-
     for path in files:
-        if spec.limit is not None and len(rows) >= spec.limit:
+        left = None if spec.limit is None else spec.limit - len(rows)
+        if left is not None and left <= 0:
             break
-        if path.name.endswith(".json"):
-            take(path.read_bytes(), str(path), "line", 0, True)
-            continue
-        if path.name.endswith(JSON_SUFFIXES):
-            for block, first_line in _line_blocks(path):
-                if spec.limit is not None and len(rows) >= spec.limit:
-                    break
-                take(block, str(path), "line", first_line, False)
-            continue
-        offset = 0
-        for batch in _record_batches(path):
-            if spec.limit is not None and len(rows) >= spec.limit:
-                break
-            take(_ndjson(batch), str(path), "row", offset, False)
-            offset += batch.num_rows
+        got = read_file(
+            path,
+            spec.format,
+            columns=spec.columns,
+            roles=spec.roles,
+            system=spec.system,
+            strict=strict,
+            limit=left,
+            as_json=as_json,
+        )
+        rows.extend(got.rows)
+        locations.extend(got.locations)
+        read += got.rows_read
+        drops.merge(got.drops)
     return LoadedDataset(index, spec, files, rows, locations, read, drops)
-
-
-def _line_blocks(path: Path) -> Iterator[tuple[bytes, int]]:
-    """JSONL in blocks of whole lines (``BLOCK_BYTES`` each), with the number of lines
-    before each block: parsing a block at a time keeps the parsed JSON of a huge file
-    from ever being in memory at once."""
-    line = 0
-    carry = b""
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(BLOCK_BYTES)
-            data = carry + chunk
-            if not chunk:
-                if data:
-                    yield data, line
-                return
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                yield data[:cut], line
-                line += data.count(b"\n", 0, cut)
-
-
-def _ndjson(batch: Any) -> bytes:
-    """A record batch as JSON lines (polars writes nested lists/structs as JSON)."""
-    import polars as pl
-
-    df = pl.from_arrow(batch)
-    assert isinstance(df, pl.DataFrame)
-    buf = df.write_ndjson()
-    return buf.encode("utf-8") if isinstance(buf, str) else bytes(buf)
 
 
 def load_all(

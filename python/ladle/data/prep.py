@@ -2,8 +2,9 @@
 
 The output folder is content-addressed (``$LADLE_HOME/prep/<fingerprint>``): the
 fingerprint covers the input bytes, the recipe's data section, the seed, the tokenizer
-files and template, and Ladle's version, so a repeated prep is a lookup and any change
-that could alter a token rebuilds. A hit only checks that ``manifest.json`` exists:
+files and template, and the code that prepares (the built extension and the data
+engine's Python sources, not a version string that stays put while the code changes),
+so a repeated prep is a lookup and any change that could alter a token rebuilds. A hit only checks that ``manifest.json`` exists:
 the manifest is written last, inside a temporary folder renamed into place
 (``atomic_dir``), so its presence proves the entry is complete. File fingerprints are
 remembered by (path, size, mtime_ns), so a hit never rereads a large corpus.
@@ -15,8 +16,11 @@ are assembled shard by shard from those files through a memory map.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,14 +34,25 @@ from ladle import _core
 from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft, text_encoder
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import IGNORE_INDEX, assemble, pack
-from ladle.data.prepared import write_eval, write_packed, write_preference
+from ladle.data.prepared import (
+    MANIFEST,
+    DatasetStats,
+    EvalStats,
+    PrepManifest,
+    TrainStats,
+    eval_record,
+    write_eval,
+    write_packed,
+    write_preference,
+)
+from ladle.errors import DataError
 from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
 from ladle.recipe.schema import Recipe
 
 CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at once)
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
-MANIFEST = "manifest.json"
+LOCK = ".lock"  # held (flock) by the prep filling a temporary folder
 Progress = Callable[[str, int, int], None]
 
 
@@ -48,16 +63,16 @@ class PrepResult:
     path: Path
     fingerprint: str
     cache_hit: bool
-    manifest: dict[str, Any] = field(repr=False)
+    manifest: PrepManifest = field(repr=False)
     seconds: float = 0.0
 
     @property
     def train_files(self) -> list[Path]:
-        return [self.path / f for f in self.manifest["train"]["shards"]]
+        return [self.path / f for f in self.manifest.train.shards]
 
     @property
     def eval_files(self) -> list[Path]:
-        return [self.path / f for f in self.manifest["eval"]["shards"]]
+        return [self.path / f for f in self.manifest.eval.shards]
 
 
 # --------------------------------------------------------------------------- cache key
@@ -92,6 +107,19 @@ def _tokenizer_files(model_dir: Path, template: str | None) -> list[Path]:
     return files
 
 
+def code_files() -> list[Path]:
+    """The code whose change can change prepared data: the built Rust extension (every
+    kernel: loading, templates, tokenizing, dedup, packing) and the data engine's Python."""
+    import ladle.dedup
+
+    here = Path(__file__).parent
+    return [
+        Path(_core.__file__ or ""),
+        Path(ladle.dedup.__file__ or ""),
+        *sorted(here.glob("*.py")),
+    ]
+
+
 def fingerprint(recipe: Recipe, model_dir: Path) -> tuple[str, list[list[Path]]]:
     """The cache key of a recipe's prepared data, and each dataset's resolved files."""
     files = [resolve_files(ds) for ds in recipe.data.datasets]
@@ -102,7 +130,7 @@ def fingerprint(recipe: Recipe, model_dir: Path) -> tuple[str, list[list[Path]]]
         "data": recipe.data.model_dump(mode="json"),
         "method": recipe.train.method,
         "seed": recipe.seed,
-        "version": ladle.__version__,
+        "code": _file_fingerprints(code_files()),
     }
     text = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return _core.fingerprint_bytes(text.encode())[:24], files
@@ -143,20 +171,41 @@ def prep(
     model_dir = Path(resolve_model(recipe.model.base))
     fp, files = fingerprint(recipe, model_dir)
     out = prep_dir(fp)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file() and not force:
-        manifest = json.loads(manifest_path.read_text())
-        return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
+    if (out / MANIFEST).is_file() and not force:
+        with contextlib.suppress(DataError):  # unreadable or older layout: rebuild it
+            manifest = PrepManifest.read(out)
+            return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
     chat = (
         tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
     )
     report = progress or (lambda stage, done, total: None)
     clear_stale_temp()
-    with atomic_dir(out, replace=True) as tmp:
-        manifest = _build(recipe, model_dir, chat, files, tmp, report)
-        manifest["fingerprint"] = fp
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    lock: int | None = None
+    try:
+        with atomic_dir(out, replace=True) as tmp:
+            # Held until the folder is renamed into place: a prep that finds this folder
+            # unlocked knows its owner died (SIGKILL) and removes it at once.
+            lock = _lock(tmp / LOCK)
+            manifest = _build(recipe, model_dir, chat, files, tmp, report)
+            manifest.fingerprint = fp
+            manifest.write(tmp)
+    finally:
+        if lock is not None:
+            os.close(lock)
     return PrepResult(out, fp, False, manifest, time.perf_counter() - t0)
+
+
+def _lock(path: Path, *, wait: bool = True) -> int | None:
+    """An exclusive ``flock`` on ``path`` (its fd), or None when another process holds it."""
+    import fcntl
+
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 @dataclass
@@ -186,27 +235,31 @@ def _build(
     files: list[list[Path]],
     tmp: Path,
     report: Progress,
-) -> dict[str, Any]:
+) -> PrepManifest:
     data = recipe.data
     report("load", 0, len(data.datasets))
     loaded = load_all(data.datasets, strict=data.strict, as_json=True)
     report("load", len(data.datasets), len(data.datasets))
     drops = Drops()
-    per_ds: list[dict[str, Any]] = []
+    per_ds: list[DatasetStats] = []
     train, evals = _Rows(), _Rows()
     for d in loaded:
+        if not d.rows:
+            raise DataError(_no_rows(d))
         drops.merge(d.drops)
         (evals if d.spec.split == "eval" else train).extend(d)
         per_ds.append(
-            {
-                "path": d.name,
-                "format": d.spec.format,
-                "split": d.spec.split,
-                "files": [str(f) for f in d.files],
-                "rows_in": d.rows_read,
-                "rows_loaded": len(d.rows),
-                "bad": d.drops.to_json(),
-            }
+            DatasetStats.model_validate(
+                {
+                    "path": d.name,
+                    "format": d.spec.format,
+                    "split": d.spec.split,
+                    "files": [str(f) for f in d.files],
+                    "rows_in": d.rows_read,
+                    "rows_loaded": len(d.rows),
+                    "bad": d.drops.to_json(),
+                }
+            )
         )
     del loaded
     rng = random.Random(recipe.seed)
@@ -221,6 +274,12 @@ def _build(
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and train.rows:
         train, evals, dedup_report = _dedup(recipe, train, evals, drops)
+    evals = _check_eval_rows(evals, drops, data.strict)
+    if not evals.rows and recipe.has_eval_split() and recipe.evaluate.enabled:
+        raise DataError(
+            "the eval split is empty after loading and dedup (drops: "
+            f"{_drop_summary(drops)}); add eval rows, or set evaluate.enabled: false"
+        )
 
     train = _apply_weights(recipe, train, rng)
     is_dpo = recipe.train.method == "dpo" or any(
@@ -237,55 +296,96 @@ def _build(
     else:
         stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
     stats["overlong"] = vars(over)
+    if any(d.split == "train" for d in data.datasets) and not stats["examples"]:
+        raise DataError(
+            f"no training examples left (drops: {_drop_summary(drops)}); see the first "
+            "locations with `data.strict: true` or `ladle render`"
+        )
     eval_rows = [json.loads(r) for r in evals.rows]
     eval_shards = write_eval(tmp, eval_rows, evals.ds) if eval_rows else []
     rows_out = stats.pop("rows_out_by_ds")
     tokens_by_ds = stats.pop("tokens_by_ds")
     for i, row in enumerate(per_ds):
-        row["rows_out"] = rows_out.get(i, 0) if row["split"] == "train" else evals.ds.count(i)
-        row["tokens"] = tokens_by_ds.get(i, 0)
-    return {
-        "ladle_version": ladle.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": str(model_dir),
-        "method": "dpo" if is_dpo else "sft",
-        "max_length": data.max_length,
-        "packing": "none" if is_dpo else data.packing,
-        "train_on": data.train_on,
-        "seed": recipe.seed,
-        "datasets": per_ds,
-        "drops": drops.to_json(),
-        "dedup": dedup_report,
-        "train": stats,
-        "eval": {"rows": len(evals.rows), "shards": eval_shards},
-    }
+        row.rows_out = rows_out.get(i, 0) if row.split == "train" else evals.ds.count(i)
+        row.tokens = tokens_by_ds.get(i, 0)
+    return PrepManifest(
+        ladle_version=ladle.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model=str(model_dir),
+        method="dpo" if is_dpo else "sft",
+        max_length=data.max_length,
+        packing="none" if is_dpo else data.packing,
+        train_on=data.train_on,
+        seed=recipe.seed,
+        datasets=per_ds,
+        drops=drops.to_json(),
+        dedup=dedup_report,
+        train=TrainStats.model_validate(stats),
+        eval=EvalStats(rows=len(evals.rows), shards=eval_shards),
+    )
+
+
+def _drop_summary(drops: Drops) -> str:
+    if not drops.counts:
+        return "none"
+    return ", ".join(
+        f"{r}: {n}" + (f" (first: {drops.first[r][0]})" if drops.first.get(r) else "")
+        for r, n in sorted(drops.counts.items())
+    )
+
+
+def _no_rows(d: LoadedDataset) -> str:
+    """Why a dataset gave no rows, and what to check."""
+    cols = f", columns {d.spec.columns}" if d.spec.columns else ""
+    return (
+        f"dataset {d.name}: no usable rows ({d.rows_read} read; drops: "
+        f"{_drop_summary(d.drops)}); check its `format` ({d.spec.format}){cols}"
+    )
+
+
+def _check_eval_rows(evals: _Rows, drops: Drops, strict: bool) -> _Rows:
+    """Eval rows the evaluator can score: a prompt and an assistant reply to compare
+    against. Checked here, before training, not after it (a counted drop, or an error
+    with ``data.strict``)."""
+    keep: list[int] = []
+    for i, raw in enumerate(evals.rows):
+        row = json.loads(raw)
+        rec = eval_record(row)
+        if rec["text"] is None and rec["reference"] is None:
+            why = "no assistant reply to use as the reference"
+        elif rec["prompt"] is not None and not any(
+            m["role"] != "system" for m in json.loads(rec["prompt"])
+        ):
+            why = "nothing before the reference reply but a system prompt"
+        else:
+            keep.append(i)
+            continue
+        if strict:
+            raise DataError(f"{evals.loc[i]}: eval row has {why} (data.strict is on)")
+        drops.add("eval_no_reference", f"{evals.loc[i]}: {why}")
+    return evals if len(keep) == len(evals.rows) else evals.subset(keep)
 
 
 def _dedup(
     recipe: Recipe, train: _Rows, evals: _Rows, drops: Drops
 ) -> tuple[_Rows, _Rows, dict[str, Any]]:
-    """Exact and near-duplicate removal and decontamination (``ladle.dedup.dedup_rows``)."""
+    """Exact/near dedup of the train rows and decontamination against the eval rows;
+    every removed row is a counted drop (``duplicate`` or ``contaminated``)."""
     from ladle.dedup import dedup_rows
 
     cfg = recipe.data.dedup
     against = [json.loads(r) for r in evals.rows] if (cfg.decontaminate and evals.rows) else None
-    rows = [json.loads(r) for r in train.rows]
-    kept, rep = dedup_rows(
-        rows,
+    res = dedup_rows(
+        [json.loads(r) for r in train.rows],
         cfg,
         against_rows=against,
         locations=train.loc,
         against_locations=evals.loc if against is not None else None,
     )
-    keep_ids = {id(r) for r in kept}
-    idx = [i for i, r in enumerate(rows) if id(r) in keep_ids]
-    rep = dict(rep) if not isinstance(rep, dict) else rep
-    contaminated = {p.get("removed") for p in rep.get("contaminated_pairs", [])}
-    for i, r in enumerate(rows):
-        if id(r) not in keep_ids:
-            reason = "contaminated" if train.loc[i] in contaminated else "duplicate"
-            drops.add(reason, train.loc[i])
-    return train.subset(idx), evals, json.loads(json.dumps(rep, default=str))
+    for i, reason in res.removed().items():
+        drops.add(reason, train.loc[i])
+    kept = [int(i) for i in res.kept_indices]
+    return train.subset(kept), evals, res.report
 
 
 def _apply_weights(recipe: Recipe, train: _Rows, rng: random.Random) -> _Rows:
@@ -436,21 +536,30 @@ def _prep_preference(
 
 
 def clear_stale_temp(home: Path | None = None) -> int:
-    """Remove ``.tmp-*`` folders that killed runs left under the prep cache.
+    """Remove what killed preps left under the prep cache: ``.tmp-*`` folders whose
+    prep is gone (its lock is free) and ``.old-*`` folders of replaced entries.
 
     ``atomic_dir`` removes its folder on any exception; only a hard kill (SIGKILL, power
-    loss) leaves one behind. Folders younger than an hour may belong to a prep running
-    right now in another process, so they stay.
+    loss) leaves one behind, and a kill releases the lock at once. A folder without a
+    lock (a crash between creating it and locking it) is removed after an hour.
     """
     root = (home or ladle_home()) / "prep"
     n = 0
-    if root.is_dir():
-        import shutil
-
-        for p in root.glob(".tmp-*"):
-            if p.is_dir() and time.time() - p.stat().st_mtime > 3600:
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
+    if not root.is_dir():
+        return 0
+    for p in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
+        if not p.is_dir():
+            continue
+        if p.name.startswith(".tmp-"):
+            if (p / LOCK).is_file():
+                fd = _lock(p / LOCK, wait=False)
+                if fd is None:
+                    continue  # a prep running right now
+                os.close(fd)
+            elif time.time() - p.stat().st_mtime < 3600:
+                continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
     return n
 
 

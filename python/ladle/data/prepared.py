@@ -10,7 +10,8 @@ A prep folder holds:
 - ``eval-00000.parquet``: eval rows kept as conversations for the evaluator:
   ``messages`` (JSON), ``prompt`` (JSON: the messages before the final assistant
   turn), ``reference`` (that turn's text), ``text`` (raw-text rows) and ``dataset``.
-- ``manifest.json``: counts, drops, tokens, packing efficiency (see ``prep``).
+- ``manifest.json``: a :class:`PrepManifest` (counts, drops, tokens, packing
+  efficiency), versioned: a folder written by another version is rebuilt, not misread.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ladle.errors import DataError
 
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
 PREF_ROWS_PER_SHARD = 65_536
 # Token ids gain nothing from Parquet's dictionary pages (it doubles the write time);
 # zstd level 1 still shrinks them by about half.
@@ -132,16 +136,98 @@ def write_eval(folder: Path, rows: list[dict[str, Any]], datasets: list[int]) ->
     return ["eval-00000.parquet"]
 
 
+class _Plain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DropInfo(_Plain):
+    count: int
+    first: list[str] = Field(default_factory=list, description="first locations, with reason")
+
+
+class DatasetStats(_Plain):
+    path: str
+    format: str
+    split: str
+    files: list[str]
+    rows_in: int = Field(description="rows read, good and bad")
+    rows_loaded: int = Field(description="rows that passed the loader")
+    bad: dict[str, DropInfo]
+    rows_out: int = 0
+    tokens: int = 0
+
+
+class TrainStats(_Plain):
+    examples: int
+    rows: int
+    tokens: int
+    trained_tokens: int
+    efficiency: float | None = None
+    lower_bound_rows: int | None = None
+    rows_over_lower_bound: int | None = None
+    length_histogram: dict[str, list[int]] | None = None
+    shards: list[str]
+    overlong: dict[str, int] = Field(default_factory=dict)
+
+
+class EvalStats(_Plain):
+    rows: int
+    shards: list[str]
+
+
+class PrepManifest(_Plain):
+    """``manifest.json`` of a prep folder: what was prepared, from what, and what was
+    dropped on the way. Written last, so its presence means the folder is complete."""
+
+    version: int = MANIFEST_VERSION
+    ladle_version: str
+    created: str
+    fingerprint: str = ""
+    model: str
+    method: str  # sft | dpo
+    max_length: int
+    packing: str
+    train_on: str
+    seed: int
+    datasets: list[DatasetStats]
+    drops: dict[str, DropInfo]
+    dedup: dict[str, Any] | None = Field(description="ladle.dedup's report, or None")
+    train: TrainStats
+    eval: EvalStats
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def read(cls, folder: Path) -> PrepManifest:
+        path = folder / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read ({e}); run `ladle prep --force`") from None
+        if not isinstance(data, dict) or data.get("version") != MANIFEST_VERSION:
+            raise DataError(
+                f"{path}: written by another Ladle version (manifest version "
+                f"{data.get('version') if isinstance(data, dict) else None}, this one reads "
+                f"{MANIFEST_VERSION}); run `ladle prep --force`"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise DataError(f"{path}: not a prep manifest ({e.errors()[0]['msg']})") from None
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST).write_text(self.model_dump_json(indent=2))
+
+
 def _folder(path: Any) -> Path:
     folder = Path(getattr(path, "path", path))
-    if not (folder / "manifest.json").is_file():
+    if not (folder / MANIFEST).is_file():
         raise DataError(
             f"{folder}: not a prepared data folder (no manifest.json); run `ladle prep`"
         )
     return folder
 
 
-def load_prepared(path: Any) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]:
+def load_prepared(path: Any) -> tuple[Any, list[dict[str, Any]], PrepManifest]:
     """Open a prep folder (or a ``PrepResult``): ``(train Table, eval rows, manifest)``.
 
     The train split is a ``pyarrow.Table`` over the shards (memory-mapped); eval rows are
@@ -151,12 +237,12 @@ def load_prepared(path: Any) -> tuple[Any, list[dict[str, Any]], dict[str, Any]]
     import pyarrow.parquet as pq
 
     folder = _folder(path)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    shards = [folder / s for s in manifest["train"]["shards"]]
+    manifest = PrepManifest.read(folder)
+    shards = [folder / s for s in manifest.train.shards]
     tables = [pq.read_table(s, memory_map=True) for s in shards]
     train = pa.concat_tables(tables) if tables else pa.table({})
     evals: list[dict[str, Any]] = []
-    for s in manifest["eval"]["shards"]:
+    for s in manifest.eval.shards:
         for rec in pq.read_table(folder / s).to_pylist():
             for k in ("messages", "prompt", "tools"):
                 if rec.get(k) is not None:
@@ -170,7 +256,6 @@ def iter_train_rows(path: Any, batch_size: int = 1024) -> Iterator[dict[str, Any
     import pyarrow.parquet as pq
 
     folder = _folder(path)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for s in manifest["train"]["shards"]:
+    for s in PrepManifest.read(folder).train.shards:
         for batch in pq.ParquetFile(folder / s).iter_batches(batch_size=batch_size):
             yield from batch.to_pylist()

@@ -151,7 +151,7 @@ def few_shot_pool(
     on here even when the recipe switches it off for training: a shot that near-copies
     an eval prompt hands the baseline its answer.
     """
-    from ladle.dedup import DedupConfig, dedup_rows
+    from ladle.dedup import dedup_rows
 
     rows = read_split(recipe, "train")
     if not rows:
@@ -160,16 +160,11 @@ def few_shot_pool(
         update={"enabled": True, "exact": True, "near": True, "decontaminate": True}
     )
     against = [{"messages": r["messages"]} for r in eval_rows if r.get("messages")]
-    kept, rep = dedup_rows(
-        rows,
-        DedupConfig.coerce(spec),
-        against_rows=against or None,
-        locations=[r["id"] for r in rows],
-    )
+    res = dedup_rows(rows, spec, against_rows=against or None, locations=[r["id"] for r in rows])
     info = {
         "train_rows": len(rows),
-        "kept": len(kept),
-        "eval_copies_removed": len(rep.get("contaminated_pairs", [])),
-        "rule": {k: rep["config"][k] for k in ("threshold", "ngram", "num_perm", "fields")},
+        "kept": int(res.keep.sum()),
+        "eval_copies_removed": len(res.contaminated),
+        "rule": {k: res.report["config"][k] for k in ("threshold", "ngram", "num_perm", "fields")},
     }
-    return [dict(r) for r in kept], info
+    return [dict(rows[i]) for i in res.kept_indices], info

@@ -133,36 +133,67 @@ class DatasetSpec(Section):
 
 
 class NormalizeSpec(Section):
+    """Text normalisation before hashing (field names are the Rust core's options)."""
+
     nfkc: bool = Field(True, description="Unicode NFKC normalisation.")
     lowercase: bool = Field(True, description="Lowercase before hashing.")
-    punctuation: bool = Field(True, description="Strip punctuation.")
-    digits: bool = Field(False, description="Map digit runs to 0 (numbers stop counting).")
+    strip_punctuation: bool = Field(True, description="Strip punctuation.")
+    collapse_whitespace: bool = Field(True, description="Collapse runs of whitespace to one space.")
+    digits_to_zero: bool = Field(
+        False,
+        description='Map digit runs to 0 (numbers stop counting: "page 3" equals "page 4").',
+    )
+
+
+DedupFields = Literal["conversation", "user", "assistant", "prompt"]
 
 
 class DedupSpec(Section):
+    """The one dedup configuration: recipes (`data.dedup`), `ladle dedup`'s flags and the
+    Python API all build this. Field names are the Rust core's option names."""
+
     enabled: bool = Field(True, description="Run exact and near-duplicate removal in `prep`.")
     exact: bool = Field(True, description="Remove exact duplicates of the normalised text.")
     near: bool = Field(True, description="Remove MinHash near-duplicates.")
     threshold: float = Field(
-        0.8, gt=0, lt=1, description="Jaccard similarity at which two rows are near-duplicates."
+        0.8,
+        gt=0,
+        le=1,
+        description="Jaccard similarity at or above which two rows are near duplicates.",
     )
-    ngram: int = Field(5, ge=1, le=32, description="Word n-gram size of the shingles.")
+    ngram: int = Field(5, ge=1, le=32, description="Words per shingle.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
-    scheme: Literal["fast", "datasketch"] = Field(
-        "fast", description="`datasketch`: SHA-1 shingles, signatures equal datasketch's."
+    scheme: Literal["fast", "datasketch", "datasketch-legacy"] = Field(
+        "fast",
+        description="Shingle hash. `fast`: xxh3; `datasketch`/`datasketch-legacy`: signatures "
+        "equal datasketch.MinHash's (default / legacy scheme) bit for bit.",
     )
-    fields: Literal["conversation", "user", "assistant", "prompt"] = Field(
+    seed: int = Field(1, ge=0, lt=2**32, description="MinHash permutation seed.")
+    fields: DedupFields = Field(
         "conversation",
         description="What defines identity: the whole conversation, user turns only (same "
-        "question, other answers), assistant turns, or the preference prompt.",
+        "question, other answers), assistant turns, or the prompt.",
     )
     keep: Literal["first", "longest"] = Field("first", description="Which cluster member stays.")
     verify: bool = Field(True, description="Check LSH candidates by true Jaccard.")
-    normalize: NormalizeSpec = Field(
-        default_factory=NormalizeSpec, description="Text normalisation before hashing."
+    normalize: bool | NormalizeSpec = Field(
+        default_factory=NormalizeSpec,
+        description="Text normalisation before hashing: false hashes texts as given, true "
+        "or a mapping of options normalises.",
+    )
+    bands: tuple[int, int] | None = Field(
+        None, description="Explicit LSH (bands, rows); default: chosen for the threshold."
+    )
+    lsh_weights: tuple[float, float] | None = Field(
+        None,
+        description="(false-positive, false-negative) weights for choosing bands; default "
+        "(0.1, 0.9) with verify, (0.5, 0.5) without.",
     )
     decontaminate: bool = Field(
         True, description="Drop train rows that duplicate an eval prompt (exact or near)."
+    )
+    decontaminate_fields: DedupFields = Field(
+        "prompt", description="What of a train and an eval row is compared for leaks."
     )
 
 
