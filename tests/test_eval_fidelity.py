@@ -164,7 +164,7 @@ def test_eval_rows_keep_tools_for_both_contestants(
     recipe = _recipe(tmp_path, tiny_llama_dir, train, evals, template=str(template))
     eval_rows, train_rows, _ = eval_inputs(recipe, prep(recipe))
     assert all(r["tools"] == TOOLS for r in eval_rows)
-    report = evaluate(recipe, eval_rows, train_rows, [tiny_llama_dir], None)
+    report = evaluate(recipe, eval_rows, train_rows, [tiny_llama_dir])
     for contestant in (report.baseline, report.candidates[0]):
         assert len(contestant.prompts) == 3
         assert all("lookup_order_status" in p for p in contestant.prompts), contestant.name
@@ -177,7 +177,7 @@ def test_near_copy_of_an_eval_prompt_never_becomes_a_shot(
     punctuation) stay out of the few-shot pool even with decontamination off in prep;
     the shots' ids (file:line) are recorded in report.json."""
     from ladle.data import prep
-    from ladle.evaluate import evaluate
+    from ladle.evaluate import evaluate, write_reports
     from ladle.pipeline import eval_inputs
 
     words = (
@@ -202,26 +202,32 @@ def test_near_copy_of_an_eval_prompt_never_becomes_a_shot(
     assert len(train_rows) == 4
     assert all(r["messages"][-1]["content"] != "near" for r in train_rows)
     assert decon is not None and decon["few_shot_pool"]["eval_copies_removed"] == 3
-    report = evaluate(recipe, eval_rows, train_rows, [tiny_llama_dir], tmp_path / "eval")
+    report = evaluate(recipe, eval_rows, train_rows, [tiny_llama_dir])
+    write_reports(report, tmp_path / "eval")
     shots = json.loads((tmp_path / "eval" / "report.json").read_text())["few_shot"]
     assert sorted(s["id"] for s in shots) == [f"{train}:{k}" for k in (4, 5, 6, 7)]
     assert all(s.reference != "near" for s in report.few_shot)
 
 
-def test_empty_eval_split_is_refused_before_training(tiny_llama_dir: Path, tmp_path: Path) -> None:
-    from ladle.errors import EvalError
+@pytest.mark.parametrize("eval_file", ["broken", "absent"])
+def test_empty_eval_split_is_refused_before_training(
+    tiny_llama_dir: Path, tmp_path: Path, eval_file: str
+) -> None:
+    from ladle.errors import LadleError
     from ladle.pipeline import run_recipe
 
     train = _write_jsonl(tmp_path / "train.jsonl", [conv(f"q {k}", f"a {k}") for k in range(4)])
-    evals = tmp_path / "eval.jsonl"
-    evals.write_text('{"broken": true}\n')
+    datasets = f"    - {{path: {train}, split: train}}\n"
+    if eval_file == "broken":  # an eval file none of whose rows is usable
+        evals = tmp_path / "eval.jsonl"
+        evals.write_text('{"broken": true}\n')
+        datasets += f"    - {{path: {evals}, split: eval}}\n"
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(
         f"name: e\nmodel: {{base: {tiny_llama_dir}}}\n"
-        f"data:\n  datasets:\n    - {{path: {train}, split: train}}\n"
-        f"    - {{path: {evals}, split: eval}}\n"
+        f"data:\n  datasets:\n{datasets}"
         "train: {max_steps: 1, report_to: [none]}\n"
     )
-    with pytest.raises(EvalError, match="eval split is empty"):
+    with pytest.raises(LadleError, match=r"no usable rows|eval split is empty"):
         run_recipe(recipe_file, output=tmp_path / "run")
     assert not (tmp_path / "run").exists()
