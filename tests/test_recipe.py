@@ -186,6 +186,16 @@ def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
         load_recipe(p)
 
 
+def test_aliases_that_nest_deeper_than_the_text_are_refused(tmp_path: Path) -> None:
+    # Each anchored list holds an alias of the previous one: every line is 40 levels deep,
+    # the expansion 40 x 30 = 1,200 (a RecursionError in the position walker before).
+    lines = ["x:", "  b0: &b0 1"]
+    lines += [f"  b{k}: &b{k} {'[' * 40}*b{k - 1}{']' * 40}" for k in range(1, 30)]
+    p = write(tmp_path, MINIMAL + "\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match="levels deep"):
+        load_recipe(p)
+
+
 def test_modest_aliases_still_work_and_are_not_shared(tmp_path: Path) -> None:
     p = write(
         tmp_path,

@@ -69,9 +69,11 @@ def _mark(file: str, node: yaml.Node) -> Position:
     return (file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], open_: set[int]) -> int:
-    """Nodes under ``node`` with every alias expanded, computed once per distinct node
-    (so the cost is linear in the document, not in its expansion)."""
+def _expanded_shape(
+    node: yaml.Node, file: str, memo: dict[int, tuple[int, int]], open_: set[int]
+) -> tuple[int, int]:
+    """(nodes, depth) of ``node`` with every alias expanded, computed once per distinct
+    node, so the cost is linear in the document, not in its expansion."""
     key = id(node)
     if key in memo:
         return memo[key]
@@ -80,16 +82,18 @@ def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], open_: set[
             [ConfigIssue(*_mark(file, node), "", "an alias refers to a node that contains it")]
         )
     open_.add(key)
-    size = 1
+    children: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            size += _expanded_size(k, file, memo, open_) + _expanded_size(v, file, memo, open_)
+        children = [n for pair in node.value for n in pair]
     elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            size += _expanded_size(item, file, memo, open_)
+        children = list(node.value)
+    size, depth = 1, 0
+    for child in children:
+        n, d = _expanded_shape(child, file, memo, open_)
+        size, depth = size + n, max(depth, d)
     open_.discard(key)
-    memo[key] = size
-    return size
+    memo[key] = (size, depth + 1)
+    return memo[key]
 
 
 def _walk(
@@ -166,15 +170,20 @@ def parse_yaml(text: str, file: str, loc: Loc = ()) -> tuple[Any, dict[Loc, Posi
         node = loader.get_single_node()
         if node is None:
             return None, positions
-        size = _expanded_size(node, file, {}, set())
-        if size > MAX_NODES:
+        # Aliases can nest deeper than the text does (an anchored list holding an alias
+        # of the previous one), and expand to far more nodes: both are bounded before
+        # anything recursive walks the tree.
+        size, depth = _expanded_shape(node, file, {}, set())
+        too_big = f"{size:,} nodes (at most {MAX_NODES:,})" if size > MAX_NODES else ""
+        too_deep = f"{depth:,} levels deep (at most {MAX_DEPTH})" if depth > MAX_DEPTH else ""
+        if too_big or too_deep:
             raise RecipeError(
                 [
                     ConfigIssue(
                         *_mark(file, node),
                         "",
-                        f"aliases expand this document to {size:,} nodes (at most "
-                        f"{MAX_NODES:,}); write the repeated parts out or use `extends`",
+                        f"aliases expand this document to {too_big or too_deep}; write the "
+                        "repeated parts out or use `extends`",
                     )
                 ]
             )
