@@ -196,6 +196,15 @@ def test_aliases_that_nest_deeper_than_the_text_are_refused(tmp_path: Path) -> N
         load_recipe(p)
 
 
+def test_oversized_recipes_are_refused_quickly(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "x:\n" + "- x\n" * 30_000)  # 120 KB, 30,000 values
+    with pytest.raises(RecipeError, match="more than 20,000 values"):
+        load_recipe(p)
+    p = write(tmp_path, MINIMAL + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(RecipeError, match="larger than 1 MiB"):
+        load_recipe(p)
+
+
 def test_modest_aliases_still_work_and_are_not_shared(tmp_path: Path) -> None:
     p = write(
         tmp_path,

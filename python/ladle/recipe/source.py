@@ -5,10 +5,12 @@ A recipe is untrusted input, so reading it has limits that no real recipe comes 
 - **Nesting** deeper than :data:`MAX_DEPTH` is refused while composing (PyYAML's composer
   recurses once per level; a 20,000-deep ``[[[...]]]`` would otherwise end in a
   ``RecursionError``).
+- **Size**: a file over :data:`MAX_BYTES` or :data:`MAX_NODES` values is no recipe.
 - **Aliases** are counted as what they expand to. Ten nested ``&a [*a, *a, ...]`` lines
   are 500 bytes of YAML but billions of nodes for the position walker and for pydantic;
-  a document that expands past :data:`MAX_NODES` is refused before anything walks it.
-  A node that contains itself through an alias is refused too.
+  a document that expands past :data:`MAX_NODES` nodes or :data:`MAX_DEPTH` levels is
+  refused before anything walks it. A node that contains itself through an alias is
+  refused too.
 - **Duplicate keys** are errors naming both lines: YAML's "last one wins" would let a typo
   or a pasted block silently replace a setting.
 
@@ -31,8 +33,11 @@ Position = tuple[str, int | None, int | None]  # file, line (1-based), column (1
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings/lists accepted (real recipes stay under 10)."""
-MAX_NODES = 100_000
-"""Most YAML nodes a document may hold once aliases are expanded (real recipes: < 2,000)."""
+MAX_NODES = 20_000
+"""Most YAML nodes a document may hold, written or once aliases are expanded (real
+recipes: < 2,000)."""
+MAX_BYTES = 1 << 20
+"""Largest recipe file read (real recipes: a few KB; PyYAML parses ~100 KB/s)."""
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -51,15 +56,20 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_DEPTH} levels", mark
+                problem = (
+                    f"nested deeper than {MAX_DEPTH} levels"
+                    if self._depth > MAX_DEPTH
+                    else f"more than {MAX_NODES:,} values: not a recipe"
                 )
+                raise yaml.composer.ComposerError(None, None, problem, mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -224,11 +234,16 @@ def read_source(path: Path) -> Source:
     """Read one recipe file (no ``extends``) into a :class:`Source`."""
     file = str(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise RecipeError([ConfigIssue(file, None, None, "", "file not found")]) from e
     except OSError as e:  # permissions, a name too long for the file system
         raise RecipeError([ConfigIssue(file, None, None, "", f"cannot read: {e.strerror}")]) from e
+    if len(raw) > MAX_BYTES:
+        raise RecipeError(
+            [ConfigIssue(file, None, None, "", f"larger than {MAX_BYTES >> 20} MiB: not a recipe")]
+        )
     data, positions = parse_yaml(_decode(raw, file), file)
     if data is None:
         data = {}
