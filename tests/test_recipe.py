@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,13 @@ def test_oversized_recipes_are_refused_quickly(tmp_path: Path) -> None:
     p = write(tmp_path, MINIMAL + "# " + "x" * (1 << 20) + "\n")
     with pytest.raises(RecipeError, match="larger than 1 MiB"):
         load_recipe(p)
+
+
+def test_a_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)  # opening it would block until a writer comes
+    with pytest.raises(RecipeError, match="not a regular file"):
+        load_recipe(fifo)
 
 
 def test_modest_aliases_still_work_and_are_not_shared(tmp_path: Path) -> None:

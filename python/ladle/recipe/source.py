@@ -20,6 +20,7 @@ column of its node, so validation errors point at the YAML that caused them.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,8 @@ def read_source(path: Path) -> Source:
     """Read one recipe file (no ``extends``) into a :class:`Source`."""
     file = str(path)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or stream
+            raise RecipeError([ConfigIssue(file, None, None, "", "not a regular file")])
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
