@@ -332,10 +332,10 @@ LONG = "x" * 300  # longer than a file name may be (ENAMETOOLONG)
 def test_paths_the_file_system_refuses_are_recipe_errors(tmp_path: Path) -> None:
     """Bad input, not an OSError: every path the loader looks at is checked in a guard."""
     p = write(tmp_path, MINIMAL + f"  template: {LONG}.j2\n")
-    with pytest.raises(RecipeError, match="template file .* not found"):
+    with pytest.raises(RecipeError, match=r"template file .* not found"):
         load_recipe(p)
     p = write(tmp_path, MINIMAL + f"extends: {LONG}.yaml\n")
-    with pytest.raises(RecipeError, match="base recipe .* not found"):
+    with pytest.raises(RecipeError, match=r"base recipe .* not found"):
         load_recipe(p)
     p = write(tmp_path, MINIMAL + f"model: {{base: {LONG}}}\n")
     assert load_recipe(p).model.base == LONG  # not a folder here: resolved (and refused) later
