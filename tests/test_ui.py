@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import json
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
+from ladle.recipe import load_recipe
 from ladle.ui import prep_summary
 
 
-def test_prep_summary_shows_file_names_as_text() -> None:
-    manifest = {
-        "datasets": [
-            {"path": "/d/a[/b].jsonl", "split": "train", "rows_in": 3, "rows_out": 2, "tokens": 9}
-        ],
-        "drops": {"bad [json]": {"count": 1, "first": ["/d/a[/b].jsonl:2"]}},
-        "train": {"examples": 2, "rows": 1, "tokens": 9, "trained_tokens": 4},
-        "packing": "bfd",
-        "max_length": 64,
-        "eval": {"rows": 0},
-    }
-    result = SimpleNamespace(manifest=manifest, cache_hit=False, seconds=0.5)
-    console = Console(width=200, record=True)
-    console.print(prep_summary(result))  # a closing tag `[/b]` would raise MarkupError
+def test_prep_summary_shows_file_names_as_text(
+    smollm2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ladle.data import prep
+
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "a["
+    folder.mkdir()
+    data = folder / "b].jsonl"  # the path holds `[/b]`: a closing tag to rich
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    data.write_text(json.dumps(good) + "\n{broken\n" + json.dumps(good) + "\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(
+        f"name: t\nmodel: {{base: {smollm2_dir}}}\n"
+        "data:\n  datasets: [{path: 'a[/b].jsonl'}]\n  max_length: 64\n"
+        "  dedup: {enabled: false}\n"
+    )
+    result = prep(load_recipe(recipe_file))
+    console = Console(width=300, record=True)
+    console.print(prep_summary(result))  # markup in a name would raise MarkupError
     text = console.export_text()
-    assert "b].jsonl" in text and "bad [json]" in text and "a[/b].jsonl:2" in text
+    assert "b].jsonl" in text
+    assert "a[/b].jsonl:2" in text  # the malformed line's location, shown as written
