@@ -127,3 +127,11 @@ def test_path_the_file_system_refuses_is_one_line(
     err = capsys.readouterr().err
     assert "File name too long" in err or "file not found" in err
     assert "Traceback" not in err
+
+
+def test_file_names_are_not_rich_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a[").mkdir()
+    recipe = tmp_path / "a[" / "b].yaml"  # the path holds `[/b]`: a closing tag to rich
+    recipe.write_text("name: t\ndata: {datasets: [{path: a.jsonl}]}\n")
+    assert main(["validate", str(recipe)]) == 0
+    assert f"✓ {recipe}" in capsys.readouterr().out

@@ -65,3 +65,17 @@ def test_hub_id_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(ModelError, match="HF_HUB_OFFLINE"):
         resolve_model("someorg/somemodel")
+
+
+def test_damaged_weights_are_a_model_error(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from ladle.models import load_causal_lm
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for f in tiny_llama_dir.iterdir():
+        (damaged / f.name).symlink_to(f)
+    (damaged / "model.safetensors").unlink()
+    (damaged / "model.safetensors").write_bytes(b"\xff" * 100)  # not a safetensors header
+    with pytest.raises(ModelError, match="cannot load") as info:
+        load_causal_lm(damaged)
+    assert "\n" not in str(info.value)

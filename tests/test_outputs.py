@@ -111,3 +111,8 @@ def test_export_overwrite_replaces_only_its_own_output(
     assert main(["export", str(run), "--merge", str(out)]) == 2  # exists, no --overwrite
     assert main(["export", str(run), "--merge", str(out), "--overwrite"]) == 0
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+
+    (run / "adapter" / "adapter_config.json").write_text("{not json")  # a damaged run
+    assert main(["export", str(run), "--merge", str(tmp_path / "broken")]) == 2
+    assert "cannot load the adapter" in capsys.readouterr().err
+    assert not (tmp_path / "broken").exists()

@@ -24,7 +24,7 @@ class Recording:
     def stage(self, message):
         self.calls.append(["stage", message])
     def prep_done(self, result):
-        self.calls.append(["prep_done", result.manifest["train"]["examples"]])
+        self.calls.append(["prep_done", result.manifest.train.examples])
     def eval_report(self, markdown):
         self.calls.append(["eval_report", markdown[:200]])
 

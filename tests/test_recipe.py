@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,32 @@ def test_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
         load_recipe(p)
 
 
+def test_aliases_that_nest_deeper_than_the_text_are_refused(tmp_path: Path) -> None:
+    # Each anchored list holds an alias of the previous one: every line is 40 levels deep,
+    # the expansion 40 x 30 = 1,200 (a RecursionError in the position walker before).
+    lines = ["x:", "  b0: &b0 1"]
+    lines += [f"  b{k}: &b{k} {'[' * 40}*b{k - 1}{']' * 40}" for k in range(1, 30)]
+    p = write(tmp_path, MINIMAL + "\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match="levels deep"):
+        load_recipe(p)
+
+
+def test_oversized_recipes_are_refused_quickly(tmp_path: Path) -> None:
+    p = write(tmp_path, MINIMAL + "x:\n" + "- x\n" * 30_000)  # 120 KB, 30,000 values
+    with pytest.raises(RecipeError, match="more than 20,000 values"):
+        load_recipe(p)
+    p = write(tmp_path, MINIMAL + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(RecipeError, match="larger than 1 MiB"):
+        load_recipe(p)
+
+
+def test_a_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "r.yaml"
+    os.mkfifo(fifo)  # opening it would block until a writer comes
+    with pytest.raises(RecipeError, match="not a regular file"):
+        load_recipe(fifo)
+
+
 def test_modest_aliases_still_work_and_are_not_shared(tmp_path: Path) -> None:
     p = write(
         tmp_path,
@@ -297,3 +324,18 @@ def test_unprintable_character_is_located(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="character 0x0000 is not allowed") as info:
         load_recipe(p)
     assert (info.value.issues[0].line, info.value.issues[0].column) == (5, 8)
+
+
+LONG = "x" * 300  # longer than a file name may be (ENAMETOOLONG)
+
+
+def test_paths_the_file_system_refuses_are_recipe_errors(tmp_path: Path) -> None:
+    """Bad input, not an OSError: every path the loader looks at is checked in a guard."""
+    p = write(tmp_path, MINIMAL + f"  template: {LONG}.j2\n")
+    with pytest.raises(RecipeError, match=r"template file .* not found"):
+        load_recipe(p)
+    p = write(tmp_path, MINIMAL + f"extends: {LONG}.yaml\n")
+    with pytest.raises(RecipeError, match=r"base recipe .* not found"):
+        load_recipe(p)
+    p = write(tmp_path, MINIMAL + f"model: {{base: {LONG}}}\n")
+    assert load_recipe(p).model.base == LONG  # not a folder here: resolved (and refused) later

@@ -248,12 +248,13 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
 def load_causal_lm(path: Path, *, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     """``AutoModelForCausalLM.from_pretrained(path, **kwargs)`` with the recipe's
     ``trust_remote_code``; safetensors only (``use_safetensors``: never unpickle)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     try:
         return AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         )
-    except (OSError, ValueError, ImportError, KeyError, TypeError) as e:
+    except (OSError, ValueError, ImportError, KeyError, TypeError, SafetensorError) as e:
         hint = _remote_code_hint(e, trust_remote_code)
         raise ModelError(f"cannot load {path} ({_brief(e)}){hint}") from e

@@ -66,6 +66,7 @@ class SilentReporter:
 
 def prep_summary(result: Any) -> Any:
     """The table ``ladle prep`` and ``ladle run`` print: rows, drops, tokens, efficiency."""
+    from rich.markup import escape
     from rich.table import Table
 
     m = result.manifest
@@ -80,11 +81,12 @@ def prep_summary(result: Any) -> Any:
     t.add_column("rows out", justify="right")
     t.add_column("tokens", justify="right")
     for d in m.datasets:
-        name = ", ".join(Path(p).name for p in d.path.split(", "))
+        # File names are text: a name holding `[/x]` must not be read as rich markup.
+        name = escape(", ".join(Path(p).name for p in d.path.split(", ")))
         t.add_row(name, d.split, f"{d.rows_in:,}", f"{d.rows_out:,}", f"{d.tokens:,}")
     for reason, info in m.drops.items():
-        where = f" (first: {info.first[0]})" if info.first else ""
-        t.add_row(f"[yellow]dropped: {reason}[/]{where}", "", "", f"-{info.count:,}", "")
+        where = f" (first: {escape(str(info.first[0]))})" if info.first else ""
+        t.add_row(f"[yellow]dropped: {escape(reason)}[/]{where}", "", "", f"-{info.count:,}", "")
     tr = m.train
     t.add_section()
     t.add_row("train examples / rows", "", f"{tr.examples:,}", f"{tr.rows:,}", "")

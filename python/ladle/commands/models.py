@@ -76,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
     if folders:
         console.print("cached model folders:")
         for c in folders:
-            console.print(f"  {c}")
+            console.print(f"  {c}", markup=False)
     return 0

@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         )
     size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     console.print(
-        f"wrote {out} ({size / 1e6:.1f} MB, {args.quant_type}, blocksize {args.blocksize})"
+        f"wrote {out} ({size / 1e6:.1f} MB, {args.quant_type}, blocksize {args.blocksize})",
+        markup=False,
     )
     return 0

@@ -57,7 +57,8 @@ def run_validate(args: argparse.Namespace) -> int:
             continue
         console.print(
             f"✓ {f}: recipe {recipe.name!r} ({recipe.train.method}/{recipe.train.adapter}, "
-            f"{len(recipe.data.datasets)} dataset(s))"
+            f"{len(recipe.data.datasets)} dataset(s))",
+            markup=False,  # a file name like `a[/b].yaml` is text, not rich markup
         )
     return 1 if failed else 0
 

@@ -279,7 +279,7 @@ def _absolutize(recipe: Recipe, base: Path, positions: dict[Loc, Position], file
     for spec in [*(ev.baselines or [ev.baseline]), ev.candidate]:
         if spec.model and not spec.model.startswith("builtin:"):
             ref = spec.model
-            if ref.startswith((".", "/", "~")) or (base / ref).exists():
+            if ref.startswith((".", "/", "~")) or _is_dir_or_file(base / ref):
                 spec.model = str((base / ref).expanduser())
 
 

@@ -5,10 +5,12 @@ A recipe is untrusted input, so reading it has limits that no real recipe comes 
 - **Nesting** deeper than :data:`MAX_DEPTH` is refused while composing (PyYAML's composer
   recurses once per level; a 20,000-deep ``[[[...]]]`` would otherwise end in a
   ``RecursionError``).
+- **Size**: a file over :data:`MAX_BYTES` or :data:`MAX_NODES` values is no recipe.
 - **Aliases** are counted as what they expand to. Ten nested ``&a [*a, *a, ...]`` lines
   are 500 bytes of YAML but billions of nodes for the position walker and for pydantic;
-  a document that expands past :data:`MAX_NODES` is refused before anything walks it.
-  A node that contains itself through an alias is refused too.
+  a document that expands past :data:`MAX_NODES` nodes or :data:`MAX_DEPTH` levels is
+  refused before anything walks it. A node that contains itself through an alias is
+  refused too.
 - **Duplicate keys** are errors naming both lines: YAML's "last one wins" would let a typo
   or a pasted block silently replace a setting.
 
@@ -18,6 +20,7 @@ column of its node, so validation errors point at the YAML that caused them.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +34,11 @@ Position = tuple[str, int | None, int | None]  # file, line (1-based), column (1
 
 MAX_DEPTH = 64
 """Deepest nesting of mappings/lists accepted (real recipes stay under 10)."""
-MAX_NODES = 100_000
-"""Most YAML nodes a document may hold once aliases are expanded (real recipes: < 2,000)."""
+MAX_NODES = 20_000
+"""Most YAML nodes a document may hold, written or once aliases are expanded (real
+recipes: < 2,000)."""
+MAX_BYTES = 1 << 20
+"""Largest recipe file read (real recipes: a few KB; PyYAML parses ~100 KB/s)."""
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -51,15 +57,20 @@ class _BoundedLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
+            if self._depth > MAX_DEPTH or self._nodes > MAX_NODES:
                 mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"nested deeper than {MAX_DEPTH} levels", mark
+                problem = (
+                    f"nested deeper than {MAX_DEPTH} levels"
+                    if self._depth > MAX_DEPTH
+                    else f"more than {MAX_NODES:,} values: not a recipe"
                 )
+                raise yaml.composer.ComposerError(None, None, problem, mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -69,9 +80,11 @@ def _mark(file: str, node: yaml.Node) -> Position:
     return (file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], open_: set[int]) -> int:
-    """Nodes under ``node`` with every alias expanded, computed once per distinct node
-    (so the cost is linear in the document, not in its expansion)."""
+def _expanded_shape(
+    node: yaml.Node, file: str, memo: dict[int, tuple[int, int]], open_: set[int]
+) -> tuple[int, int]:
+    """(nodes, depth) of ``node`` with every alias expanded, computed once per distinct
+    node, so the cost is linear in the document, not in its expansion."""
     key = id(node)
     if key in memo:
         return memo[key]
@@ -80,16 +93,18 @@ def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int], open_: set[
             [ConfigIssue(*_mark(file, node), "", "an alias refers to a node that contains it")]
         )
     open_.add(key)
-    size = 1
+    children: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            size += _expanded_size(k, file, memo, open_) + _expanded_size(v, file, memo, open_)
+        children = [n for pair in node.value for n in pair]
     elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            size += _expanded_size(item, file, memo, open_)
+        children = list(node.value)
+    size, depth = 1, 0
+    for child in children:
+        n, d = _expanded_shape(child, file, memo, open_)
+        size, depth = size + n, max(depth, d)
     open_.discard(key)
-    memo[key] = size
-    return size
+    memo[key] = (size, depth + 1)
+    return memo[key]
 
 
 def _walk(
@@ -166,15 +181,20 @@ def parse_yaml(text: str, file: str, loc: Loc = ()) -> tuple[Any, dict[Loc, Posi
         node = loader.get_single_node()
         if node is None:
             return None, positions
-        size = _expanded_size(node, file, {}, set())
-        if size > MAX_NODES:
+        # Aliases can nest deeper than the text does (an anchored list holding an alias
+        # of the previous one), and expand to far more nodes: both are bounded before
+        # anything recursive walks the tree.
+        size, depth = _expanded_shape(node, file, {}, set())
+        too_big = f"{size:,} nodes (at most {MAX_NODES:,})" if size > MAX_NODES else ""
+        too_deep = f"{depth:,} levels deep (at most {MAX_DEPTH})" if depth > MAX_DEPTH else ""
+        if too_big or too_deep:
             raise RecipeError(
                 [
                     ConfigIssue(
                         *_mark(file, node),
                         "",
-                        f"aliases expand this document to {size:,} nodes (at most "
-                        f"{MAX_NODES:,}); write the repeated parts out or use `extends`",
+                        f"aliases expand this document to {too_big or too_deep}; write the "
+                        "repeated parts out or use `extends`",
                     )
                 ]
             )
@@ -215,11 +235,18 @@ def read_source(path: Path) -> Source:
     """Read one recipe file (no ``extends``) into a :class:`Source`."""
     file = str(path)
     try:
-        raw = path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or stream
+            raise RecipeError([ConfigIssue(file, None, None, "", "not a regular file")])
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise RecipeError([ConfigIssue(file, None, None, "", "file not found")]) from e
     except OSError as e:  # permissions, a name too long for the file system
         raise RecipeError([ConfigIssue(file, None, None, "", f"cannot read: {e.strerror}")]) from e
+    if len(raw) > MAX_BYTES:
+        raise RecipeError(
+            [ConfigIssue(file, None, None, "", f"larger than {MAX_BYTES >> 20} MiB: not a recipe")]
+        )
     data, positions = parse_yaml(_decode(raw, file), file)
     if data is None:
         data = {}

@@ -71,7 +71,11 @@ def export_run(
                 if not base.is_dir():
                     raise TrainError(f"base model {base} recorded in the manifest is gone")
                 model = load_causal_lm(base, trust_remote_code=trust, dtype=torch_dtype)
-                model = PeftModel.from_pretrained(model, source).merge_and_unload()
+                try:
+                    model = PeftModel.from_pretrained(model, source).merge_and_unload()
+                except (ValueError, KeyError, TypeError, RuntimeError) as e:  # a bad adapter
+                    brief = " ".join(str(e).split())[:300]
+                    raise TrainError(f"cannot load the adapter in {source} ({brief})") from e
                 model.save_pretrained(tmp, safe_serialization=True)
             else:
                 for f in source.iterdir():
