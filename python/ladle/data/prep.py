@@ -100,7 +100,8 @@ def fingerprint(recipe: Recipe, model_dir: Path) -> tuple[str, list[list[Path]]]
     key = {
         "inputs": _file_fingerprints(flat),
         "tokenizer": _file_fingerprints(_tokenizer_files(model_dir, recipe.data.template)),
-        "data": recipe.data.model_dump(mode="json"),
+        # the engine changes where the work runs, never a byte of its output
+        "data": recipe.data.model_dump(mode="json", exclude={"engine"}),
         "method": recipe.train.method,
         "seed": recipe.seed,
         "version": ladle.__version__,
@@ -156,7 +157,10 @@ def prep(
     report = progress or (lambda stage, done, total: None)
     clear_stale_temp()
     with atomic_dir(out, replace=True) as tmp:
-        manifest = _build(recipe, model_dir, chat, files, tmp, report)
+        build = _build
+        if recipe.data.engine == "ray":
+            from ladle.data.ray_engine import build
+        manifest = build(recipe, model_dir, chat, files, tmp, report)
         manifest["fingerprint"] = fp
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return PrepResult(out, fp, False, manifest, time.perf_counter() - t0)

@@ -1,0 +1,162 @@
+"""The Ray data engine on a real two-node Ray cluster (both nodes on this machine) gives
+the local engine's output byte for byte: prep shards and manifest, dedup decisions and
+reports, bad-row counts, also when a worker is killed mid-prep."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ladle.data import prep  # noqa: E402
+from ladle.recipe import load_recipe  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Any:
+    """A head and a second node, one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.add_node(num_cpus=1)
+    ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
+    c.wait_for_nodes()
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> Path:
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many read blocks and tokenize batches from a small corpus."""
+    from ladle.data import ray_engine
+
+    monkeypatch.setattr(ray_engine, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ray_engine, "TOKENIZE_ROWS", 64)
+
+
+def conv(i: int, user: str | None = None, reply: str | None = None) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": user or f"Ticket {i}: my order {i * 7} arrived late."},
+            {"role": "assistant", "content": reply or f"Sorry about order {i * 7}; refund {i}."},
+        ]
+    }
+
+
+def corpus(tmp: Path) -> dict[str, str]:
+    """Duplicates, near duplicates, eval leaks, bad rows, over-long rows, raw text."""
+    words = "the quick brown fox jumps over a lazy dog while rain falls on the town".split()
+    rows: list[Any] = []
+    for i in range(240):
+        long_user = " ".join(f"{words[(i * k) % len(words)]}{i}x{k}" for k in range(40))
+        row = conv(i, user=long_user if i % 3 == 0 else None)
+        rows.append(row)
+        if i % 17 == 0:
+            rows.append(row)  # exact copy
+        if i % 12 == 0:
+            rows.append(conv(i, user=f"{long_user} please"))  # near copy
+        if i % 31 == 0:
+            rows.append("{not json")
+        if i % 37 == 0:
+            rows.append({"messages": [{"role": "wizard", "content": "x"}]})
+        if i % 41 == 0:
+            rows.append(conv(i, reply=" ".join(words * 40)))  # over max_length
+    rows.append(conv(999, user="leaked eval question about order 5"))
+    train = tmp / "train.jsonl"
+    train.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    extra = tmp / "extra.jsonl"
+    extra.write_text("".join(json.dumps(conv(1000 + i)) + "\n" for i in range(30)))
+    text = tmp / "text.jsonl"
+    text.write_text(
+        "".join(json.dumps({"text": " ".join(words * (5 + 3 * i))}) + "\n" for i in range(20))
+    )
+    evals = tmp / "eval.jsonl"
+    evals.write_text(json.dumps(conv(999, user="leaked eval question about order 5")) + "\n")
+    return {"train": str(train), "extra": str(extra), "text": str(text), "eval": str(evals)}
+
+
+def recipe_file(tmp: Path, model: Path, datasets: list[dict[str, Any]], **data: Any) -> Path:
+    body = {
+        "name": "t",
+        "model": {"base": str(model)},
+        "data": {"datasets": datasets, "max_length": 512, **data},
+    }
+    path = tmp / "recipe.yaml"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def snapshot(res: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
+    files = {p.name: p.read_bytes() for p in sorted(res.path.glob("*.parquet"))}
+    manifest = dict(res.manifest)
+    manifest.pop("created")
+    return files, manifest
+
+
+def both_engines(recipe_path: Path, *overrides: str) -> tuple[Any, Any]:
+    local = prep(load_recipe(recipe_path, list(overrides)), force=True)
+    lsnap = snapshot(local)
+    ray_res = prep(load_recipe(recipe_path, [*overrides, "data.engine=ray"]), force=True)
+    assert ray_res.path == local.path  # the engine is not part of the fingerprint
+    return lsnap, snapshot(ray_res)
+
+
+def test_prep_on_cluster_is_byte_identical(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path, small_blocks: None
+) -> None:
+    c = corpus(tmp_path)
+    recipe = recipe_file(
+        tmp_path,
+        smollm2_dir,
+        [
+            {"path": c["train"]},
+            {"path": c["extra"], "weight": 2.5},
+            {"path": c["eval"], "split": "eval"},
+        ],
+        dedup={"enabled": True, "threshold": 0.7},
+    )
+    (lfiles, lman), (rfiles, rman) = both_engines(recipe)
+    assert rman == lman
+    assert rfiles == lfiles and any(n.startswith("train-") for n in lfiles)
+    # the corpus exercises every path it is meant to
+    drops = lman["drops"]
+    assert drops["duplicate"]["count"] == 15 + 20 and drops["contaminated"]["count"] == 1
+    assert drops["malformed_json"]["count"] == 8 and drops["unknown_role"]["count"] == 7
+    assert drops["overlong"]["count"] == 6
+    assert lman["datasets"][1]["rows_out"] == 75  # weight 2.5 of 30 rows
+
+
+def test_eval_fraction_and_no_dedup_on_cluster(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path, small_blocks: None
+) -> None:
+    c = corpus(tmp_path)
+    recipe = recipe_file(
+        tmp_path,
+        smollm2_dir,
+        [{"path": c["train"]}, {"path": c["text"], "format": "text", "weight": 0.5}],
+        eval_fraction=0.1,
+        dedup={"enabled": False},
+        packing="ffd",
+        shuffle=False,
+    )
+    (lfiles, lman), (rfiles, rman) = both_engines(recipe)
+    assert rman == lman and rfiles == lfiles
+    assert lman["eval"]["rows"] > 20 and lman["train"]["overlong"]["split"] > 0
