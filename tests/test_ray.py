@@ -160,3 +160,87 @@ def test_eval_fraction_and_no_dedup_on_cluster(
     (lfiles, lman), (rfiles, rman) = both_engines(recipe)
     assert rman == lman and rfiles == lfiles
     assert lman["eval"]["rows"] > 20 and lman["train"]["overlong"]["split"] > 0
+
+
+def dedup_corpus(seed: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows with exact copies (case and punctuation changed), near copies, one large
+    near-duplicate family (a bucket past the all-pairs limit), empty texts, eval leaks."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = [f"w{k}" for k in range(3000)]
+
+    def text(n: int = 60) -> list[str]:
+        return [rng.choice(vocab) for _ in range(n)]
+
+    def row(user: str, reply: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+    rows: list[dict[str, Any]] = []
+    family = text()
+    for i in range(400):
+        a, b = text(), text(30)
+        rows.append(row(" ".join(a), " ".join(b)))
+        if i % 13 == 0:
+            rows.append(row(" ".join(a).upper() + "!", " ".join(b)))
+        if i % 11 == 0:
+            a2 = list(a)
+            a2[rng.randrange(60)] = "changed"
+            rows.append(row(" ".join(a2), " ".join(b)))
+        if i % 40 == 0:
+            f = list(family)
+            f[rng.randrange(60)] = f"edit{i}"
+            rows.append(row(" ".join(f), "same family"))
+        if i % 97 == 0:
+            rows.append(row("", ""))
+    evals = [rows[5], row(rows[50]["messages"][0]["content"] + " extra", "other answer")]
+    return rows, evals
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"threshold": 0.8},
+        {"threshold": 0.7, "keep": "longest", "fields": "user", "scheme": "datasketch"},
+        {"near": False},
+    ],
+    ids=["default", "longest-user-datasketch", "exact-only"],
+)
+def test_dedup_on_cluster_keeps_the_same_rows_and_clusters(
+    cluster: Any, config: dict[str, Any]
+) -> None:
+    from ladle.data.ray_dedup import dedup_rows_ray
+    from ladle.dedup import dedup_rows
+
+    rows, evals = dedup_corpus()
+    locs = [f"train.jsonl:{i + 1}" for i in range(len(rows))]
+    elocs = [f"eval.jsonl:{i + 1}" for i in range(len(evals))]
+    args = dict(locations=locs, against_locations=elocs, sample=10**6)
+    local_kept, local_rep = dedup_rows(rows, config, evals, **args)
+    ray_kept, ray_rep = dedup_rows_ray(rows, config, evals, block_rows=150, **args)
+    assert ray_kept == local_kept
+    # every removed row with the row it was clustered with, and the counters
+    assert ray_rep == local_rep
+    assert local_rep["rows_out"] <= len(rows) - 30 and local_rep["decontaminated"] >= 1
+    if config.get("near", True):
+        assert local_rep["near_removed"] >= 35
+
+
+def test_cli_dedup_engine_ray_writes_the_same_file(cluster: Any, tmp_path: Path) -> None:
+    from ladle.cli import main
+
+    rows, evals = dedup_corpus(seed=5)
+    src, ev = tmp_path / "in.jsonl", tmp_path / "ev.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    ev.write_text("".join(json.dumps(r) + "\n" for r in evals))
+    outs = {}
+    for engine in ("local", "ray"):
+        out, rep = tmp_path / f"{engine}.jsonl", tmp_path / f"{engine}.json"
+        code = main(
+            ["dedup", str(src), "--against", str(ev), "--out", str(out), "--report", str(rep),
+             "--engine", engine, "--quiet"]
+        )
+        assert code == 0
+        outs[engine] = (out.read_bytes(), json.loads(rep.read_text()))
+    assert outs["ray"] == outs["local"]
+    assert outs["local"][1]["malformed_lines"][0]["line"] == len(rows) + 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import subparser
+from ladle.data.ray_cluster import add_engine_args, chosen_engine
 from ladle.dedup import FIELDS, DedupConfig, NormalizeConfig, dedup_rows
 from ladle.errors import DataError
 from ladle.paths import atomic_write_bytes
@@ -96,6 +97,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--digits-to-zero", action="store_true", help="treat all numbers as equal")
     p.add_argument("--sample", type=int, default=20, help="removed pairs to list in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -131,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
     if args.against:
         against, against_locs, against_malformed = read_many(args.against)
 
-    kept, report = dedup_rows(
+    dedup = dedup_rows
+    if chosen_engine(args) == "ray":  # --engine ray / --address: same result, on a Ray cluster
+        from ladle.data.ray_dedup import dedup_rows_ray as dedup
+    kept, report = dedup(
         rows,
         config,
         against,

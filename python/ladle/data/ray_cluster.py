@@ -33,8 +33,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def engine_overrides(args: argparse.Namespace) -> list[str]:
-    """Recipe overrides implied by the flags (``--engine ray`` sets ``data.engine``)."""
+def chosen_engine(args: argparse.Namespace) -> str | None:
+    """The engine the flags ask for (``--address`` alone implies ray), or None."""
     engine = getattr(args, "engine", None)
     address = getattr(args, "address", None)
     if address:
@@ -42,6 +42,12 @@ def engine_overrides(args: argparse.Namespace) -> list[str]:
             raise DataError("--address needs --engine ray (it names a Ray cluster)")
         os.environ["RAY_ADDRESS"] = address
         engine = "ray"
+    return engine
+
+
+def engine_overrides(args: argparse.Namespace) -> list[str]:
+    """Recipe overrides implied by the flags (``--engine ray`` sets ``data.engine``)."""
+    engine = chosen_engine(args)
     return [f"data.engine={engine}"] if engine else []
 
 

@@ -232,3 +232,56 @@ def dedup_dataset(
     rep["rows_in"] = n
     rep["rows_out"] = n - len(removed)
     return removed.astype(np.int64), rep
+
+
+def rows_dataset(rows: Sequence[Mapping[str, Any]], block_rows: int = 16_384) -> Any:
+    """Rows held by this process as a Ray dataset (``g``, ``row``: JSON) in blocks."""
+    import pyarrow as pa
+    import ray.data
+
+    texts = [json.dumps(r, ensure_ascii=False, default=str) for r in rows]
+    tables = [
+        pa.table(
+            {
+                "g": pa.array(np.arange(a, min(a + block_rows, len(texts)), dtype=np.int64)),
+                "row": pa.array(texts[a : a + block_rows], pa.large_string()),
+            }
+        )
+        for a in range(0, len(texts), block_rows)
+    ]
+    return ray.data.from_arrow(tables) if tables else ray.data.from_items([])
+
+
+def dedup_rows_ray(
+    rows: Sequence[Mapping[str, Any]],
+    config: Any = None,
+    against_rows: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    locations: Sequence[str] | None = None,
+    against_locations: Sequence[str] | None = None,
+    sample: int = 20,
+    progress: bool = False,
+    block_rows: int = 16_384,
+) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+    """``ladle.dedup.dedup_rows`` with the sketching and bucketing on the Ray cluster:
+    the same kept rows and the same report (``ladle dedup --engine ray``)."""
+    from ladle.data.ray_cluster import connect
+
+    connect(quiet=not progress)
+    rows = list(rows)
+
+    def locate(gs: npt.NDArray[np.int64]) -> list[Any]:
+        # without locations the local report names rows by index, so these do too
+        return [locations[int(g)] for g in gs] if locations is not None else [int(g) for g in gs]
+
+    removed, report = dedup_dataset(
+        rows_dataset(rows, block_rows),
+        len(rows),
+        config,
+        locate=locate,
+        against_rows=against_rows,
+        against_locations=against_locations,
+        sample=sample,
+    )
+    drop = set(removed.tolist())
+    return [r for i, r in enumerate(rows) if i not in drop], report
