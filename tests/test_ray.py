@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -63,7 +62,23 @@ def conv(i: int, user: str | None = None, reply: str | None = None) -> dict[str,
 
 def corpus(tmp: Path) -> dict[str, str]:
     """Duplicates, near duplicates, eval leaks, bad rows, over-long rows, raw text."""
-    words = "the quick brown fox jumps over a lazy dog while rain falls on the town".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "while",
+        "rain",
+        "falls",
+        "on",
+        "the",
+        "town",
+    ]
     rows: list[Any] = []
     for i in range(240):
         long_user = " ".join(f"{words[(i * k) % len(words)]}{i}x{k}" for k in range(40))
@@ -174,7 +189,9 @@ def dedup_corpus(seed: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, An
         return [rng.choice(vocab) for _ in range(n)]
 
     def row(user: str, reply: str) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+        return {
+            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+        }
 
     rows: list[dict[str, Any]] = []
     family = text()
@@ -237,10 +254,92 @@ def test_cli_dedup_engine_ray_writes_the_same_file(cluster: Any, tmp_path: Path)
     for engine in ("local", "ray"):
         out, rep = tmp_path / f"{engine}.jsonl", tmp_path / f"{engine}.json"
         code = main(
-            ["dedup", str(src), "--against", str(ev), "--out", str(out), "--report", str(rep),
-             "--engine", engine, "--quiet"]
+            [
+                "dedup",
+                str(src),
+                "--against",
+                str(ev),
+                "--out",
+                str(out),
+                "--report",
+                str(rep),
+                "--engine",
+                engine,
+                "--quiet",
+            ]
         )
         assert code == 0
         outs[engine] = (out.read_bytes(), json.loads(rep.read_text()))
     assert outs["ray"] == outs["local"]
     assert outs["local"][1]["malformed_lines"][0]["line"] == len(rows) + 1
+
+
+def test_killed_worker_mid_prep_still_gives_identical_output(
+    cluster: Any,
+    home: Path,
+    tmp_path: Path,
+    smollm2_dir: Path,
+    small_blocks: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGKILL a tokenize actor while it works: Ray restarts it and retries its batch."""
+    import psutil
+
+    from ladle.data import ray_engine
+
+    c = corpus(tmp_path)
+    recipe = recipe_file(tmp_path, smollm2_dir, [{"path": c["train"]}], dedup={"enabled": False})
+    local = snapshot(prep(load_recipe(recipe), force=True))
+    # fault injection: slow batches keep the actors busy long enough to be killed
+    monkeypatch.setenv(ray_engine.SLOW_BATCH_ENV, "0.3")
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["res"] = prep(load_recipe(recipe, ["data.engine=ray"]), force=True)
+        except BaseException as e:  # re-raised below
+            box["err"] = e
+
+    t = threading.Thread(target=work)
+    t.start()
+    killed = None
+    deadline = time.time() + 120
+    while t.is_alive() and killed is None and time.time() < deadline:
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if "Tokenize" in " ".join(p.info["cmdline"] or []):
+                time.sleep(0.5)  # let it start a batch
+                os.kill(p.info["pid"], signal.SIGKILL)
+                killed = p.info["pid"]
+                break
+        time.sleep(0.05)
+    t.join(timeout=300)
+    assert killed is not None, "no tokenize actor was seen running"
+    if "err" in box:
+        raise box["err"]
+    assert snapshot(box["res"]) == local
+
+
+def test_cli_prep_on_a_cluster_address_prints_resources(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path
+) -> None:
+    import subprocess
+    import sys
+
+    c = corpus(tmp_path)
+    recipe = recipe_file(tmp_path, smollm2_dir, [{"path": c["extra"]}], dedup={"enabled": False})
+    cmd = [sys.executable, "-m", "ladle.cli", "prep", str(recipe), "--quiet"]
+    out = subprocess.run(
+        [*cmd, "--address", cluster.address], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ray cluster: 2 nodes, 2 CPUs" in out.stderr
+    local = prep(load_recipe(recipe))
+    assert local.cache_hit  # the Ray run wrote exactly what the local engine looks up
+    bad = subprocess.run(
+        [*cmd, "--engine", "local", "--address", "auto"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "--address needs --engine ray" in bad.stderr
+    assert "Traceback" not in bad.stderr

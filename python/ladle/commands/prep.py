@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
+from ladle.data.ray_cluster import add_engine_args, engine_overrides
 
 DESCRIPTION = """\
 Load, deduplicate, render, tokenize, mask and pack the recipe's datasets into Parquet
@@ -32,6 +33,7 @@ def register(subparsers: Any) -> None:
     add_recipe_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ladle.data.prep import prep
     from ladle.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, [*args.overrides, *engine_overrides(args)])
     if args.quiet:
         result = prep(recipe, force=args.force)
     else:

@@ -9,6 +9,7 @@ of (``ray start`` on Slurm, a KubeRay pod); ``ray://HOST:PORT`` uses Ray Client.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -63,23 +64,24 @@ def connect(quiet: bool = False) -> Any:
         # The driver's own modules travel by import path: workers on this machine and
         # a shared install elsewhere both find ``ladle`` without a runtime_env upload.
         try:
-            ray.init(logging_level="ERROR", log_to_driver=False)
+            ray.init(logging_level=logging.ERROR, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = os.environ.get("RAY_ADDRESS", "a local instance")
             raise DataError(f"cannot reach the Ray cluster at {where}: {e}") from e
         if not quiet:
-            print(f"ray cluster: {describe(ray.cluster_resources())}", file=sys.stderr)
+            nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+            print(f"ray cluster: {describe(ray.cluster_resources(), nodes)}", file=sys.stderr)
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # Ladle reports its own stages
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset otherwise
     return ray
 
 
-def describe(resources: dict[str, float]) -> str:
+def describe(resources: dict[str, float], nodes: int) -> str:
     """``3 nodes, 48 CPUs, 2 GPUs, 180.0 GiB memory, 60.0 GiB object store``."""
-    nodes = sum(1 for k in resources if k.startswith("node:") and "internal" not in k)
     gib = 1 << 30
     parts = [f"{nodes} node{'s' if nodes != 1 else ''}", f"{resources.get('CPU', 0):g} CPUs"]
     if resources.get("GPU"):

@@ -210,7 +210,11 @@ def dedup_dataset(
     against = None
     if against_rows is not None and cfg.decontaminate:
         against = [
-            example_text(r, cfg.decontaminate_fields, against_locations[i] if against_locations else f"eval row {i}")
+            example_text(
+                r,
+                cfg.decontaminate_fields,
+                against_locations[i] if against_locations else f"eval row {i}",
+            )
             for i, r in enumerate(against_rows)
         ]
     report("dedup sketch + buckets", 0, n)

@@ -24,13 +24,14 @@ Preference (DPO) data is tokenized by the local engine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +39,7 @@ import numpy.typing as npt
 import ladle
 from ladle import _core
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
-from ladle.data.load import FIRST_BAD, Drops, load_dataset, resolve_files
+from ladle.data.load import FIRST_BAD, Drops, load_dataset
 from ladle.data.packing import IGNORE_INDEX, assemble, pack
 from ladle.data.prep import CHUNK_ROWS, SHARD_TOKENS, _apply_weights, _build, _edges, _Rows
 from ladle.data.prepared import write_eval, write_packed
@@ -99,7 +100,7 @@ def plan_blocks(specs: list[DatasetSpec], files: list[list[Path]]) -> list[Block
                     cuts.append(cut)
                     pos = cut + BLOCK_BYTES
             cuts.append(size)
-            out.extend(Block(i, str(f), a, b) for a, b in zip(cuts, cuts[1:], strict=False))
+            out.extend(Block(i, str(f), a, b) for a, b in itertools.pairwise(cuts))
     return out
 
 
@@ -195,18 +196,21 @@ class _Read:
                 }
             )
 
+        fn: Any = number
         return blocks.map_batches(
-            number, fn_args=(starts, ds_arr), batch_format="pyarrow", batch_size=None
+            fn, fn_args=(starts, ds_arr), batch_format="pyarrow", batch_size=None
         )
 
 
-def read_all(recipe: Recipe, files: list[list[Path]], report: Any) -> tuple[_Read, _Read, dict[int, dict[str, Any]]]:
+def read_all(
+    recipe: Recipe, files: list[list[Path]], report: Any
+) -> tuple[_Read, _Read, dict[int, dict[str, Any]]]:
     """Read every dataset on the cluster; per-dataset stats as ``load_dataset`` gives them."""
     import ray
 
     specs = recipe.data.datasets
     blocks = plan_blocks(specs, files)
-    task = ray.remote(num_returns=2)(_read_block)
+    task: Any = ray.remote(num_returns=2)(_read_block)
     is_eval = [specs[b.ds].split == "eval" for b in blocks]
     numbers = [sum(1 for e in is_eval[:i] if e == is_eval[i]) for i in range(len(blocks))]
     pending = [
@@ -264,7 +268,7 @@ def _gather(refs: list[Any], stage: str, report: Any) -> list[Any]:
 
 
 def _ladle_cause(e: BaseException) -> BaseException:
-    seen = e
+    seen: BaseException | None = e
     while seen is not None:
         if isinstance(seen, LadleError):
             return seen
@@ -292,7 +296,7 @@ class _Recorder(Drops):
 class Tokenize:
     """The tokenize/mask actor: one tokenizer per actor, whole batches into Rust."""
 
-    def __init__(self, model_dir: str, recipe: Recipe, work: str) -> None:
+    def __init__(self, model_dir: str, recipe: Recipe, work: str, delay: float = 0.0) -> None:
         from ladle.data.prep import load_chat_tokenizer
 
         data = recipe.data
@@ -303,7 +307,7 @@ class Tokenize:
         )
         self.formats = [s.format for s in data.datasets]
         self.work = Path(work)
-        self.delay = float(os.environ.get(SLOW_BATCH_ENV, "0") or 0)
+        self.delay = delay
 
     def _encode(self, rows: list[str], kinds: list[str]) -> tuple[list[Any], _Recorder, Overlong]:
         rec, over = _Recorder(), Overlong()
@@ -317,7 +321,9 @@ class Tokenize:
             time.sleep(self.delay)
         g = batch.column("g").to_numpy()
         rows = batch.column("row").to_pylist()
-        kinds = ["text" if self.formats[d] == "text" else "chat" for d in batch.column("ds").to_pylist()]
+        kinds = [
+            "text" if self.formats[d] == "text" else "chat" for d in batch.column("ds").to_pylist()
+        ]
         docs, rec, over = self._encode(rows, kinds)
         n = len(rows)
         # Over-long handling is counted per occurrence of a row (weights repeat rows), so
@@ -399,7 +405,9 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
             lens_col = b.column("lens").combine_chunks()
             ndoc[g] = np.asarray(lens_col.value_lengths(), dtype=np.int64)
             flat_t = b.column("trained").combine_chunks().flatten()
-            parts.append((g, np.asarray(lens_col.flatten(), np.int64), np.asarray(flat_t, np.int64)))
+            parts.append(
+                (g, np.asarray(lens_col.flatten(), np.int64), np.asarray(flat_t, np.int64))
+            )
             over[g] = np.asarray(b.column("over").to_pylist(), dtype=np.int64).reshape(-1, 4)
             for gi, d, m in zip(
                 g, b.column("drop").to_pylist(), b.column("msg").to_pylist(), strict=True
@@ -525,10 +533,13 @@ def build(
 
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and len(keep):
-        keep, dedup_report = _dedup(recipe, rows_ds, train, keep, eval_rows, eval_locs, drops, report)
+        keep, dedup_report = _dedup(
+            recipe, rows_ds, train, keep, eval_rows, eval_locs, drops, report
+        )
 
     # weights: the local engine's own code over row indices instead of rows
-    sel_rows = _Rows(keep.tolist(), train.ds_of(keep).tolist(), [""] * len(keep))
+    # (``_Rows`` only moves its items around, so row indices can stand in for rows)
+    sel_rows = _Rows(cast(list[str], keep.tolist()), train.ds_of(keep).tolist(), [""] * len(keep))
     sel = np.asarray(_apply_weights(recipe, sel_rows, rng).rows, dtype=np.int64)
 
     work = tmp / ".work"
@@ -539,7 +550,12 @@ def build(
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
     out = _only(rows_ds, want).map_batches(
         Tokenize,
-        fn_constructor_args=(str(model_dir), recipe, str(work)),
+        fn_constructor_args=(
+            str(model_dir),
+            recipe,
+            str(work),
+            float(os.environ.get(SLOW_BATCH_ENV, "0") or 0),
+        ),
         batch_format="pyarrow",
         batch_size=TOKENIZE_ROWS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
