@@ -116,6 +116,7 @@ def _read_block(
             {
                 "row": pa.array(rows, pa.large_string()),
                 "blk": pa.array(np.full(len(rows), number, dtype=np.int32)),
+                "k": pa.array(np.arange(len(rows), dtype=np.int64)),
             }
         )
 
@@ -177,29 +178,28 @@ class _Read:
 
     def dataset(self) -> Any:
         """Columns ``g`` (local-engine row index), ``ds`` and ``row``."""
+
+        fn: Any = _number
+        return self.blocks().map_batches(fn, fn_args=self.numbering(), batch_format="pyarrow")
+
+    def blocks(self) -> Any:
+        """The read blocks as they are (``row``, ``blk``, ``k``)."""
         import ray.data
 
-        starts = np.asarray(self.starts[:-1], dtype=np.int64)
-        ds_arr = np.asarray(self.ds, dtype=np.int64)
-        blocks = ray.data.from_arrow_refs(self.refs) if self.refs else ray.data.from_items([])
+        return ray.data.from_arrow_refs(self.refs) if self.refs else ray.data.from_items([])
 
-        def number(batch: Any, starts: Any, ds_arr: Any) -> Any:
-            import pyarrow as pa
+    def numbering(self) -> tuple[Any, Any]:
+        return np.asarray(self.starts[:-1], dtype=np.int64), np.asarray(self.ds, dtype=np.int64)
 
-            n = batch.num_rows
-            b = int(batch.column("blk")[0].as_py()) if n else 0
-            return pa.table(
-                {
-                    "g": pa.array(np.arange(n, dtype=np.int64) + starts[b]),
-                    "ds": pa.array(np.full(n, ds_arr[b], dtype=np.int64)),
-                    "row": batch.column("row"),
-                }
-            )
 
-        fn: Any = number
-        return blocks.map_batches(
-            fn, fn_args=(starts, ds_arr), batch_format="pyarrow", batch_size=None
-        )
+def _number(batch: Any, starts: Any, ds_arr: Any, want: Any = None) -> Any:
+    """Block rows -> ``g``, ``ds``, ``row``; only the rows set in ``want`` when given."""
+    import pyarrow as pa
+
+    blk = batch.column("blk").to_numpy()
+    g = starts[blk] + batch.column("k").to_numpy()
+    table = pa.table({"g": pa.array(g), "ds": pa.array(ds_arr[blk]), "row": batch.column("row")})
+    return table if want is None else table.filter(pa.array(want[g]))
 
 
 def read_all(
@@ -296,7 +296,14 @@ class _Recorder(Drops):
 class Tokenize:
     """The tokenize/mask actor: one tokenizer per actor, whole batches into Rust."""
 
-    def __init__(self, model_dir: str, recipe: Recipe, work: str, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        recipe: Recipe,
+        work: str,
+        numbering: tuple[Any, Any, Any],
+        delay: float = 0.0,
+    ) -> None:
         from ladle.data.prep import load_chat_tokenizer
 
         data = recipe.data
@@ -308,6 +315,8 @@ class Tokenize:
         self.formats = [s.format for s in data.datasets]
         self.work = Path(work)
         self.delay = delay
+        starts, ds_arr, want = numbering
+        self.numbering = (starts, ds_arr, resolve(want))
 
     def _encode(self, rows: list[str], kinds: list[str]) -> tuple[list[Any], _Recorder, Overlong]:
         rec, over = _Recorder(), Overlong()
@@ -319,6 +328,9 @@ class Tokenize:
 
         if self.delay:
             time.sleep(self.delay)
+        # numbering and selection happen here, not in a task upstream: the pool then
+        # holds every CPU without starving another stage
+        batch = _number(batch, *self.numbering)
         g = batch.column("g").to_numpy()
         rows = batch.column("row").to_pylist()
         kinds = [
@@ -548,17 +560,18 @@ def build(
     want = ray.put(np.isin(all_g, unique))
 
     workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    out = _only(rows_ds, want).map_batches(
+    out = train.blocks().map_batches(
         Tokenize,
         fn_constructor_args=(
             str(model_dir),
             recipe,
             str(work),
+            (*train.numbering(), want),
             float(os.environ.get(SLOW_BATCH_ENV, "0") or 0),
         ),
         batch_format="pyarrow",
         batch_size=TOKENIZE_ROWS,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
+        compute=ray.data.ActorPoolStrategy(size=workers),
         **ACTOR_ARGS,
     )
     tokens = _collect(out, train.n, report, len(unique))
