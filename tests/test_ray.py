@@ -343,3 +343,20 @@ def test_cli_prep_on_a_cluster_address_prints_resources(
     )
     assert bad.returncode == 2 and "--address needs --engine ray" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_strict_bad_row_on_cluster_is_the_local_one_line_error(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path, small_blocks: None
+) -> None:
+    """A worker's DataError reaches the caller as itself (file:line), not a Ray error."""
+    from ladle.errors import DataError
+
+    c = corpus(tmp_path)
+    recipe = recipe_file(tmp_path, smollm2_dir, [{"path": c["train"]}], strict=True)
+    messages = []
+    for engine in ("local", "ray"):
+        with pytest.raises(DataError) as err:
+            prep(load_recipe(recipe, [f"data.engine={engine}"]), force=True)
+        messages.append(str(err.value))
+    assert messages[1] == messages[0]
+    assert f"{c['train']}:4" in messages[0] and "\n" not in messages[0]

@@ -104,8 +104,14 @@ def plan_blocks(specs: list[DatasetSpec], files: list[list[Path]]) -> list[Block
     return out
 
 
+def _count_lines(blk: Block) -> int:
+    with open(blk.path, "rb") as fh:
+        fh.seek(blk.start)
+        return fh.read(blk.end - blk.start).count(b"\n")
+
+
 def _read_block(
-    spec: DatasetSpec, blk: Block, number: int, strict: bool
+    spec: DatasetSpec, blk: Block, number: int, strict: bool, offset: int = 0
 ) -> tuple[Any, dict[str, Any]]:
     """Rows of one block as an Arrow table (``row``: JSON text, ``blk``: ``number``) and
     what the driver needs (counts, bad rows, line numbers)."""
@@ -137,7 +143,7 @@ def _read_block(
         strict=strict,
         source=blk.path,
         unit="line",
-        offset=0,
+        offset=offset,
         as_json=True,
     )
     meta = {
@@ -213,9 +219,21 @@ def read_all(
     task: Any = ray.remote(num_returns=2)(_read_block)
     is_eval = [specs[b.ds].split == "eval" for b in blocks]
     numbers = [sum(1 for e in is_eval[:i] if e == is_eval[i]) for i in range(len(blocks))]
+    # Line numbers are counted per block and shifted on the driver, except in strict
+    # mode: the first bad row's error is raised by a worker and must name its true line,
+    # so the lines before each block are counted first (one more pass over the bytes).
+    offsets = [0] * len(blocks)
+    if recipe.data.strict:
+        count: Any = ray.remote(_count_lines)
+        ranged = [i for i, b in enumerate(blocks) if not b.whole]
+        counts = _gather([count.remote(blocks[i]) for i in ranged], "read", report)
+        seen: dict[str, int] = {}
+        for i, c in zip(ranged, counts, strict=True):
+            offsets[i] = seen.get(blocks[i].path, 0)
+            seen[blocks[i].path] = offsets[i] + c
     pending = [
-        task.remote(specs[b.ds], b, k, recipe.data.strict)
-        for b, k in zip(blocks, numbers, strict=True)
+        task.remote(specs[b.ds], b, k, recipe.data.strict, off)
+        for b, k, off in zip(blocks, numbers, offsets, strict=True)
     ]
     metas = _gather([m for _, m in pending], "read", report)
     stats: dict[int, dict[str, Any]] = {
@@ -231,7 +249,7 @@ def read_all(
             st["drops"].merge(meta["drops"])
             n, loc = len(meta["locs"]), meta["locs"]
         else:
-            base = lines_before.get(blk.path, 0)
+            base = 0 if recipe.data.strict else lines_before.get(blk.path, 0)
             lines_before[blk.path] = base + meta["newlines"]
             drops: Drops = st["drops"]
             for reason, c in meta["counts"].items():
@@ -268,10 +286,22 @@ def _gather(refs: list[Any], stage: str, report: Any) -> list[Any]:
 
 
 def _ladle_cause(e: BaseException) -> BaseException:
+    from ray.exceptions import RayError
+
     seen: BaseException | None = e
     while seen is not None:
-        if isinstance(seen, LadleError):
+        # Ray's RayTaskError(DataError) is also a DataError, but its text is a traceback
+        if isinstance(seen, LadleError) and not isinstance(seen, RayError):
             return seen
+        # The Rust core's classes live in module "_core"; a worker that cannot import
+        # that name pickles the class by value, so the copy is matched by name.
+        core_cls = getattr(_core, type(seen).__name__, None)
+        if (
+            type(seen).__module__ == "_core"
+            and isinstance(core_cls, type)
+            and issubclass(core_cls, LadleError)
+        ):
+            return core_cls(*seen.args)
         cause = getattr(seen, "cause", None)
         seen = cause if isinstance(cause, BaseException) else seen.__cause__
     return e
