@@ -179,11 +179,11 @@ def candidates(ds: Any, cfg: DedupConfig, eval_texts: list[str] | None) -> npt.N
     # sketched blocks: Ray Data's groupby cost ~25 s of fixed overhead for 70k keys on
     # the 2-core test machine; this costs one task per block and one per partition.
     parts = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    split = ray.remote(num_returns=parts + 1)(_partition)
+    split: Any = ray.remote(num_returns=parts + 1)(_partition)
     mapped = [split.remote(ref, parts) for ref in keyed.to_arrow_refs()]
     if not mapped:
         return np.zeros(0, np.int64)
-    reduce = ray.remote(_shared)
+    reduce: Any = ray.remote(_shared)
     forced = [m[0] for m in mapped]
     shared = [reduce.remote(*[m[p + 1] for m in mapped]) for p in range(parts)]
     got = [np.asarray(x, dtype=np.int64) for x in ray.get(forced + shared)]
