@@ -166,7 +166,7 @@ def test_eval_fraction_and_no_dedup_on_cluster(
     recipe = recipe_file(
         tmp_path,
         smollm2_dir,
-        [{"path": c["train"]}, {"path": c["text"], "format": "text", "weight": 0.5}],
+        [{"path": c["train"]}, {"path": c["text"], "format": "text", "weight": 1.5}],
         eval_fraction=0.1,
         dedup={"enabled": False},
         packing="ffd",
