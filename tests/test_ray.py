@@ -45,9 +45,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path) -> 
 @pytest.fixture
 def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many read blocks and tokenize batches from a small corpus."""
-    from ladle.data import ray_engine
+    from ladle.data import ray_engine, ray_read
 
-    monkeypatch.setattr(ray_engine, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ray_read, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(ray_engine, "TOKENIZE_ROWS", 64)
 
 
