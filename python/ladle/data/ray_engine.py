@@ -3,9 +3,9 @@ local engine's output (``ladle.data.prep``).
 
 Stages, and where their data lives:
 
-- **read**: Ray tasks parse line-aligned byte ranges of JSONL files (other files whole)
-  with the Rust row normaliser into Arrow blocks held in the object store; the driver
-  gets per-block counts, bad-row reports and line numbers (8 bytes a row).
+- **read** (``ladle.data.ray_read``): Ray tasks parse line-aligned byte ranges of JSONL
+  files (other files whole) with the Rust row normaliser into Arrow blocks held in the
+  object store; the driver gets per-block counts, bad-row reports and line numbers.
 - **split, dedup, weights**: index arithmetic on the driver (the seeded eval split and
   ``weight`` sampling reuse the local engine's code); dedup runs on the cluster
   (``ladle.data.ray_dedup``).
