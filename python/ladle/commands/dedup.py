@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ladle.commands.common import subparser
+from ladle.data.ray_cluster import add_engine_args, chosen_engine
 from ladle.errors import DataError
 
 EXAMPLE = """\
@@ -80,6 +81,7 @@ def register(subparsers: Any) -> None:
     _spec_flags(p)
     p.add_argument("--sample", type=int, default=20, help="removed pairs to list in the report")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -190,7 +192,10 @@ def run(args: argparse.Namespace) -> int:
         against, _, against_locs, eval_rejected = _read(args.against, args.format, args.strict)
         rejected += eval_rejected
 
-    res = dedup_rows(
+    dedup = dedup_rows
+    if chosen_engine(args) == "ray":  # --engine ray / --address: same result, on a Ray cluster
+        from ladle.data.ray_dedup import dedup_rows_ray as dedup
+    res = dedup(
         rows,
         spec,
         against,

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
+from ladle.data.ray_cluster import add_engine_args, engine_overrides
 
 DESCRIPTION = """\
 Load, deduplicate, render, tokenize, mask and pack the recipe's datasets into Parquet
@@ -31,6 +32,7 @@ def register(subparsers: Any) -> None:
     add_recipe_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ladle.recipe import load_recipe
     from ladle.ui import console, prep_summary
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, [*args.overrides, *engine_overrides(args)])
     if args.quiet:
         result = prep(recipe, force=args.force)
     else:

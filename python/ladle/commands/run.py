@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
+from ladle.data.ray_cluster import add_engine_args, engine_overrides
 
 
 def register(sub: Any) -> None:
@@ -25,6 +26,7 @@ def register(sub: Any) -> None:
     add_recipe_args(p)
     p.add_argument("--output", metavar="DIR", help="run folder (default: output.dir/<name>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -32,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from ladle.pipeline import run_recipe
     from ladle.ui import ConsoleReporter
 
+    overrides = [*args.overrides, *engine_overrides(args)]
     result = run_recipe(
         args.recipe,
-        args.overrides,
+        overrides,
         output=args.output,
         resume=args.resume,
         reporter=ConsoleReporter("ladle run"),

@@ -127,7 +127,8 @@ def fingerprint(recipe: Recipe, model_dir: Path) -> tuple[str, list[list[Path]]]
     key = {
         "inputs": _file_fingerprints(flat),
         "tokenizer": _file_fingerprints(_tokenizer_files(model_dir, recipe.data.template)),
-        "data": recipe.data.model_dump(mode="json"),
+        # the engine changes where the work runs, never a byte of its output
+        "data": recipe.data.model_dump(mode="json", exclude={"engine"}),
         "method": recipe.train.method,
         "seed": recipe.seed,
         "code": _file_fingerprints(code_files()),
@@ -186,7 +187,10 @@ def prep(
             # Held until the folder is renamed into place: a prep that finds this folder
             # unlocked knows its owner died (SIGKILL) and removes it at once.
             lock = _lock(tmp / LOCK)
-            manifest = _build(recipe, model_dir, chat, files, tmp, report)
+            build = _build
+            if recipe.data.engine == "ray":
+                from ladle.data.ray_engine import build
+            manifest = build(recipe, model_dir, chat, files, tmp, report)
             manifest.fingerprint = fp
             manifest.write(tmp)
     finally:

@@ -235,6 +235,11 @@ class DataSection(Section):
         default_factory=DedupSpec,
         description="Exact and near-duplicate removal, and train/eval decontamination.",
     )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where prep and dedup run: `local` (this process) or `ray` (a Ray cluster; "
+        "`--address`, default a local instance). Same output bytes either way.",
+    )
 
 
 # --------------------------------------------------------------------------- train
