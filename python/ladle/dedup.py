@@ -19,7 +19,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -184,16 +184,9 @@ class DedupResult:
     """(removed row, kept row, similarity) for every row removed as a duplicate."""
     contaminated: list[Pair]
     """(removed training row, eval row, similarity) for every decontaminated row."""
-    stats: dict[str, int] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> int:
-        # Counters (rows_in, rows_out, exact_removed, near_clusters, near_removed,
-        # decontaminated, empty_rows, candidate_pairs, verified_pairs, bands,
-        # rows_per_band) read as attributes.
-        stats = self.__dict__.get("stats", {})
-        if name in stats:
-            return int(stats[name])
-        raise AttributeError(name)
+    stats: _core.DedupStats
+    """Counters: rows_in, rows_out, exact_removed, near_clusters, near_removed,
+    decontaminated, empty_rows, candidate_pairs, verified_pairs, bands, rows_per_band."""
 
     @property
     def kept_indices(self) -> np.ndarray:
@@ -236,7 +229,7 @@ def deduplicate(
     if keep not in ("first", "longest"):
         raise ValueError(f"keep must be 'first' or 'longest', got {keep!r}")
     items = _as_str_list(texts, "texts")
-    kwargs: dict[str, Any] = dict(
+    options: dict[str, Any] = dict(
         threshold=threshold,
         num_perm=num_perm,
         ngram=ngram,
@@ -248,35 +241,35 @@ def deduplicate(
         keep=keep,
         bands=None if bands is None else (int(bands[0]), int(bands[1])),
         lsh_weights=None if lsh_weights is None else (float(lsh_weights[0]), float(lsh_weights[1])),
-        lengths=None if lengths is None else [int(x) for x in lengths],
         **_norm_kwargs(normalize),
     )
+    kwargs: dict[str, Any] = {"lengths": None if lengths is None else [int(x) for x in lengths]}
     if against is not None:
         kwargs["against"] = _as_str_list(against, "against")
         if against_keys is not None:
             kwargs["against_keys"] = _as_str_list(against_keys, "against_keys")
 
-    def call(prog: Any) -> dict[str, Any]:
-        return _core.dedup_run(items, progress=prog, **kwargs)
+    def call(prog: Any) -> _core.DedupOutput:
+        return _core.dedup_run(items, options, progress=prog, **kwargs)
 
     raw = _with_progress(call, len(items)) if progress else call(None)
 
-    def pairs(d: dict[str, np.ndarray]) -> list[Pair]:
+    def pairs(d: _core.DedupPairs) -> list[Pair]:
         return [
             Pair(int(r), int(k), float(s))
-            for r, k, s in zip(d["removed"], d["kept"], d["similarity"], strict=True)
+            for r, k, s in zip(d.removed, d.kept, d.similarity, strict=True)
         ]
 
     return DedupResult(
-        keep=raw["keep"],
-        cluster=raw["cluster"],
-        pairs=pairs(raw["pairs"]),
-        contaminated=pairs(raw["contaminated"]),
-        stats=dict(raw["stats"]),
+        keep=raw.keep,
+        cluster=raw.cluster,
+        pairs=pairs(raw.pairs),
+        contaminated=pairs(raw.contaminated),
+        stats=raw.stats,
     )
 
 
-def _with_progress(call: Callable[[Any], dict[str, Any]], n: int) -> dict[str, Any]:
+def _with_progress(call: Callable[[Any], _core.DedupOutput], n: int) -> _core.DedupOutput:
     """Run ``call`` in a worker thread (Rust releases the GIL) and poll its counters
     into a rich progress bar from this one."""
     from rich.console import Console
@@ -506,7 +499,7 @@ def dedup_rows(
 
     report = {
         **base,
-        **{k: int(v) for k, v in res.stats.items()},
+        **res.stats.to_dict(),
         "enabled": True,
         "removed_pairs_sample": [
             {

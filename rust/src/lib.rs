@@ -12,6 +12,7 @@
 //! - [`dedup`]: exact and MinHash near-duplicate detection.
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
 //! - [`hashing`]: content fingerprints used by the caches.
+//! - [`pyfloat`]: Python's `repr` of a float (chat rendering and NF4 metadata).
 
 pub mod chat;
 pub mod dedup;
@@ -20,6 +21,7 @@ pub mod hashing;
 pub mod load;
 pub mod nf4;
 pub mod pack;
+pub mod pyfloat;
 pub mod tokenize;
 
 #[cfg(feature = "python")]

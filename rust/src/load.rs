@@ -36,8 +36,9 @@ pub enum Format {
     Preference,
 }
 
-impl Format {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Format {
+    type Err = LadleError;
+    fn from_str(name: &str) -> Result<Self> {
         Ok(match name {
             "messages" => Format::Messages,
             "sharegpt" => Format::ShareGpt,
@@ -45,7 +46,20 @@ impl Format {
             "prompt_completion" => Format::PromptCompletion,
             "text" => Format::Text,
             "preference" => Format::Preference,
-            other => return Err(LadleError::Value(format!("unknown data format {other:?}"))),
+            other => {
+                return Err(crate::error::bad_choice(
+                    "data format",
+                    other,
+                    &[
+                        "messages",
+                        "sharegpt",
+                        "alpaca",
+                        "prompt_completion",
+                        "text",
+                        "preference",
+                    ],
+                ))
+            }
         })
     }
 }
@@ -517,7 +531,7 @@ mod tests {
 
     fn opts(format: &str) -> Options {
         Options {
-            format: Format::parse(format).unwrap(),
+            format: format.parse().unwrap(),
             columns: HashMap::new(),
             roles: HashMap::new(),
             system: None,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ladle._core import IGNORE_INDEX
 from ladle.train.rows import TokenTable, sft_loss_tokens
 
 
@@ -42,11 +43,11 @@ class PackedSFT:
         ids = np.concatenate([tt.get("input_ids", i) for i in rows])
         pos = np.concatenate([tt.get("position_ids", i) for i in rows])
         labels = np.concatenate([tt.get("labels", i) for i in rows])
-        target = np.full_like(labels, -100)
+        target = np.full_like(labels, IGNORE_INDEX)
         target[:-1] = labels[1:]
         # A document's first token is never predicted from the previous document.
-        target[:-1][pos[1:] == 0] = -100
-        keep = np.nonzero(target != -100)[0]
+        target[:-1][pos[1:] == 0] = IGNORE_INDEX
+        keep = np.nonzero(target != IGNORE_INDEX)[0]
         return {
             "input_ids": torch.from_numpy(ids)[None].to(device),
             "position_ids": torch.from_numpy(pos)[None].to(device),
@@ -94,16 +95,16 @@ class PaddedSFT:
         b = len(rows)
         ids = np.full((b, width), self.pad_id, dtype=np.int64)
         mask = np.zeros((b, width), dtype=np.int64)
-        target = np.full((b, width), -100, dtype=np.int64)
+        target = np.full((b, width), IGNORE_INDEX, dtype=np.int64)
         for j, i in enumerate(rows):
             x, lab, pos = tt.get("input_ids", i), tt.get("labels", i), tt.get("position_ids", i)
             n = len(x)
             ids[j, :n], mask[j, :n] = x, 1
             t = target[j, : n - 1]
             t[:] = lab[1:]
-            t[pos[1:] == 0] = -100
+            t[pos[1:] == 0] = IGNORE_INDEX
         # Positions where any row trains: lm_head runs on those columns only.
-        keep = np.nonzero((target != -100).any(axis=0))[0]
+        keep = np.nonzero((target != IGNORE_INDEX).any(axis=0))[0]
         return {
             "input_ids": torch.from_numpy(ids).to(device),
             "attention_mask": torch.from_numpy(mask).to(device),
@@ -124,7 +125,7 @@ class PaddedSFT:
         loss = F.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]),
             batch["targets"].reshape(-1),
-            ignore_index=-100,
+            ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
         return loss, {}
