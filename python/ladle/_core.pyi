@@ -4,11 +4,42 @@ area). ``make lint`` checks them against the built module with ``mypy.stubtest``
 Each area keeps its own block."""
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "ArgumentError",
+    "ChatEncoder",
+    "DataError",
+    "DedupOutput",
+    "DedupPairs",
+    "DedupProgress",
+    "DedupStats",
+    "FileError",
+    "IGNORE_INDEX",
+    "LadleError",
+    "QuantError",
+    "TemplateError",
+    "TokenizerError",
+    "__version__",
+    "assemble_packed",
+    "dedup_minhash",
+    "dedup_normalize",
+    "dedup_optimal_params",
+    "dedup_permutations",
+    "dedup_run",
+    "fingerprint_bytes",
+    "fingerprint_files",
+    "nf4_convert_checkpoint",
+    "nf4_quant_state_json",
+    "nf4_quantize",
+    "nf4_tables",
+    "nf4_torch_sum",
+    "normalize_rows",
+    "pack",
+]
 __version__: str
 IGNORE_INDEX: Final[int]
 """Label of a token that carries no loss (PyTorch's ``ignore_index``)."""
@@ -27,14 +58,15 @@ def fingerprint_files(paths: list[str]) -> str: ...
 def fingerprint_bytes(data: bytes) -> str: ...
 
 # ---- chat / tokenize
+@final
 class ChatEncoder:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         tokenizer_path: str,
         template: str,
         special_tokens: list[tuple[str, str]],
         fast: bool = True,
-    ) -> None: ...
+    ) -> ChatEncoder: ...
     @property
     def is_fast(self) -> bool: ...
     @property
@@ -62,10 +94,11 @@ class ChatEncoder:
 
 # ---- dedup
 
+@final
 class DedupProgress:
     """Live counters of a running ``dedup_run`` (poll from another thread)."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> DedupProgress: ...
     def snapshot(self) -> tuple[str, int, int]:
         """``(stage, done, total)``."""
 
@@ -99,6 +132,7 @@ def dedup_optimal_params(
     threshold: float, num_perm: int = 128, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]: ...
 
+@final
 class DedupStats:
     """Counters of one ``dedup_run``."""
 
@@ -126,6 +160,7 @@ class DedupStats:
     def rows_per_band(self) -> int: ...
     def to_dict(self) -> dict[str, int]: ...
 
+@final
 class DedupPairs:
     """Removed rows and the rows that explain them, as parallel arrays."""
 
@@ -136,6 +171,7 @@ class DedupPairs:
     @property
     def similarity(self) -> npt.NDArray[np.float64]: ...
 
+@final
 class DedupOutput:
     """The result of ``dedup_run``."""
 

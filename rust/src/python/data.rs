@@ -40,7 +40,9 @@ type NormalizeOut<'py> = (
 #[pyfunction]
 #[pyo3(signature = (data, format, *, columns=None, roles=None, system=None, strict=false,
     limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false,
-    as_json=false))]
+    as_json=false),
+    text_signature = "(data, format, *, columns=None, roles=None, system=None, strict=False, \
+    limit=None, source='<data>', unit='line', offset=0, json_array=False, as_json=False)")]
 #[allow(clippy::too_many_arguments)]
 pub fn normalize_rows<'py>(
     py: Python<'py>,
@@ -105,7 +107,8 @@ pub fn normalize_rows<'py>(
 /// Pack documents of the given lengths into bins of at most `capacity` tokens.
 /// Returns the document indices of each bin; bins are shuffled by `seed`.
 #[pyfunction]
-#[pyo3(signature = (lengths, capacity, strategy=Wrap(Strategy::BestFit), seed=0))]
+#[pyo3(signature = (lengths, capacity, strategy=Wrap(Strategy::BestFit), seed=0),
+    text_signature = "(lengths, capacity, strategy='bfd', seed=0)")]
 pub fn pack(
     py: Python<'_>,
     lengths: PyReadonlyArray1<'_, i64>,

@@ -233,7 +233,8 @@ pub fn dedup_normalize(
 
 /// Permutation parameters `(a, b)` of a scheme, as datasketch's `MinHash.permutations`.
 #[pyfunction]
-#[pyo3(signature = (num_perm=128, seed=1, scheme=Wrap(Scheme::Datasketch)))]
+#[pyo3(signature = (num_perm=128, seed=1, scheme=Wrap(Scheme::Datasketch)),
+    text_signature = "(num_perm=128, seed=1, scheme='datasketch')")]
 pub fn dedup_permutations(
     num_perm: usize,
     seed: u32,
@@ -251,7 +252,10 @@ pub fn dedup_permutations(
 
 /// MinHash signatures, `len(texts) x num_perm` (uint32, or uint64 for the legacy scheme).
 #[pyfunction]
-#[pyo3(signature = (texts, *, num_perm=128, ngram=5, scheme=Wrap(Scheme::Datasketch), seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false))]
+#[pyo3(signature = (texts, *, num_perm=128, ngram=5, scheme=Wrap(Scheme::Datasketch), seed=1, normalize=true, nfkc=true, lowercase=true, strip_punctuation=true, collapse_whitespace=true, digits_to_zero=false),
+    text_signature = "(texts, *, num_perm=128, ngram=5, scheme='datasketch', seed=1, \
+    normalize=True, nfkc=True, lowercase=True, strip_punctuation=True, \
+    collapse_whitespace=True, digits_to_zero=False)")]
 #[allow(clippy::too_many_arguments)]
 pub fn dedup_minhash<'py>(
     py: Python<'py>,

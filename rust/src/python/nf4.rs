@@ -35,7 +35,9 @@ fn check_reduction(lanes: usize, threads: usize) -> crate::Result<()> {
 
 /// Quantize the little-endian bytes of one tensor (`dtype`: float32/bfloat16/float16).
 #[pyfunction]
-#[pyo3(signature = (data, dtype, blocksize=64, quant_type=Wrap(QuantType::Nf4), double_quant=false, lanes=16, threads=1))]
+#[pyo3(signature = (data, dtype, blocksize=64, quant_type=Wrap(QuantType::Nf4), double_quant=false, lanes=16, threads=1),
+    text_signature = "(data, dtype, blocksize=64, quant_type='nf4', double_quant=False, \
+    lanes=16, threads=1)")]
 #[allow(clippy::too_many_arguments)]
 pub fn nf4_quantize<'py>(
     py: Python<'py>,
@@ -113,7 +115,9 @@ pub fn nf4_quant_state_json(
 /// Convert safetensors shards `jobs` [(src, dst)] to a bitsandbytes 4-bit checkpoint.
 /// Returns [(dst, keys, data_bytes)]. `progress(done, total)` is called with source bytes.
 #[pyfunction]
-#[pyo3(signature = (jobs, quantize, transpose=Vec::new(), blocksize=64, quant_type=Wrap(QuantType::Nf4), double_quant=true, dtype=None, lanes=16, threads=1, progress=None))]
+#[pyo3(signature = (jobs, quantize, transpose=Vec::new(), blocksize=64, quant_type=Wrap(QuantType::Nf4), double_quant=true, dtype=None, lanes=16, threads=1, progress=None),
+    text_signature = "(jobs, quantize, transpose=[], blocksize=64, quant_type='nf4', \
+    double_quant=True, dtype=None, lanes=16, threads=1, progress=None)")]
 #[allow(clippy::too_many_arguments)]
 pub fn nf4_convert_checkpoint(
     py: Python<'_>,
