@@ -102,19 +102,29 @@ def test_dedup_run_bad_numbers_are_argument_errors(options: dict, match: str) ->
         _core.dedup_run(["a b c", "a b c d"], options)
 
 
-def test_cli_dedup_bad_option_is_one_line_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--ngram", "0", "ngram must be at least 1"),
+        ("--num-perm", "0", "num_perm must be in"),
+        ("--num-perm", "100000000", "num_perm must be in"),
+    ],
+)
+def test_cli_dedup_bad_option_is_one_line_exit_2(
+    tmp_path: Path, flag: str, value: str, message: str
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "hello there"}\n{"text": "hello there"}\n')
     out = tmp_path / "o.jsonl"
     r = subprocess.run(
-        [sys.executable, "-m", "ladle.cli", "dedup", str(src), "--out", str(out), "--ngram", "0"],
+        [sys.executable, "-m", "ladle.cli", "dedup", str(src), "--out", str(out), flag, value],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "ngram must be at least 1" in lines[0], r.stderr
+    assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
 
 

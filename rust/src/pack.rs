@@ -331,7 +331,36 @@ mod tests {
         assert!(pack(&[], 10, Strategy::BestFit, 0).unwrap().is_empty());
     }
 
+    #[test]
+    fn assemble_refuses_offsets_outside_the_ids() {
+        let ids = [1, 2, 3, 4];
+        for offsets in [&[0, 3, 1][..], &[-1, 2], &[0, 9], &[2, 1, 4]] {
+            let e = assemble(&ids, &ids, offsets, &[vec![0]]).unwrap_err();
+            assert!(matches!(e, LadleError::Value(_)), "{offsets:?}: {e}");
+        }
+        assert!(assemble(&ids, &ids[..3], &[0, 4], &[vec![0]]).is_err());
+    }
+
     proptest! {
+        // Any offsets and bins: a result or a Value error, never a panic; a result
+        // holds exactly the tokens of the documents named.
+        #[test]
+        fn assemble_never_panics(
+            n in 0usize..30,
+            offsets in prop::collection::vec(-5i64..40, 0..6),
+            bins in prop::collection::vec(prop::collection::vec(0usize..8, 0..4), 0..4),
+        ) {
+            let ids: Vec<i32> = (0..n as i32).collect();
+            match assemble(&ids, &ids, &offsets, &bins) {
+                Ok(p) => {
+                    let want: i64 = bins.iter().flatten().map(|&d| offsets[d + 1] - offsets[d]).sum();
+                    prop_assert_eq!(p.input_ids.len() as i64, want);
+                    prop_assert_eq!(p.row_offsets.len(), bins.len() + 1);
+                }
+                Err(e) => prop_assert!(matches!(e, LadleError::Value(_))),
+            }
+        }
+
         #[test]
         fn invariants(lengths in prop::collection::vec(1u64..=64, 0..300), seed in any::<u64>()) {
             for strategy in [Strategy::BestFit, Strategy::FirstFit] {

@@ -358,6 +358,50 @@ mod tests {
     }
 
     #[test]
+    fn a_source_name_that_collides_with_a_generated_one_is_refused_before_writing() {
+        use safetensors::tensor::{Dtype, TensorView};
+        let dir = std::env::temp_dir().join(format!("ladle-clash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dst) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+        let weight = vec![0u8; 64 * 4];
+        let absmax = vec![0u8; 4];
+        let tensors = [
+            (
+                "m.weight",
+                TensorView::new(Dtype::F32, vec![1, 64], &weight).unwrap(),
+            ),
+            (
+                "m.weight.absmax",
+                TensorView::new(Dtype::F32, vec![1], &absmax).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(tensors, None, &src).unwrap();
+        let opts = ConvertOptions {
+            blocksize: 64,
+            quant_type: QuantType::Nf4,
+            double_quant: false,
+            dtype: None,
+            lanes: 16,
+            threads: 1,
+        };
+        let quantize = HashSet::from(["m.weight".to_string()]);
+        let err = convert_checkpoint(
+            &[(src, dst.clone())],
+            &quantize,
+            &HashSet::new(),
+            &opts,
+            &mut |_, _| true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, LadleError::Quant(_)), "{err}");
+        assert!(err
+            .to_string()
+            .contains("\"m.weight.absmax\" would be written twice"));
+        assert!(!dst.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn plan_has_the_transformers_keys() {
         let opts = ConvertOptions {
             blocksize: 64,
