@@ -1,8 +1,10 @@
 //! Ladle's Rust core.
 //!
-//! Pure Rust: nothing here knows about Python except `python.rs`, which is compiled
-//! only with the `python` feature. Each area is a module that `cargo test` checks on
-//! its own.
+//! Pure Rust: nothing here knows about Python except `python/` (one file per area plus
+//! the error mapping), which is compiled only with the `python` feature. The one
+//! exception is `dedup::DedupStats`, which is also the Python class of the same name
+//! (a `cfg_attr`, so its field list exists once). Each area is a module that
+//! `cargo test` checks on its own.
 //!
 //! - [`error`]: the one error enum every module returns.
 //! - [`chat`]: chat-template rendering (minijinja, transformers-compatible).

@@ -189,7 +189,7 @@ fn collect<T: Sync>(
             if out.rows.len() >= limit {
                 break; // rows past the limit are neither kept nor counted as bad
             }
-            let line = line + opts.offset;
+            let line = line.saturating_add(opts.offset);
             match res {
                 Ok(v) => {
                     out.rows.push(v);
