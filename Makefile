@@ -50,10 +50,11 @@ test-py: $(EXT_STAMP)  ## Python tests
 
 test: setup test-rust test-py  ## set up, then run every test
 
-lint: setup  ## ruff, mypy, clippy, rustfmt (warnings fail)
+lint: setup  ## ruff, mypy, stubtest, clippy, rustfmt (warnings fail)
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest ladle._core  # _core.pyi matches the built module
 	cargo clippy --all-targets --features python -- -D warnings
 	cargo fmt --check
 

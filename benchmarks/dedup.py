@@ -323,11 +323,11 @@ def main() -> None:
             f"{sc['near>=0.85']:.4f}, J<0.85 {sc['near<0.85']:.4f}, precision {sc['precision']:.4f}"
         )
     print(
-        f"Ladle: {res.exact_removed:,} exact + {res.near_removed:,} near removed, "
-        f"{res.near_clusters:,} near clusters, bands x rows = {res.bands} x {res.rows_per_band}, "
-        f"candidates {res.candidate_pairs:,} -> verified {res.verified_pairs:,}; "
-        f"exact-only kept {exact_only.rows_out:,} (md5 kept {md5_keep:,}); "
-        f"datasketch-scheme run kept {res_ds_scheme.rows_out:,}"
+        f"Ladle: {res.stats.exact_removed:,} exact + {res.stats.near_removed:,} near removed, "
+        f"{res.stats.near_clusters:,} near clusters, bands x rows = {res.stats.bands} x {res.stats.rows_per_band}, "
+        f"candidates {res.stats.candidate_pairs:,} -> verified {res.stats.verified_pairs:,}; "
+        f"exact-only kept {exact_only.stats.rows_out:,} (md5 kept {md5_keep:,}); "
+        f"datasketch-scheme run kept {res_ds_scheme.stats.rows_out:,}"
     )
     print(
         f"RSS: {rss_base:.0f} MiB after building the corpus; peak during Ladle's run "

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ladle._core import IGNORE_INDEX
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 MAX_LENGTH = 2048
@@ -341,7 +343,7 @@ def _hf_encode(batch: dict[str, list[Any]], model_dir: str) -> dict[str, list[An
     enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
     for ids, offs, sp in zip(enc["input_ids"], enc["offset_mapping"], spans, strict=True):
-        lab = [-100] * len(ids)
+        lab = [IGNORE_INDEX] * len(ids)
         for t, (a, b) in enumerate(offs):
             if any(s < b and a < e for s, e in sp):  # token overlaps a trained span
                 lab[t] = ids[t]
@@ -495,7 +497,7 @@ def compare(hf: dict[str, Any], ladle_res: Any) -> dict[str, int]:
             if len(ids) > MAX_LENGTH:
                 continue  # Ladle drops over-long chat rows (TRL truncates them)
             lab = np.array(lab, np.int32)
-            lab[0] = -100
+            lab[0] = IGNORE_INDEX
             ref_ids[_digest(ids)] += 1
             ref_both[_digest(ids, lab)] += 1
             n_ref += 1

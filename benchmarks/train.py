@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ladle._core import IGNORE_INDEX
+
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS = ("trl-bfd", "trl-padded", "ladle")
 
@@ -46,7 +48,7 @@ def make_docs(n: int, max_len: int, seed: int) -> list[tuple[list[int], list[int
         start, stride = int(rng.integers(100, 20000)), int(rng.integers(1, 7))
         ids = [(start + stride * k) % 40000 + 100 for k in range(length)]
         p = max(1, int(0.3 * length))
-        docs.append((ids, [-100] * p + ids[p:]))
+        docs.append((ids, [IGNORE_INDEX] * p + ids[p:]))
     return docs
 
 
@@ -60,7 +62,7 @@ def bfd_rows(docs: list[tuple[list[int], list[int]]], max_len: int) -> list[dict
     rows = []
     for r in packed:
         pos = [p for n in r["seq_lengths"] for p in range(n)]
-        labels = [-100 if p == 0 else lab for p, lab in zip(pos, r["labels"], strict=True)]
+        labels = [IGNORE_INDEX if p == 0 else lab for p, lab in zip(pos, r["labels"], strict=True)]
         rows.append(
             {
                 "input_ids": r["input_ids"],

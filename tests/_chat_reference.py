@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-IGNORE = -100
+from ladle._core import IGNORE_INDEX as IGNORE
 
 
 class ReferenceChatTokenizer:

@@ -146,14 +146,18 @@ def test_default_lsh_params() -> None:
     # optimiser weighing misses 9:1, since a false positive only costs a Jaccard check.
     unverified = deduplicate(["a b c d e"], threshold=0.8, verify=False)
     assert (
-        (unverified.bands, unverified.rows_per_band)
+        (unverified.stats.bands, unverified.stats.rows_per_band)
         == (9, 13)
         == _optimal_param(0.8, 128, 0.5, 0.5)
     )
     verified = deduplicate(["a b c d e"], threshold=0.8)
-    assert (verified.bands, verified.rows_per_band) == _optimal_param(0.8, 128, 0.1, 0.9) == (14, 9)
+    assert (
+        (verified.stats.bands, verified.stats.rows_per_band)
+        == _optimal_param(0.8, 128, 0.1, 0.9)
+        == (14, 9)
+    )
     chosen = deduplicate(["a b c d e"], threshold=0.9, lsh_weights=(0.5, 0.5))
-    assert (chosen.bands, chosen.rows_per_band) == (5, 25)
+    assert (chosen.stats.bands, chosen.stats.rows_per_band) == (5, 25)
 
 
 # ---------------------------------------------------------------- normalisation, fast scheme
@@ -204,11 +208,15 @@ def test_exact_and_near_found_first_kept() -> None:
     res = deduplicate(texts)
     assert res.keep.tolist() == [True, True, False, False, True]
     assert res.cluster.tolist() == [0, 1, 0, 0, 4]
-    assert res.exact_removed == 1 and res.near_removed == 1 and res.near_clusters == 1
+    assert (
+        res.stats.exact_removed == 1
+        and res.stats.near_removed == 1
+        and res.stats.near_clusters == 1
+    )
     pairs = {p.removed: p for p in res.pairs}
     assert pairs[2].kept == 0 and pairs[2].similarity == 1.0
     assert pairs[3].kept == 0 and 0.8 <= pairs[3].similarity < 1.0
-    assert res.rows_in == 5 and res.rows_out == 3
+    assert res.stats.rows_in == 5 and res.stats.rows_out == 3
 
 
 def test_keep_longest() -> None:
@@ -254,14 +262,18 @@ def test_verify_drops_false_candidates() -> None:
     half = a[:20] + doc(10, 20)
     texts = [" ".join(a), " ".join(half)]
     verified = deduplicate(texts, bands=(128, 1))
-    assert verified.keep.all() and verified.candidate_pairs == 1 and verified.verified_pairs == 0
+    assert (
+        verified.keep.all()
+        and verified.stats.candidate_pairs == 1
+        and verified.stats.verified_pairs == 0
+    )
     trusting = deduplicate(texts, bands=(128, 1), verify=False)
     assert trusting.keep.tolist() == [True, False]
 
 
 def test_empty_rows_are_never_duplicates() -> None:
     res = deduplicate(["", "  ", "...", "real text here"])
-    assert res.keep.all() and res.empty_rows == 3
+    assert res.keep.all() and res.stats.empty_rows == 3
 
 
 def test_exact_only_and_no_normalize() -> None:
@@ -320,7 +332,7 @@ def test_decontamination_removes_leaked_eval_prompts() -> None:
     ]
     res = deduplicate(train, against=eval_prompts)
     assert res.keep.tolist() == [True, False, True, False, True]
-    assert res.decontaminated == 2
+    assert res.stats.decontaminated == 2
     got = {(p.removed, p.kept) for p in res.contaminated}
     assert got == {(1, 0), (3, 1)}
     assert res.cluster[1] == -1 and res.cluster[3] == -1
@@ -459,7 +471,7 @@ def test_bad_input_errors() -> None:
 def test_progress_path() -> None:
     texts = [" ".join(doc(k, 30)) for k in range(50)] * 2
     res = deduplicate(texts, progress=True)
-    assert res.rows_out == 50 and res.exact_removed == 50
+    assert res.stats.rows_out == 50 and res.stats.exact_removed == 50
 
 
 # ---------------------------------------------------------------- CLI

@@ -327,7 +327,9 @@ def test_cli_prep_and_render(
     assert len(lines) == 2
     assert lines[0]["text"].startswith("<|im_start|>system\nYou are assistant number 0.")
     trained = [
-        i for i, lab in zip(lines[0]["input_ids"], lines[0]["labels"], strict=True) if lab != -100
+        i
+        for i, lab in zip(lines[0]["input_ids"], lines[0]["labels"], strict=True)
+        if lab != IGNORE_INDEX
     ]
     assert 2 in trained[-2:] and len(trained) < len(lines[0]["input_ids"])
     args = parser.parse_args(["render", str(recipe), "--limit", "1"])

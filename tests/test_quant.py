@@ -399,6 +399,29 @@ def test_unsupported_dtype_and_existing_output(tiny_llama_dir: Path, tmp_path: P
         quantize_checkpoint(tiny_llama_dir, tmp_path / "exists")
 
 
+def test_name_collision_with_a_generated_tensor_is_refused(
+    tiny_llama_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A source tensor named like one the quantizer writes would give the output two
+    header entries of one name (an unreadable file): one-line error, nothing written."""
+    from safetensors.torch import load_file, save_file
+
+    from ladle.cli import main
+
+    src = tmp_path / "clash"
+    shutil.copytree(tiny_llama_dir, src)
+    tensors = load_file(src / "model.safetensors")
+    tensors["model.layers.0.mlp.up_proj.weight.absmax"] = torch.ones(2)
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    assert main(["quantize", str(src), str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "model.layers.0.mlp.up_proj.weight.absmax" in err[0] and "twice" in err[0]
+    assert not out.exists()
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp left
+
+
 def test_write_failure_is_a_quant_error_with_the_path(tiny_llama_dir: Path, tmp_path: Path) -> None:
     """A full disk, simulated with a file-size limit: a QuantError naming the path."""
     script = f"""

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ladle._core import IGNORE_INDEX
 from ladle.data import ChatTokenizer
-from ladle.data.chat import BUILTIN_TEMPLATES, IGNORE_INDEX
+from ladle.data.chat import BUILTIN_TEMPLATES
 from ladle.errors import DataError, TemplateError
 
 SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<repo_name>", "<file_sep>"]

@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ladle._core import IGNORE_INDEX  # noqa: E402
 from ladle.errors import TrainError  # noqa: E402
 from ladle.recipe.schema import Recipe  # noqa: E402
 from ladle.train import train  # noqa: E402
@@ -40,7 +41,7 @@ def make_docs(
         start = int(rng.integers(0, 200))
         ids = [(start + 3 * k) % 300 + 10 for k in range(length)]
         p = int(rng.integers(1, length // 2 + 1))
-        out.append((ids, [-100] * p + ids[p:]))
+        out.append((ids, [IGNORE_INDEX] * p + ids[p:]))
     return out
 
 
@@ -55,7 +56,9 @@ def pack(docs: list[tuple[list[int], list[int]]], cap: int = MAX_LEN) -> list[di
         rows.append(
             {
                 "input_ids": [t for d in cur for t in d[0]],
-                "labels": [-100 if p == 0 else lab for p, lab in zip(pos, labels, strict=True)],
+                "labels": [
+                    IGNORE_INDEX if p == 0 else lab for p, lab in zip(pos, labels, strict=True)
+                ],
                 "position_ids": pos,
                 "seq_lengths": [len(d[0]) for d in cur],
             }
@@ -75,7 +78,7 @@ def unpacked(docs: list[tuple[list[int], list[int]]]) -> list[dict[str, Any]]:
     return [
         {
             "input_ids": i,
-            "labels": [-100, *lab[1:]],
+            "labels": [IGNORE_INDEX, *lab[1:]],
             "position_ids": list(range(len(i))),
             "seq_lengths": [len(i)],
         }

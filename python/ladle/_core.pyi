@@ -1,34 +1,72 @@
-"""Type stubs for the Rust extension ``ladle._core`` (rust/src/python.rs).
+"""Type stubs for the Rust extension ``ladle._core`` (rust/src/python/, one file per
+area). ``make lint`` checks them against the built module with ``mypy.stubtest``.
 
 Each area keeps its own block."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "IGNORE_INDEX",
+    "ArgumentError",
+    "ChatEncoder",
+    "DataError",
+    "DedupOutput",
+    "DedupPairs",
+    "DedupProgress",
+    "DedupStats",
+    "FileError",
+    "LadleError",
+    "QuantError",
+    "TemplateError",
+    "TokenizerError",
+    "__version__",
+    "assemble_packed",
+    "dedup_minhash",
+    "dedup_normalize",
+    "dedup_optimal_params",
+    "dedup_permutations",
+    "dedup_run",
+    "fingerprint_bytes",
+    "fingerprint_files",
+    "nf4_convert_checkpoint",
+    "nf4_quant_state_json",
+    "nf4_quantize",
+    "nf4_tables",
+    "nf4_torch_sum",
+    "normalize_rows",
+    "pack",
+]
 __version__: str
+IGNORE_INDEX: Final[int]
+"""Label of a token that carries no loss (PyTorch's ``ignore_index``)."""
 
-class LadleCoreError(Exception): ...
-class DataError(LadleCoreError): ...
-class TemplateError(LadleCoreError): ...
-class TokenizerError(LadleCoreError): ...
-class QuantError(LadleCoreError): ...
+# ---- errors
+class LadleError(Exception): ...
+class DataError(LadleError): ...
+class TemplateError(LadleError): ...
+class TokenizerError(LadleError): ...
+class QuantError(LadleError): ...
+class ArgumentError(LadleError, ValueError): ...
+class FileError(LadleError, OSError): ...
 
 # ---- hashing
 def fingerprint_files(paths: list[str]) -> str: ...
 def fingerprint_bytes(data: bytes) -> str: ...
 
 # ---- chat / tokenize
+@final
 class ChatEncoder:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         tokenizer_path: str,
         template: str,
         special_tokens: list[tuple[str, str]],
         fast: bool = True,
-    ) -> None: ...
+    ) -> ChatEncoder: ...
     @property
     def is_fast(self) -> bool: ...
     @property
@@ -56,10 +94,11 @@ class ChatEncoder:
 
 # ---- dedup
 
+@final
 class DedupProgress:
     """Live counters of a running ``dedup_run`` (poll from another thread)."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> DedupProgress: ...
     def snapshot(self) -> tuple[str, int, int]:
         """``(stage, done, total)``."""
 
@@ -92,33 +131,74 @@ def dedup_minhash(
 def dedup_optimal_params(
     threshold: float, num_perm: int = 128, fp_weight: float = 0.5, fn_weight: float = 0.5
 ) -> tuple[int, int]: ...
+
+@final
+class DedupStats:
+    """Counters of one ``dedup_run``."""
+
+    @property
+    def rows_in(self) -> int: ...
+    @property
+    def rows_out(self) -> int: ...
+    @property
+    def empty_rows(self) -> int: ...
+    @property
+    def exact_removed(self) -> int: ...
+    @property
+    def near_clusters(self) -> int: ...
+    @property
+    def near_removed(self) -> int: ...
+    @property
+    def decontaminated(self) -> int: ...
+    @property
+    def candidate_pairs(self) -> int: ...
+    @property
+    def verified_pairs(self) -> int: ...
+    @property
+    def bands(self) -> int: ...
+    @property
+    def rows_per_band(self) -> int: ...
+    def to_dict(self) -> dict[str, int]: ...
+
+@final
+class DedupPairs:
+    """Removed rows and the rows that explain them, as parallel arrays."""
+
+    @property
+    def removed(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def kept(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def similarity(self) -> npt.NDArray[np.float64]: ...
+
+@final
+class DedupOutput:
+    """The result of ``dedup_run``."""
+
+    @property
+    def keep(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def cluster(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def pairs(self) -> DedupPairs: ...
+    @property
+    def contaminated(self) -> DedupPairs: ...
+    @property
+    def stats(self) -> DedupStats: ...
+
 def dedup_run(
     texts: list[str],
+    options: dict[str, Any],
     *,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 5,
-    scheme: str = "fast",
-    seed: int = 1,
-    normalize: bool = True,
-    nfkc: bool = True,
-    lowercase: bool = True,
-    strip_punctuation: bool = True,
-    collapse_whitespace: bool = True,
-    digits_to_zero: bool = False,
-    exact: bool = True,
-    near: bool = True,
-    verify: bool = True,
-    keep: str = "first",
-    bands: tuple[int, int] | None = None,
-    lsh_weights: tuple[float, float] | None = None,
     against: list[str] | None = None,
     against_keys: list[str] | None = None,
     lengths: list[int] | None = None,
     progress: DedupProgress | None = None,
-) -> dict[str, Any]:
-    """Keys: keep (bool[n]), cluster (int64[n]), pairs and contaminated (dicts of
-    removed/kept int64 arrays and similarity float64), stats (dict of counters)."""
+) -> DedupOutput:
+    """``options`` keys (all optional; unknown keys are an ``ArgumentError``):
+    threshold (0.8), num_perm (128), ngram (5), scheme ("fast"), seed (1), normalize,
+    nfkc, lowercase, strip_punctuation, collapse_whitespace (True), digits_to_zero
+    (False), exact, near, verify (True), keep ("first"), bands, lsh_weights (None)."""
 
 # ---- end dedup
 # ---- nf4

@@ -214,27 +214,27 @@ def _run(
         if against_keys is not None:
             extra["against_keys"] = _as_str_list(against_keys, "against_keys")
 
-    def call(prog: Any) -> dict[str, Any]:
-        return _core.dedup_run(items, progress=prog, **opts, **extra)
+    def call(prog: Any) -> _core.DedupOutput:
+        return _core.dedup_run(items, opts, progress=prog, **extra)
 
     raw = _with_progress(call, len(items)) if progress else call(None)
 
-    def pairs(d: dict[str, np.ndarray]) -> list[Pair]:
+    def pairs(d: _core.DedupPairs) -> list[Pair]:
         return [
             Pair(int(r), int(k), float(s))
-            for r, k, s in zip(d["removed"], d["kept"], d["similarity"], strict=True)
+            for r, k, s in zip(d.removed, d.kept, d.similarity, strict=True)
         ]
 
     return DedupResult(
-        keep=raw["keep"],
-        cluster=raw["cluster"],
-        pairs=pairs(raw["pairs"]),
-        contaminated=pairs(raw["contaminated"]),
-        stats=dict(raw["stats"]),
+        keep=raw.keep,
+        cluster=raw.cluster,
+        pairs=pairs(raw.pairs),
+        contaminated=pairs(raw.contaminated),
+        stats=raw.stats.to_dict(),
     )
 
 
-def _with_progress(call: Callable[[Any], dict[str, Any]], n: int) -> dict[str, Any]:
+def _with_progress(call: Callable[[Any], _core.DedupOutput], n: int) -> _core.DedupOutput:
     """Run ``call`` in a worker thread (Rust releases the GIL) and poll its counters
     into a rich progress bar from this one."""
     from rich.console import Console

@@ -1,8 +1,10 @@
 """The one exception family.
 
 Every error Ladle raises on purpose derives from :class:`LadleError`. The classes that
-the Rust core raises are created in ``rust/src/python.rs`` and re-exported here, so a
-caller catches ``ladle.errors.DataError`` whether the row failed in Rust or in Python.
+the Rust core raises are created in ``rust/src/python/errors.rs`` and re-exported here, so
+a caller catches ``ladle.errors.DataError`` whether the row failed in Rust or in Python.
+``ArgumentError`` (a bad argument or option value) also derives from ``ValueError`` and
+``FileError`` (a file that could not be read or written) from ``OSError``.
 The CLI prints a ``LadleError`` as one line (no traceback unless ``--debug``).
 """
 
@@ -10,10 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ladle._core import DataError, LadleCoreError, QuantError, TemplateError, TokenizerError
-
-LadleError = LadleCoreError
-"""Base class of every error raised by Ladle (user mistakes and bad input)."""
+from ladle._core import (
+    ArgumentError,
+    DataError,
+    FileError,
+    LadleError,
+    QuantError,
+    TemplateError,
+    TokenizerError,
+)
 
 
 @dataclass(frozen=True)
@@ -67,9 +74,11 @@ class GateFailed(LadleError):
 
 
 __all__ = [
+    "ArgumentError",
     "ConfigIssue",
     "DataError",
     "EvalError",
+    "FileError",
     "GateFailed",
     "LadleError",
     "ModelError",

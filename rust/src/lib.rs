@@ -1,8 +1,10 @@
 //! Ladle's Rust core.
 //!
-//! Pure Rust: nothing here knows about Python except `python.rs`, which is compiled
-//! only with the `python` feature. Each area is a module that `cargo test` checks on
-//! its own.
+//! Pure Rust: nothing here knows about Python except `python/` (one file per area plus
+//! the error mapping), which is compiled only with the `python` feature. The one
+//! exception is `dedup::DedupStats`, which is also the Python class of the same name
+//! (a `cfg_attr`, so its field list exists once). Each area is a module that
+//! `cargo test` checks on its own.
 //!
 //! - [`error`]: the one error enum every module returns.
 //! - [`chat`]: chat-template rendering (minijinja, transformers-compatible).
@@ -12,6 +14,7 @@
 //! - [`dedup`]: exact and MinHash near-duplicate detection.
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
 //! - [`hashing`]: content fingerprints used by the caches.
+//! - [`pyfloat`]: Python's `repr` of a float (chat rendering and NF4 metadata).
 
 pub mod chat;
 pub mod dedup;
@@ -20,6 +23,7 @@ pub mod hashing;
 pub mod load;
 pub mod nf4;
 pub mod pack;
+pub mod pyfloat;
 pub mod tokenize;
 
 #[cfg(feature = "python")]

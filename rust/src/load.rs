@@ -38,8 +38,9 @@ pub enum Format {
     Preference,
 }
 
-impl Format {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Format {
+    type Err = LadleError;
+    fn from_str(name: &str) -> Result<Self> {
         Ok(match name {
             "auto" => Format::Auto,
             "messages" => Format::Messages,
@@ -48,7 +49,20 @@ impl Format {
             "prompt_completion" => Format::PromptCompletion,
             "text" => Format::Text,
             "preference" => Format::Preference,
-            other => return Err(LadleError::Value(format!("unknown data format {other:?}"))),
+            other => {
+                return Err(crate::error::bad_choice(
+                    "data format",
+                    other,
+                    &[
+                        "messages",
+                        "sharegpt",
+                        "alpaca",
+                        "prompt_completion",
+                        "text",
+                        "preference",
+                    ],
+                ))
+            }
         })
     }
 
@@ -221,7 +235,7 @@ fn collect<T: Sync>(
             if out.rows.len() >= limit {
                 break; // rows past the limit are neither kept nor counted as bad
             }
-            let line = line + opts.offset;
+            let line = line.saturating_add(opts.offset);
             match res {
                 Ok(v) => {
                     out.rows.push(v);
@@ -582,7 +596,7 @@ mod tests {
 
     fn opts(format: &str) -> Options {
         Options {
-            format: Format::parse(format).unwrap(),
+            format: format.parse().unwrap(),
             columns: HashMap::new(),
             roles: HashMap::new(),
             system: None,

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{LadleError, Result};
+use crate::error::{bad_choice, LadleError, Result};
 
 /// Packing heuristic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +28,13 @@ pub enum Strategy {
     FirstFit,
 }
 
-impl Strategy {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Strategy {
+    type Err = LadleError;
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "bfd" => Ok(Strategy::BestFit),
             "ffd" => Ok(Strategy::FirstFit),
-            other => Err(LadleError::Value(format!(
-                "unknown packing strategy {other:?}; expected \"bfd\" or \"ffd\""
-            ))),
+            other => Err(bad_choice("packing strategy", other, &["bfd", "ffd"])),
         }
     }
 }
@@ -153,8 +152,37 @@ pub struct Packed {
     pub seq_offsets: Vec<i64>,
 }
 
-/// Label value that carries no loss (PyTorch's `ignore_index`).
-pub const IGNORE: i32 = -100;
+/// Document offsets come from Python (numpy arrays anyone can build), so every way
+/// they can point outside `ids` is an error here rather than a slice panic later.
+fn check_offsets(n_ids: usize, n_labels: usize, offsets: &[i64]) -> Result<()> {
+    if n_ids != n_labels {
+        return Err(LadleError::Value(format!(
+            "ids has {n_ids} entries but labels has {n_labels}"
+        )));
+    }
+    if let Some(&first) = offsets.first() {
+        if first < 0 {
+            return Err(LadleError::Value(format!(
+                "offsets[0] is {first}; offsets must be non-negative"
+            )));
+        }
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[1] < w[0]) {
+        return Err(LadleError::Value(format!(
+            "offsets must not decrease, but offsets[{}] = {} > offsets[{}] = {}",
+            i,
+            offsets[i],
+            i + 1,
+            offsets[i + 1]
+        )));
+    }
+    match offsets.last() {
+        Some(&last) if last as u64 > n_ids as u64 => Err(LadleError::Value(format!(
+            "the last offset is {last} but there are only {n_ids} ids"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// Concatenate the documents of each bin into one row, the layout transformers'
 /// padding-free path expects: `position_ids` restart at 0 for every document (that is
@@ -169,11 +197,7 @@ pub fn assemble(
     offsets: &[i64],
     bins: &[Vec<usize>],
 ) -> Result<Packed> {
-    if ids.len() != labels.len() || offsets.last().copied().unwrap_or(0) as usize > ids.len() {
-        return Err(LadleError::Value(
-            "ids, labels and offsets disagree in length".into(),
-        ));
-    }
+    check_offsets(ids.len(), labels.len(), offsets)?;
     let docs = offsets.len().saturating_sub(1);
     let total: usize = bins
         .iter()
@@ -205,7 +229,7 @@ pub fn assemble(
             let start = out.labels.len();
             out.labels.extend_from_slice(&labels[a..b]);
             if b > a {
-                out.labels[start] = IGNORE;
+                out.labels[start] = crate::tokenize::mask::IGNORE;
             }
             out.position_ids.extend(0..(b - a) as i32);
             out.seq_lengths.push((b - a) as i32);
@@ -303,11 +327,40 @@ mod tests {
         assert!(pack(&[0], 10, Strategy::BestFit, 0).is_err());
         assert!(pack(&[11], 10, Strategy::FirstFit, 0).is_err());
         assert!(pack(&[1], 0, Strategy::BestFit, 0).is_err());
-        assert!(Strategy::parse("nope").is_err());
+        assert!("nope".parse::<Strategy>().is_err());
         assert!(pack(&[], 10, Strategy::BestFit, 0).unwrap().is_empty());
     }
 
+    #[test]
+    fn assemble_refuses_offsets_outside_the_ids() {
+        let ids = [1, 2, 3, 4];
+        for offsets in [&[0, 3, 1][..], &[-1, 2], &[0, 9], &[2, 1, 4]] {
+            let e = assemble(&ids, &ids, offsets, &[vec![0]]).unwrap_err();
+            assert!(matches!(e, LadleError::Value(_)), "{offsets:?}: {e}");
+        }
+        assert!(assemble(&ids, &ids[..3], &[0, 4], &[vec![0]]).is_err());
+    }
+
     proptest! {
+        // Any offsets and bins: a result or a Value error, never a panic; a result
+        // holds exactly the tokens of the documents named.
+        #[test]
+        fn assemble_never_panics(
+            n in 0usize..30,
+            offsets in prop::collection::vec(-5i64..40, 0..6),
+            bins in prop::collection::vec(prop::collection::vec(0usize..8, 0..4), 0..4),
+        ) {
+            let ids: Vec<i32> = (0..n as i32).collect();
+            match assemble(&ids, &ids, &offsets, &bins) {
+                Ok(p) => {
+                    let want: i64 = bins.iter().flatten().map(|&d| offsets[d + 1] - offsets[d]).sum();
+                    prop_assert_eq!(p.input_ids.len() as i64, want);
+                    prop_assert_eq!(p.row_offsets.len(), bins.len() + 1);
+                }
+                Err(e) => prop_assert!(matches!(e, LadleError::Value(_))),
+            }
+        }
+
         #[test]
         fn invariants(lengths in prop::collection::vec(1u64..=64, 0..300), seed in any::<u64>()) {
             for strategy in [Strategy::BestFit, Strategy::FirstFit] {

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ladle._core import IGNORE_INDEX
 from ladle.commands.common import add_recipe_args, subparser
 
 DESCRIPTION = """\
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(r, ensure_ascii=False))
         return 0
     for n, r in enumerate(rows):
-        trained = sum(1 for x in r["labels"] if x != -100)
+        trained = sum(1 for x in r["labels"] if x != IGNORE_INDEX)
         console.print(Rule(f"example {n + 1}: {len(r['input_ids'])} tokens, {trained} trained"))
         console.print(highlight(tok, r["input_ids"], r["labels"]))
     console.print(
@@ -115,8 +116,8 @@ def highlight(tok: Any, ids: list[int], labels: list[int]) -> Any:
     text = Text()
     start = 0
     for i in range(1, len(ids) + 1):
-        if i == len(ids) or (labels[i] != -100) != (labels[start] != -100):
+        if i == len(ids) or (labels[i] != IGNORE_INDEX) != (labels[start] != IGNORE_INDEX):
             piece = tok.decode(ids[start:i], skip_special_tokens=False)
-            text.append(piece, style="bold green" if labels[start] != -100 else "dim")
+            text.append(piece, style="bold green" if labels[start] != IGNORE_INDEX else "dim")
             start = i
     return text

@@ -7,9 +7,10 @@ folder; ``load_prepared(path)`` opens one for training and evaluation; ``pack`` 
 ``ChatTokenizer`` are the primitives on their own, for notebooks and pipelines.
 """
 
+from ladle._core import IGNORE_INDEX  # label without loss; the one definition is in Rust
 from ladle.data.chat import ChatTokenizer, EncodedBatch  # chat: rendering/tokenize/masks
 from ladle.data.load import LoadedDataset, load_all, load_dataset, resolve_files
-from ladle.data.packing import IGNORE_INDEX, assemble, pack
+from ladle.data.packing import assemble, pack
 from ladle.data.prep import PrepResult, prep
 from ladle.data.prepared import iter_train_rows, load_prepared
 

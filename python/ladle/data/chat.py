@@ -38,9 +38,6 @@ from ladle.recipe.schema import template_kind
 TrainOn = Literal["assistant", "last", "all"]
 Conversation = Sequence[Mapping[str, Any]] | Mapping[str, Any]
 
-IGNORE_INDEX = -100
-"""Label of a token that is not trained (PyTorch's cross-entropy ignore index)."""
-
 # The variables transformers passes to a template from the tokenizer's special tokens
 # (``PreTrainedTokenizerBase.SPECIAL_TOKENS_ATTRIBUTES``).
 SPECIAL_TOKEN_KEYS = (
@@ -89,7 +86,7 @@ class EncodedBatch:
     """
 
     input_ids: np.ndarray  # int32, flat
-    labels: np.ndarray  # int32, flat, -100 where not trained
+    labels: np.ndarray  # int32, flat, IGNORE_INDEX where not trained
     offsets: np.ndarray  # int64, len(rows) + 1
     n_trained: np.ndarray  # int64, trained tokens per row (0: nothing to learn)
     errors: list[BaseException | None]
@@ -177,7 +174,7 @@ class ChatTokenizer:
         tok = ChatTokenizer.from_pretrained("builtin:smollm2-135m-instruct")
         ex = tok.encode([{"role": "user", "content": "Hi"},
                          {"role": "assistant", "content": "Hello!"}])
-        ex["labels"]  # -100 on the prompt, the reply's ids and <|im_end|> trained
+        ex["labels"]  # IGNORE_INDEX on the prompt, the reply's ids and <|im_end|> trained
     """
 
     def __init__(
@@ -318,7 +315,7 @@ class ChatTokenizer:
         train_on: TrainOn = "assistant",
         tools: Sequence[Any] | None = None,
     ) -> dict[str, list[int]]:
-        """``{"input_ids", "labels"}`` of one conversation (labels -100 where not trained)."""
+        """``{"input_ids", "labels"}`` of one conversation (labels IGNORE_INDEX where not trained)."""
         batch = self.encode_arrays([messages], train_on, tools)
         _raise_first(batch.errors)
         return batch.row(0)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ladle._core import IGNORE_INDEX
 from ladle.data.load import Drops
-from ladle.data.packing import IGNORE_INDEX
 
 Ids = npt.NDArray[np.int32]
 

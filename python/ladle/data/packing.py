@@ -15,8 +15,6 @@ import numpy.typing as npt
 
 from ladle import _core
 
-IGNORE_INDEX = -100
-
 
 def pack(
     lengths: Sequence[int] | npt.NDArray[np.integer],

@@ -31,9 +31,10 @@ import numpy as np
 
 import ladle
 from ladle import _core
+from ladle._core import IGNORE_INDEX
 from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft, text_encoder
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
-from ladle.data.packing import IGNORE_INDEX, assemble, pack
+from ladle.data.packing import assemble, pack
 from ladle.data.prepared import (
     MANIFEST,
     DatasetStats,

@@ -36,9 +36,10 @@ import numpy as np
 import numpy.typing as npt
 
 import ladle
+from ladle._core import IGNORE_INDEX
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
 from ladle.data.load import Drops
-from ladle.data.packing import IGNORE_INDEX, assemble, pack
+from ladle.data.packing import assemble, pack
 from ladle.data.prep import CHUNK_ROWS, SHARD_TOKENS, _apply_weights, _build, _edges, _Rows
 from ladle.data.prepared import write_eval, write_packed
 from ladle.data.ray_cluster import connect, resolve

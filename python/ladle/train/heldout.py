@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ladle.data import IGNORE_INDEX
+from ladle._core import IGNORE_INDEX
 from ladle.recipe.schema import Recipe
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ladle.data import IGNORE_INDEX
+from ladle._core import IGNORE_INDEX
 
 # Rows of logits per chunk: 1024 x 49k fp32 = 200 MB at most in flight, while each chunk
 # stays a large matmul (smaller chunks measured slower on CPU).

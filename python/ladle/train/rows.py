@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ladle._core import IGNORE_INDEX
 from ladle.errors import TrainError
 
 SFT_COLUMNS = ("input_ids", "labels")
@@ -148,7 +149,7 @@ def sft_loss_tokens(tt: TokenTable) -> np.ndarray:
     first token would be predicted from the previous document, so it never trains)."""
     labels, rel = tt.segment("labels")
     pos, _ = tt.segment("position_ids")
-    trained = ((labels != -100) & (pos != 0)).astype(np.int64)
+    trained = ((labels != IGNORE_INDEX) & (pos != 0)).astype(np.int64)
     csum = np.concatenate([[0], np.cumsum(trained)])
     return csum[rel[1:]] - csum[rel[:-1]]
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ladle.data import IGNORE_INDEX
+from ladle._core import IGNORE_INDEX
 from ladle.train.loss import final_hidden, linear_cross_entropy, output_head, plain_cross_entropy
 from ladle.train.rows import TokenTable, sft_loss_tokens
 

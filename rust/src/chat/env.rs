@@ -83,100 +83,49 @@ fn generation_filter(body: String) -> String {
     s
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+/// Directives whose output chrono and Python's `strftime` agree on (`-` drops the
+/// padding in both). Others (`%Z`, `%c`, `%x`, ...) differ between the two or depend on
+/// the locale, so they are an error rather than a guess.
+const STRFTIME_DIRECTIVES: &str = "YymdeHIMSjpBbhAauwFT%";
 
-/// `datetime.now().strftime(fmt)` for the directives chat templates use. An unknown
-/// directive is an error rather than a guess.
-pub fn strftime(now: time::OffsetDateTime, fmt: &str) -> Result<String, Error> {
-    let mut out = String::new();
+/// `datetime.now().strftime(fmt)` for the directives chat templates use.
+pub fn strftime<Tz: chrono::TimeZone>(
+    now: &chrono::DateTime<Tz>,
+    fmt: &str,
+) -> Result<String, Error>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    let unsupported = |d: &str| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: directive %{d} is not supported by Ladle's renderer"),
+        )
+    };
     let mut chars = fmt.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
-            out.push(c);
             continue;
         }
-        let mut d = chars.next().unwrap_or('%');
-        let pad = if d == '-' {
-            d = chars.next().unwrap_or('%');
-            false
-        } else {
-            true
+        let d = match chars.next() {
+            Some('-') => chars.next(),
+            d => d,
         };
-        let num = |n: i64, w: usize| {
-            if pad {
-                format!("{n:0w$}")
-            } else {
-                n.to_string()
-            }
-        };
-        let month0 = u8::from(now.month()) as usize - 1;
-        let wd = now.weekday().number_days_from_monday() as usize;
-        let hour12 = match now.hour() % 12 {
-            0 => 12,
-            h => h,
-        };
-        let piece = match d {
-            'Y' => now.year().to_string(),
-            'y' => num((now.year() % 100) as i64, 2),
-            'm' => num(month0 as i64 + 1, 2),
-            'd' => num(now.day() as i64, 2),
-            'e' => format!("{:>2}", now.day()),
-            'H' => num(now.hour() as i64, 2),
-            'I' => num(hour12 as i64, 2),
-            'M' => num(now.minute() as i64, 2),
-            'S' => num(now.second() as i64, 2),
-            'j' => num(now.ordinal() as i64, 3),
-            'p' => if now.hour() < 12 { "AM" } else { "PM" }.to_string(),
-            'B' => MONTHS[month0].to_string(),
-            'b' | 'h' => MONTHS[month0][..3].to_string(),
-            'A' => DAYS[wd].to_string(),
-            'a' => DAYS[wd][..3].to_string(),
-            'u' => (wd + 1).to_string(),
-            'w' => ((wd + 1) % 7).to_string(),
-            'F' => format!("{}-{:02}-{:02}", now.year(), month0 + 1, now.day()),
-            'T' => format!("{:02}:{:02}:{:02}", now.hour(), now.minute(), now.second()),
-            '%' => "%".to_string(),
-            other => {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "strftime_now: directive %{other} is not supported by Ladle's renderer"
-                    ),
-                ))
-            }
-        };
-        out.push_str(&piece);
+        match d {
+            Some(d) if STRFTIME_DIRECTIVES.contains(d) => {}
+            Some(d) => return Err(unsupported(&d.to_string())),
+            None => return Err(unsupported("")),
+        }
     }
+    let mut out = String::new();
+    use std::fmt::Write;
+    write!(out, "{}", now.format(fmt)).map_err(|_| unsupported(fmt))?;
     Ok(out)
 }
 
 fn strftime_now(fmt: String) -> Result<Value, Error> {
-    // Python's datetime.now() is local time; the process' UTC offset is used when the
-    // platform lets us read it safely, UTC otherwise.
-    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    strftime(now, &fmt).map(Value::from)
+    // Python's datetime.now() is local time (chrono reads TZ and the zone database).
+    strftime(&chrono::Local::now(), &fmt).map(Value::from)
 }
 
 /// jinja2 prints Python objects with `str()`: `True`, `None`, `['a', 1]`.
@@ -266,13 +215,30 @@ mod tests {
 
     #[test]
     fn strftime_directives() {
-        let t = time::macros::datetime!(2024-07-05 14:03:09 UTC);
-        assert_eq!(strftime(t, "%d %b %Y").unwrap(), "05 Jul 2024");
+        use chrono::TimeZone;
+        let t = chrono::Utc.with_ymd_and_hms(2024, 7, 5, 14, 3, 9).unwrap();
+        assert_eq!(strftime(&t, "%d %b %Y").unwrap(), "05 Jul 2024");
         assert_eq!(
-            strftime(t, "%-d %B %Y, %A %I:%M %p").unwrap(),
+            strftime(&t, "%-d %B %Y, %A %I:%M %p").unwrap(),
             "5 July 2024, Friday 02:03 PM"
         );
-        assert!(strftime(t, "%Z").is_err());
+        // Values checked against Python's datetime(2024, 7, 5, 14, 3, 9).strftime.
+        assert_eq!(
+            strftime(
+                &t,
+                "%Y-%m-%d %H:%M:%S|%y|%e|%j|%u|%w|%F|%T|%h|%a|%%|%-m/%-H"
+            )
+            .unwrap(),
+            "2024-07-05 14:03:09|24| 5|187|5|5|2024-07-05|14:03:09|Jul|Fri|%|7/14"
+        );
+        let midnight = chrono::Utc.with_ymd_and_hms(2024, 1, 7, 0, 5, 0).unwrap();
+        assert_eq!(
+            strftime(&midnight, "%I %p %A %u %w %j").unwrap(),
+            "12 AM Sunday 7 0 007"
+        );
+        for bad in ["%Z", "%c", "100%", "%-", "%Q"] {
+            assert!(strftime(&t, bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,58 +9,16 @@ use minijinja::value::{Value, ValueKind};
 use minijinja::{Error, ErrorKind};
 use std::fmt::Write;
 
-/// Python's `repr(float)`: shortest round-trip digits, exponent form outside 1e-4..1e16.
-pub fn float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "nan".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0" } else { "0.0" }.into();
-    }
-    let s = format!("{:e}", f.abs());
-    let (mant, exp) = s.split_once('e').expect("LowerExp always has an exponent");
-    let exp: i32 = exp.parse().expect("integer exponent");
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    let sign = if f < 0.0 { "-" } else { "" };
-    if (-4..16).contains(&exp) {
-        if exp >= 0 {
-            let e = exp as usize;
-            if digits.len() <= e + 1 {
-                format!("{sign}{digits}{}.0", "0".repeat(e + 1 - digits.len()))
-            } else {
-                format!("{sign}{}.{}", &digits[..e + 1], &digits[e + 1..])
-            }
-        } else {
-            format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
-        }
-    } else {
-        let m = if digits.len() == 1 {
-            digits
-        } else {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        };
-        let es = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{m}e{es}{:02}", exp.abs())
-    }
-}
-
 fn number_str(v: &Value, json: bool) -> Result<String, Error> {
     if v.is_integer() {
         return Ok(v.to_string());
     }
     let f = f64::try_from(v.clone())?;
-    if json {
-        if f.is_nan() {
-            return Ok("NaN".into());
-        }
-        if f.is_infinite() {
-            return Ok(if f > 0.0 { "Infinity" } else { "-Infinity" }.into());
-        }
-    }
-    Ok(float_repr(f))
+    Ok(if json {
+        crate::pyfloat::json(f)
+    } else {
+        crate::pyfloat::repr(f)
+    })
 }
 
 /// Python's `repr(str)`: single quotes unless the text holds `'` and no `"`.
@@ -306,23 +264,6 @@ pub fn json_dumps(v: &Value, o: &JsonOpts, depth: usize, out: &mut String) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn float_repr_matches_python() {
-        let cases = [
-            (1.0, "1.0"),
-            (0.1, "0.1"),
-            (1e16, "1e+16"),
-            (1.5e-5, "1.5e-05"),
-            (123456.789, "123456.789"),
-            (-2.5, "-2.5"),
-            (0.0001, "0.0001"),
-            (1e15, "1000000000000000.0"),
-        ];
-        for (f, want) in cases {
-            assert_eq!(float_repr(f), want);
-        }
-    }
 
     #[test]
     fn repr_of_containers() {

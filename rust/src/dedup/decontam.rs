@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use super::minhash::{jaccard, Scratch};
-use super::pipeline::{Ctx, DedupConfig, Pair, Progress, Sketch};
+use super::types::{Ctx, DedupConfig, Pair, Progress, Sketch};
 
 /// Training rows that are exact or near copies of an eval row, each with the most
 /// similar eval row.

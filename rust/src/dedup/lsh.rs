@@ -64,10 +64,17 @@ pub fn optimal_params(
             "threshold must be in (0, 1), got {threshold}"
         )));
     }
-    if num_perm < 2 {
-        return Err(LadleError::Value(
-            "num_perm must be at least 2 for LSH".into(),
-        ));
+    if !(2..=super::minhash::MAX_NUM_PERM).contains(&num_perm) {
+        return Err(LadleError::Value(format!(
+            "num_perm must be in 2..={} for LSH, got {num_perm}",
+            super::minhash::MAX_NUM_PERM
+        )));
+    }
+    let weight_ok = |w: f64| w.is_finite() && w >= 0.0;
+    if !(weight_ok(fp_weight) && weight_ok(fn_weight) && fp_weight + fn_weight > 0.0) {
+        return Err(LadleError::Value(format!(
+            "LSH weights must be finite, non-negative and not both 0, got ({fp_weight}, {fn_weight})"
+        )));
     }
     let rule = gauss_legendre(16);
     let mut best = (f64::INFINITY, (0, 0));

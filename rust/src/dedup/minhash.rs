@@ -22,7 +22,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::kernels::{affine32, fmix32, legacy, MERSENNE};
 use super::mt19937::RandomState;
 use super::normalize::{is_space, normalize_into, normalize_words_into, NormalizeOptions};
-use crate::error::{LadleError, Result};
+use crate::error::{bad_choice, LadleError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -31,18 +31,25 @@ pub enum Scheme {
     DatasketchLegacy,
 }
 
-impl Scheme {
-    pub fn parse(name: &str) -> Result<Self> {
+impl std::str::FromStr for Scheme {
+    type Err = LadleError;
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "fast" => Ok(Scheme::Fast),
             "datasketch" => Ok(Scheme::Datasketch),
             "datasketch-legacy" => Ok(Scheme::DatasketchLegacy),
-            other => Err(LadleError::Value(format!(
-                "unknown MinHash scheme {other:?}: expected 'fast', 'datasketch' or 'datasketch-legacy'"
-            ))),
+            other => Err(bad_choice(
+                "MinHash scheme",
+                other,
+                &["fast", "datasketch", "datasketch-legacy"],
+            )),
         }
     }
 }
+
+/// Upper bound on permutations: far above any useful value (datasketch's default is
+/// 128), low enough that a typo cannot ask for terabytes or an endless band search.
+pub const MAX_NUM_PERM: usize = 1 << 16;
 
 #[derive(Clone, Debug)]
 pub struct MinHashParams {
@@ -84,8 +91,11 @@ pub struct MinHasher {
 
 impl MinHasher {
     pub fn new(params: MinHashParams) -> Result<Self> {
-        if params.num_perm == 0 {
-            return Err(LadleError::Value("num_perm must be at least 1".into()));
+        if !(1..=MAX_NUM_PERM).contains(&params.num_perm) {
+            return Err(LadleError::Value(format!(
+                "num_perm must be in 1..={MAX_NUM_PERM}, got {}",
+                params.num_perm
+            )));
         }
         if params.ngram == 0 {
             return Err(LadleError::Value("ngram must be at least 1".into()));

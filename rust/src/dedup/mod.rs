@@ -7,7 +7,8 @@
 //! - [`lsh`]: datasketch's choice of (bands, rows) and band keys.
 //! - [`cluster`]: union-find over row indices.
 //! - `kernels`: the vectorised permutation loops; `decontam`: eval-set matching.
-//! - [`pipeline`]: the whole pass, parallel with rayon.
+//! - [`types`]: settings, counters and results the stages share.
+//! - [`pipeline`]: the whole pass, one function per [`Stage`], parallel with rayon.
 
 pub mod cluster;
 mod decontam;
@@ -17,11 +18,13 @@ pub mod minhash;
 pub mod mt19937;
 pub mod normalize;
 pub mod pipeline;
+pub mod types;
 
 pub use lsh::optimal_params;
 pub use minhash::{jaccard, signatures, MinHashParams, MinHasher, Scheme, Signatures};
 pub use normalize::{normalize, NormalizeOptions};
-pub use pipeline::{
-    deduplicate, DedupConfig, DedupOutput, DedupStats, Keep, Pair, Progress, DATASKETCH_WEIGHTS,
-    STAGES, VERIFIED_WEIGHTS,
+pub use pipeline::deduplicate;
+pub use types::{
+    DedupConfig, DedupOutput, DedupStats, Keep, Pair, Progress, Stage, DATASKETCH_WEIGHTS,
+    VERIFIED_WEIGHTS,
 };

@@ -11,7 +11,6 @@
 //! LSH entry, not a thousand-member bucket.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_128;
@@ -19,139 +18,17 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::cluster::UnionFind;
 use super::decontam::decontaminate;
 use super::lsh::{band_keys, optimal_params};
-use super::minhash::{jaccard, MinHashParams, MinHasher, Scratch};
+use super::minhash::{jaccard, MinHasher, Scratch};
+use super::types::{
+    Ctx, DedupConfig, DedupOutput, DedupStats, Keep, Pair, Progress, Sketch, Stage,
+    DATASKETCH_WEIGHTS, VERIFIED_WEIGHTS,
+};
 use crate::error::{LadleError, Result};
-
-/// Which member of a duplicate cluster survives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Keep {
-    /// The earliest row (stable, reproducible across runs and shards).
-    First,
-    /// The longest row (by the caller's lengths, else the text's bytes); ties go to
-    /// the earliest.
-    Longest,
-}
-
-impl Keep {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "first" => Ok(Keep::First),
-            "longest" => Ok(Keep::Longest),
-            other => Err(LadleError::Value(format!(
-                "unknown keep policy {other:?}: expected 'first' or 'longest'"
-            ))),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DedupConfig {
-    pub threshold: f64,
-    pub minhash: MinHashParams,
-    pub exact: bool,
-    pub near: bool,
-    /// Drop LSH candidates whose true shingle Jaccard is below the threshold.
-    pub verify: bool,
-    pub keep: Keep,
-    /// Explicit (bands, rows); `None` chooses them like datasketch.
-    pub bands: Option<(usize, usize)>,
-    /// (false-positive, false-negative) weights for choosing bands; `None`:
-    /// [`VERIFIED_WEIGHTS`] when verifying, datasketch's (0.5, 0.5) otherwise.
-    pub weights: Option<(f64, f64)>,
-}
-
-/// Band weights when candidates are verified. A false positive then costs one Jaccard
-/// check and a false negative a duplicate left in the data, so the same optimiser is
-/// asked to weigh misses nine times more: at 128 permutations and threshold 0.8 this
-/// picks 14 bands x 9 rows (candidate probability 0.975 at Jaccard 0.85) instead of
-/// datasketch's 9 x 13 (0.69 at 0.85).
-pub const VERIFIED_WEIGHTS: (f64, f64) = (0.1, 0.9);
-/// datasketch's `MinHashLSH` default weights.
-pub const DATASKETCH_WEIGHTS: (f64, f64) = (0.5, 0.5);
-
-/// Stage names, indexed by `Progress::stage`.
-pub const STAGES: [&str; 6] = [
-    "sketch",
-    "decontaminate",
-    "candidates",
-    "verify",
-    "cluster",
-    "done",
-];
-
-/// Shared counters a caller may poll from another thread while the pipeline runs.
-#[derive(Default)]
-pub struct Progress {
-    pub stage: AtomicUsize,
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-}
-
-impl Progress {
-    pub(super) fn start(&self, stage: usize, total: usize) {
-        self.done.store(0, Ordering::Relaxed);
-        self.total.store(total as u64, Ordering::Relaxed);
-        self.stage.store(stage, Ordering::Relaxed);
-    }
-    pub(super) fn add(&self, n: usize) {
-        self.done.fetch_add(n as u64, Ordering::Relaxed);
-    }
-}
-
-/// A removed row and the row that explains its removal.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Pair {
-    pub removed: u32,
-    /// A kept training row, or (for contamination) an eval row.
-    pub kept: u32,
-    /// True shingle Jaccard (1.0 for exact copies after normalisation).
-    pub similarity: f64,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct DedupStats {
-    pub rows_in: usize,
-    pub rows_out: usize,
-    /// Rows with no words after normalisation: never matched, always kept.
-    pub empty_rows: usize,
-    pub exact_removed: usize,
-    pub near_clusters: usize,
-    pub near_removed: usize,
-    pub decontaminated: usize,
-    pub candidate_pairs: usize,
-    pub verified_pairs: usize,
-    pub bands: usize,
-    pub rows_per_band: usize,
-}
-
-pub struct DedupOutput {
-    pub keep: Vec<bool>,
-    /// Index of the kept row of each row's cluster (itself when unique); -1 for rows
-    /// removed by decontamination.
-    pub cluster: Vec<i64>,
-    pub pairs: Vec<Pair>,
-    pub contaminated: Vec<Pair>,
-    pub stats: DedupStats,
-}
-
-/// Per-row hashes: all that is kept of a row between stages.
-pub(super) struct Sketch {
-    pub exact: Vec<u128>,
-    pub keys: Vec<u64>,
-    pub nonempty: Vec<bool>,
-}
 
 const CHUNK: usize = 2048;
 /// Buckets up to this size get every pair as a candidate; larger ones a star plus a
 /// chain, so one huge bucket cannot make the candidate list quadratic.
 const ALL_PAIRS_MAX: usize = 8;
-
-pub(super) struct Ctx {
-    pub hasher: MinHasher,
-    pub bands: usize,
-    pub rows: usize,
-    pub near: bool,
-}
 
 impl Ctx {
     fn sketch(&self, texts: &[&str], progress: &Progress) -> Sketch {
@@ -218,6 +95,8 @@ impl Ctx {
 /// Deduplicate `texts`; with `against = Some((train_keys, eval))`, first remove rows
 /// whose `train_keys` text (the prompt, say; `None` reuses `texts`) is an exact or
 /// near duplicate of any `eval` text. `lengths` feeds `Keep::Longest`.
+///
+/// Each stage below is one function; `Progress` reports which [`Stage`] is running.
 pub fn deduplicate(
     texts: &[&str],
     config: &DedupConfig,
@@ -226,46 +105,8 @@ pub fn deduplicate(
     progress: &Progress,
 ) -> Result<DedupOutput> {
     let n = texts.len();
-    if n > u32::MAX as usize {
-        return Err(LadleError::Value("at most 2**32 - 1 rows per call".into()));
-    }
-    if let Some(l) = lengths {
-        if l.len() != n {
-            return Err(LadleError::Value(format!(
-                "lengths has {} entries for {n} rows",
-                l.len()
-            )));
-        }
-    }
-    if !(config.threshold > 0.0 && config.threshold <= 1.0) {
-        return Err(LadleError::Value(format!(
-            "threshold must be in (0, 1], got {}",
-            config.threshold
-        )));
-    }
-    let (bands, rows) = match config.bands {
-        Some((b, r)) if b >= 1 && r >= 1 && b * r <= config.minhash.num_perm => (b, r),
-        Some((b, r)) => {
-            return Err(LadleError::Value(format!(
-                "bands x rows = {b} x {r} must be positive and fit in num_perm = {}",
-                config.minhash.num_perm
-            )))
-        }
-        // Without near-duplicate search the bands are never used.
-        None if !config.near => (1, config.minhash.num_perm),
-        // Jaccard 1 means identical shingle sets, hence identical signatures: one band
-        // of every row finds them all and nothing else.
-        None if config.threshold >= 1.0 => (1, config.minhash.num_perm),
-        None => {
-            let default = if config.verify {
-                VERIFIED_WEIGHTS
-            } else {
-                DATASKETCH_WEIGHTS
-            };
-            let (fp, fn_) = config.weights.unwrap_or(default);
-            optimal_params(config.threshold, config.minhash.num_perm, fp, fn_)?
-        }
-    };
+    check_inputs(n, config, against, lengths)?;
+    let (bands, rows) = choose_bands(config)?;
     let ctx = Ctx {
         hasher: MinHasher::new(config.minhash.clone())?,
         bands,
@@ -280,142 +121,261 @@ pub fn deduplicate(
     };
 
     progress.start(
-        0,
+        Stage::Sketch,
         n + against.map_or(0, |(t, e)| e.len() + t.map_or(0, |t| t.len())),
     );
     let sk = ctx.sketch(texts, progress);
     stats.empty_rows = sk.nonempty.iter().filter(|&&x| !x).count();
 
-    // ---- decontamination
-    let mut contaminated: Vec<Pair> = vec![];
+    let contaminated = match against {
+        Some((keys, eval)) => decontaminate_stage(&ctx, config, texts, &sk, keys, eval, progress),
+        None => vec![],
+    };
+    stats.decontaminated = contaminated.len();
     let mut removed_by_eval = vec![false; n];
-    if let Some((train_texts, eval)) = against {
-        let train_sk;
-        let (train_texts, train_sk) = match train_texts {
-            Some(t) if t.len() != n => {
-                return Err(LadleError::Value(format!(
-                    "{} decontamination texts for {n} rows",
-                    t.len()
-                )))
-            }
-            Some(t) => {
-                train_sk = ctx.sketch(t, progress);
-                (t, &train_sk)
-            }
-            None => (texts, &sk),
-        };
-        let eval_sk = ctx.sketch(eval, progress);
-        progress.start(1, n);
-        contaminated = decontaminate(
-            &ctx,
-            config,
-            train_texts,
-            train_sk,
-            eval,
-            &eval_sk,
-            progress,
-        );
-        for p in &contaminated {
-            removed_by_eval[p.removed as usize] = true;
-        }
-        stats.decontaminated = contaminated.len();
+    for p in &contaminated {
+        removed_by_eval[p.removed as usize] = true;
     }
-    let active = |i: usize| sk.nonempty[i] && !removed_by_eval[i];
+    let active: Vec<bool> = (0..n)
+        .map(|i| sk.nonempty[i] && !removed_by_eval[i])
+        .collect();
 
-    // ---- exact groups
     let mut uf = UnionFind::new(n);
-    let mut reps: Vec<u32> = vec![];
-    if config.exact {
-        let mut order: Vec<(u128, u32)> = (0..n)
-            .filter(|&i| active(i))
-            .map(|i| (sk.exact[i], i as u32))
-            .collect();
-        order.par_sort_unstable();
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            reps.push(group[0].1);
-            for m in &group[1..] {
-                uf.union(group[0].1, m.1);
-            }
-            stats.exact_removed += group.len() - 1;
-        }
-        reps.sort_unstable();
+    let reps = if config.exact {
+        let (reps, removed) = exact_groups(&sk, &active, &mut uf);
+        stats.exact_removed = removed;
+        reps
     } else {
-        reps = (0..n).filter(|&i| active(i)).map(|i| i as u32).collect();
-    }
+        (0..n).filter(|&i| active[i]).map(|i| i as u32).collect()
+    };
 
-    // ---- near duplicates
     let mut set_cache: HashMap<u32, Vec<u64>> = HashMap::new();
     if config.near {
-        progress.start(2, bands);
-        let mut edges: Vec<(u32, u32)> = (0..bands)
-            .into_par_iter()
-            .flat_map_iter(|band| {
-                let mut v: Vec<(u64, u32)> = reps
-                    .iter()
-                    .map(|&i| (sk.keys[i as usize * bands + band], i))
-                    .collect();
-                v.sort_unstable();
-                let mut e = vec![];
-                for g in v.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
-                    if g.len() <= ALL_PAIRS_MAX {
-                        for x in 0..g.len() {
-                            for y in x + 1..g.len() {
-                                e.push((g[x].1, g[y].1));
-                            }
+        progress.start(Stage::Candidates, bands);
+        let mut edges = candidates(&sk, &reps, bands, progress);
+        stats.candidate_pairs = edges.len();
+        if config.verify {
+            progress.start(Stage::Verify, edges.len());
+            (edges, set_cache) = verify(&ctx, texts, edges, config.threshold);
+        }
+        stats.verified_pairs = edges.len();
+        progress.start(Stage::Cluster, n);
+        stats.near_clusters = cluster(&mut uf, &edges);
+    }
+
+    progress.start(Stage::Cluster, n);
+    let len_of = |i: usize| lengths.map_or(texts[i].len() as u64, |l| l[i]);
+    let (keep, cluster, removed) =
+        keep_one(&mut uf, &active, &removed_by_eval, config.keep, len_of);
+    let pairs = removal_pairs(&ctx, texts, &sk, &removed, &set_cache);
+    stats.near_removed = pairs.len() - stats.exact_removed.min(pairs.len());
+    stats.rows_out = keep.iter().filter(|&&k| k).count();
+    progress.start(Stage::Done, 0);
+    Ok(DedupOutput {
+        keep,
+        cluster,
+        pairs,
+        contaminated,
+        stats,
+    })
+}
+
+/// Arguments that would otherwise fail deep inside a stage (or index out of range).
+fn check_inputs(
+    n: usize,
+    config: &DedupConfig,
+    against: Option<(Option<&[&str]>, &[&str])>,
+    lengths: Option<&[u64]>,
+) -> Result<()> {
+    if n > u32::MAX as usize {
+        return Err(LadleError::Value("at most 2**32 - 1 rows per call".into()));
+    }
+    if let Some(l) = lengths {
+        if l.len() != n {
+            return Err(LadleError::Value(format!(
+                "lengths has {} entries for {n} rows",
+                l.len()
+            )));
+        }
+    }
+    if let Some((Some(keys), _)) = against {
+        if keys.len() != n {
+            return Err(LadleError::Value(format!(
+                "{} decontamination texts for {n} rows",
+                keys.len()
+            )));
+        }
+    }
+    if !(config.threshold > 0.0 && config.threshold <= 1.0) {
+        return Err(LadleError::Value(format!(
+            "threshold must be in (0, 1], got {}",
+            config.threshold
+        )));
+    }
+    Ok(())
+}
+
+/// `(bands, rows per band)` of the LSH index.
+fn choose_bands(config: &DedupConfig) -> Result<(usize, usize)> {
+    let num_perm = config.minhash.num_perm;
+    Ok(match config.bands {
+        Some((b, r)) if b >= 1 && r >= 1 && b.checked_mul(r).is_some_and(|p| p <= num_perm) => {
+            (b, r)
+        }
+        Some((b, r)) => {
+            return Err(LadleError::Value(format!(
+                "bands x rows = {b} x {r} must be positive and fit in num_perm = {num_perm}"
+            )))
+        }
+        // Without near-duplicate search the bands are never used.
+        None if !config.near => (1, num_perm),
+        // Jaccard 1 means identical shingle sets, hence identical signatures: one band
+        // of every row finds them all and nothing else.
+        None if config.threshold >= 1.0 => (1, num_perm),
+        None => {
+            let default = if config.verify {
+                VERIFIED_WEIGHTS
+            } else {
+                DATASKETCH_WEIGHTS
+            };
+            let (fp, fn_) = config.weights.unwrap_or(default);
+            optimal_params(config.threshold, num_perm, fp, fn_)?
+        }
+    })
+}
+
+/// Sketch the decontamination texts and find the training rows that copy an eval row.
+fn decontaminate_stage(
+    ctx: &Ctx,
+    config: &DedupConfig,
+    texts: &[&str],
+    sk: &Sketch,
+    keys: Option<&[&str]>,
+    eval: &[&str],
+    progress: &Progress,
+) -> Vec<Pair> {
+    let keys_sk;
+    let (train_texts, train_sk) = match keys {
+        Some(t) => {
+            keys_sk = ctx.sketch(t, progress);
+            (t, &keys_sk)
+        }
+        None => (texts, sk),
+    };
+    let eval_sk = ctx.sketch(eval, progress);
+    progress.start(Stage::Decontaminate, texts.len());
+    decontaminate(ctx, config, train_texts, train_sk, eval, &eval_sk, progress)
+}
+
+/// Union rows with equal normalised text; returns one representative per group (sorted)
+/// and how many rows the groups make redundant.
+fn exact_groups(sk: &Sketch, active: &[bool], uf: &mut UnionFind) -> (Vec<u32>, usize) {
+    let mut order: Vec<(u128, u32)> = (0..active.len())
+        .filter(|&i| active[i])
+        .map(|i| (sk.exact[i], i as u32))
+        .collect();
+    order.par_sort_unstable();
+    let mut reps = vec![];
+    let mut removed = 0;
+    for group in order.chunk_by(|a, b| a.0 == b.0) {
+        reps.push(group[0].1);
+        for m in &group[1..] {
+            uf.union(group[0].1, m.1);
+        }
+        removed += group.len() - 1;
+    }
+    reps.sort_unstable();
+    (reps, removed)
+}
+
+/// Candidate pairs: representatives that share a band key in any band.
+fn candidates(sk: &Sketch, reps: &[u32], bands: usize, progress: &Progress) -> Vec<(u32, u32)> {
+    let mut edges: Vec<(u32, u32)> = (0..bands)
+        .into_par_iter()
+        .flat_map_iter(|band| {
+            let mut v: Vec<(u64, u32)> = reps
+                .iter()
+                .map(|&i| (sk.keys[i as usize * bands + band], i))
+                .collect();
+            v.sort_unstable();
+            let mut e = vec![];
+            for g in v.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+                if g.len() <= ALL_PAIRS_MAX {
+                    for x in 0..g.len() {
+                        for y in x + 1..g.len() {
+                            e.push((g[x].1, g[y].1));
                         }
-                    } else {
-                        for y in 1..g.len() {
-                            e.push((g[0].1, g[y].1));
-                            if y > 1 {
-                                e.push((g[y - 1].1, g[y].1));
-                            }
+                    }
+                } else {
+                    for y in 1..g.len() {
+                        e.push((g[0].1, g[y].1));
+                        if y > 1 {
+                            e.push((g[y - 1].1, g[y].1));
                         }
                     }
                 }
-                progress.add(1);
-                e
-            })
-            .collect();
-        edges.par_sort_unstable();
-        edges.dedup();
-        stats.candidate_pairs = edges.len();
+            }
+            progress.add(1);
+            e
+        })
+        .collect();
+    edges.par_sort_unstable();
+    edges.dedup();
+    edges
+}
 
-        if config.verify {
-            let mut ids: Vec<u32> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
-            ids.par_sort_unstable();
-            ids.dedup();
-            progress.start(3, edges.len());
-            let sets = ctx.sets(texts, &ids);
-            let pos = |i: u32| ids.binary_search(&i).expect("endpoint has a set");
-            edges = edges
-                .into_par_iter()
-                .filter(|&(a, b)| jaccard(&sets[pos(a)], &sets[pos(b)]) >= config.threshold)
-                .collect();
-            set_cache = ids.into_iter().zip(sets).collect();
-        }
-        stats.verified_pairs = edges.len();
-        progress.start(4, n);
-        for &(a, b) in &edges {
-            uf.union(a, b);
-        }
-        let mut roots: Vec<u32> = edges.iter().map(|&(a, _)| uf.find(a)).collect();
-        roots.sort_unstable();
-        roots.dedup();
-        stats.near_clusters = roots.len();
+type SetCache = HashMap<u32, Vec<u64>>;
+
+/// Keep the candidate pairs whose true shingle Jaccard reaches the threshold; the
+/// shingle sets built on the way are returned for the report.
+fn verify(
+    ctx: &Ctx,
+    texts: &[&str],
+    edges: Vec<(u32, u32)>,
+    threshold: f64,
+) -> (Vec<(u32, u32)>, SetCache) {
+    let mut ids: Vec<u32> = edges.iter().flat_map(|&(a, b)| [a, b]).collect();
+    ids.par_sort_unstable();
+    ids.dedup();
+    let sets = ctx.sets(texts, &ids);
+    let set_of = |i: u32| match ids.binary_search(&i) {
+        Ok(p) => &sets[p][..],
+        Err(_) => &[][..], // unreachable: every endpoint is in `ids`
+    };
+    let edges = edges
+        .into_par_iter()
+        .filter(|&(a, b)| jaccard(set_of(a), set_of(b)) >= threshold)
+        .collect();
+    (edges, ids.into_iter().zip(sets).collect())
+}
+
+/// Union the verified pairs; returns the number of clusters they form.
+fn cluster(uf: &mut UnionFind, edges: &[(u32, u32)]) -> usize {
+    for &(a, b) in edges {
+        uf.union(a, b);
     }
+    let mut roots: Vec<u32> = edges.iter().map(|&(a, _)| uf.find(a)).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    roots.len()
+}
 
-    // ---- keep one row per cluster
-    progress.start(4, n);
-    let len_of = |i: usize| lengths.map_or(texts[i].len() as u64, |l| l[i]);
+/// One surviving row per cluster. Returns the keep mask, each row's cluster (its kept
+/// row, -1 when decontaminated) and the (removed, kept) duplicates.
+fn keep_one(
+    uf: &mut UnionFind,
+    active: &[bool],
+    removed_by_eval: &[bool],
+    policy: Keep,
+    len_of: impl Fn(usize) -> u64,
+) -> (Vec<bool>, Vec<i64>, Vec<(u32, u32)>) {
+    let n = active.len();
     let mut best = vec![u32::MAX; n];
-    for i in 0..n {
-        if !active(i) {
-            continue;
-        }
+    for i in (0..n).filter(|&i| active[i]) {
         let r = uf.find(i as u32) as usize;
         let cur = best[r];
         let better = cur == u32::MAX
-            || match config.keep {
+            || match policy {
                 Keep::First => false, // rows arrive in index order
                 Keep::Longest => len_of(i) > len_of(cur as usize),
             };
@@ -425,12 +385,12 @@ pub fn deduplicate(
     }
     let mut keep = vec![true; n];
     let mut cluster: Vec<i64> = (0..n as i64).collect();
-    let mut removed: Vec<(u32, u32)> = vec![];
+    let mut removed = vec![];
     for i in 0..n {
         if removed_by_eval[i] {
             keep[i] = false;
             cluster[i] = -1;
-        } else if active(i) {
+        } else if active[i] {
             let k = best[uf.find(i as u32) as usize];
             cluster[i] = k as i64;
             if k != i as u32 {
@@ -439,7 +399,18 @@ pub fn deduplicate(
             }
         }
     }
-    let pairs: Vec<Pair> = removed
+    (keep, cluster, removed)
+}
+
+/// The similarity of each removed row to the row kept in its place.
+fn removal_pairs(
+    ctx: &Ctx,
+    texts: &[&str],
+    sk: &Sketch,
+    removed: &[(u32, u32)],
+    set_cache: &SetCache,
+) -> Vec<Pair> {
+    removed
         .par_iter()
         .map_init(Scratch::default, |scratch, &(r, k)| {
             let similarity = if sk.exact[r as usize] == sk.exact[k as usize] {
@@ -457,24 +428,13 @@ pub fn deduplicate(
                 similarity,
             }
         })
-        .collect();
-    let removed_dups = pairs.len();
-    stats.near_removed = removed_dups - stats.exact_removed.min(removed_dups);
-    stats.rows_out = keep.iter().filter(|&&k| k).count();
-    progress.start(5, 0);
-    Ok(DedupOutput {
-        keep,
-        cluster,
-        pairs,
-        contaminated,
-        stats,
-    })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::{NormalizeOptions, Scheme};
+    use crate::dedup::{MinHashParams, NormalizeOptions, Scheme};
 
     fn config() -> DedupConfig {
         DedupConfig {

@@ -10,7 +10,7 @@
 //! process (`MADV_DONTNEED`) once it is written, so resident memory stays near one
 //! tensor's input plus its 4-bit output instead of growing with the model.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -122,9 +122,13 @@ pub fn convert_checkpoint(
     if !progress(done, total) {
         return Err(cancelled());
     }
+    // Plan every shard before writing any: a source tensor named like a tensor the
+    // quantizer generates (`X.weight.absmax` next to a quantized `X.weight`) would make
+    // two header entries of one name, a file no reader accepts, so it is refused first.
     let mut found = HashSet::new();
-    let mut reports = Vec::with_capacity(jobs.len());
-    for ((src, dst), map) in jobs.iter().zip(&maps) {
+    let mut planned: HashMap<String, String> = HashMap::new();
+    let mut shards = Vec::with_capacity(jobs.len());
+    for ((src, _), map) in jobs.iter().zip(&maps) {
         let st = SafeTensors::deserialize(map)
             .map_err(|e| quant_err(src, format!("not a valid safetensors file ({e})")))?;
         let mut names: Vec<(String, usize)> = st
@@ -140,25 +144,57 @@ pub fn convert_checkpoint(
         names.sort_by_key(|(_, off)| *off);
         let mut plan = Vec::new();
         for (name, _) in &names {
-            let view = st.tensor(name).expect("listed");
+            let view = st
+                .tensor(name)
+                .map_err(|e| quant_err(src, format!("{name}: {e}")))?;
             let dtype = format!("{:?}", view.dtype());
-            if quantize.contains(name) {
-                FloatDtype::parse(&dtype).map_err(|e| quant_err(src, format!("{name}: {e}")))?;
+            let entries = if quantize.contains(name) {
+                FloatDtype::of_tensor(&dtype)
+                    .map_err(|e| quant_err(src, format!("{name}: {e}")))?;
                 found.insert(name.clone());
-                plan.extend(quantized_plan(name, view.shape(), opts));
+                quantized_plan(name, view.shape(), opts)
             } else {
                 let (dtype, len) = copy_dtype(&dtype, view.data().len(), opts.dtype);
-                plan.push(Planned {
+                vec![Planned {
                     name: name.clone(),
                     dtype,
                     shape: view.shape().to_vec(),
                     len: Some(len),
-                });
+                }]
+            };
+            for p in entries {
+                let origin = if p.name == *name {
+                    format!("source tensor {name}")
+                } else {
+                    format!("the quantization of {name}")
+                };
+                if let Some(first) = planned.insert(p.name.clone(), origin.clone()) {
+                    return Err(quant_err(
+                        src,
+                        format!(
+                            "tensor {:?} would be written twice, by {first} and by {origin}; \
+                             rename or drop the source tensor, or leave {name} unquantized",
+                            p.name
+                        ),
+                    ));
+                }
+                plan.push(p);
             }
         }
+        shards.push((st, names, plan));
+    }
+    if let Some(missing) = quantize.iter().find(|n| !found.contains(*n)) {
+        return Err(LadleError::Quant(format!(
+            "{missing} is planned for quantization but no source shard holds it"
+        )));
+    }
+    let mut reports = Vec::with_capacity(jobs.len());
+    for (((src, dst), map), (st, names, plan)) in jobs.iter().zip(&maps).zip(shards) {
         let mut w = ShardWriter::create(dst, &plan)?;
         for (name, offset) in &names {
-            let view = st.tensor(name).expect("listed");
+            let view = st
+                .tensor(name)
+                .map_err(|e| quant_err(src, format!("{name}: {e}")))?;
             let data = view.data();
             let stored = format!("{:?}", view.dtype());
             if quantize.contains(name) {
@@ -170,7 +206,7 @@ pub fn convert_checkpoint(
                     },
                 )?;
             } else {
-                match (FloatDtype::parse(&stored).ok(), opts.dtype) {
+                match (stored.parse::<FloatDtype>().ok(), opts.dtype) {
                     (Some(from), Some(to)) if from != to => {
                         w.write(name, &cast_bytes(from, to, data))?
                     }
@@ -194,17 +230,12 @@ pub fn convert_checkpoint(
             data_bytes,
         });
     }
-    if let Some(missing) = quantize.iter().find(|n| !found.contains(*n)) {
-        return Err(LadleError::Quant(format!(
-            "{missing} is planned for quantization but no source shard holds it"
-        )));
-    }
     Ok(reports)
 }
 
 /// dtype tag and byte length of a copied tensor after the optional cast.
 fn copy_dtype(stored: &str, len: usize, to: Option<FloatDtype>) -> (String, u64) {
-    match (FloatDtype::parse(stored).ok(), to) {
+    match (stored.parse::<FloatDtype>().ok(), to) {
         (Some(from), Some(to)) if from != to => (
             to.safetensors_name().into(),
             (len / from.size() * to.size()) as u64,
@@ -242,7 +273,7 @@ fn write_quantized(
     transpose: &HashSet<String>,
     opts: &ConvertOptions,
 ) -> Result<()> {
-    let from = FloatDtype::parse(stored)?;
+    let from = FloatDtype::of_tensor(stored)?;
     let model_dtype = opts.dtype.unwrap_or(from);
     // Bytes in the model dtype, in the orientation bitsandbytes quantizes.
     let mut owned: Option<Vec<u8>> = None;
@@ -324,6 +355,50 @@ mod tests {
     fn transpose_swaps_rows_and_columns() {
         let src: Vec<u8> = (0..6).collect(); // 2 x 3, one byte each
         assert_eq!(transpose_bytes(&src, 2, 3, 1), vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn a_source_name_that_collides_with_a_generated_one_is_refused_before_writing() {
+        use safetensors::tensor::{Dtype, TensorView};
+        let dir = std::env::temp_dir().join(format!("ladle-clash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dst) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+        let weight = vec![0u8; 64 * 4];
+        let absmax = vec![0u8; 4];
+        let tensors = [
+            (
+                "m.weight",
+                TensorView::new(Dtype::F32, vec![1, 64], &weight).unwrap(),
+            ),
+            (
+                "m.weight.absmax",
+                TensorView::new(Dtype::F32, vec![1], &absmax).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(tensors, None, &src).unwrap();
+        let opts = ConvertOptions {
+            blocksize: 64,
+            quant_type: QuantType::Nf4,
+            double_quant: false,
+            dtype: None,
+            lanes: 16,
+            threads: 1,
+        };
+        let quantize = HashSet::from(["m.weight".to_string()]);
+        let err = convert_checkpoint(
+            &[(src, dst.clone())],
+            &quantize,
+            &HashSet::new(),
+            &opts,
+            &mut |_, _| true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, LadleError::Quant(_)), "{err}");
+        assert!(err
+            .to_string()
+            .contains("\"m.weight.absmax\" would be written twice"));
+        assert!(!dst.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -22,7 +22,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::tables::{FP4_BOUNDS_BITS, FP4_ORDER, NF4_BOUNDS_BITS, NF4_ORDER};
-use crate::error::{LadleError, Result};
+use crate::error::{bad_choice, LadleError, Result};
 
 /// The 4-bit data types bitsandbytes knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,17 +31,18 @@ pub enum QuantType {
     Fp4,
 }
 
-impl QuantType {
-    pub fn parse(s: &str) -> Result<Self> {
+impl std::str::FromStr for QuantType {
+    type Err = LadleError;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "nf4" => Ok(QuantType::Nf4),
             "fp4" => Ok(QuantType::Fp4),
-            other => Err(LadleError::Quant(format!(
-                "unknown quant_type {other:?}: expected \"nf4\" or \"fp4\""
-            ))),
+            other => Err(bad_choice("quant_type", other, &["nf4", "fp4"])),
         }
     }
+}
 
+impl QuantType {
     pub fn name(self) -> &'static str {
         match self {
             QuantType::Nf4 => "nf4",
@@ -73,17 +74,33 @@ pub enum FloatDtype {
     F16,
 }
 
-impl FloatDtype {
-    /// From a safetensors dtype tag (`F32`, `BF16`, `F16`) or a torch name.
-    pub fn parse(s: &str) -> Result<Self> {
+/// From a safetensors dtype tag (`F32`, `BF16`, `F16`) or a torch name. A bad name from
+/// the caller is a bad option; a checkpoint's own tag goes through [`FloatDtype::of_tensor`].
+impl std::str::FromStr for FloatDtype {
+    type Err = LadleError;
+    fn from_str(s: &str) -> Result<Self> {
         match s {
             "F32" | "float32" => Ok(FloatDtype::F32),
             "BF16" | "bfloat16" => Ok(FloatDtype::BF16),
             "F16" | "float16" => Ok(FloatDtype::F16),
-            other => Err(LadleError::Quant(format!(
-                "unsupported dtype {other}: NF4 quantizes float32, bfloat16 or float16 weights"
-            ))),
+            other => Err(bad_choice(
+                "dtype",
+                other,
+                &["float32", "bfloat16", "float16"],
+            )),
         }
+    }
+}
+
+impl FloatDtype {
+    /// The dtype of a checkpoint tensor to quantize: anything but a float the
+    /// quantizer reads is a problem of the checkpoint, hence a `Quant` error.
+    pub fn of_tensor(tag: &str) -> Result<Self> {
+        tag.parse().map_err(|_| {
+            LadleError::Quant(format!(
+                "unsupported dtype {tag}: NF4 quantizes float32, bfloat16 or float16 weights"
+            ))
+        })
     }
 
     pub fn size(self) -> usize {

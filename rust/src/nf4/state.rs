@@ -33,7 +33,7 @@ impl QuantStateMeta {
             s.push_str(&format!(
                 ", \"nested_blocksize\": {}, \"nested_dtype\": \"float32\", \"nested_offset\": {}",
                 super::double::NESTED_BLOCKSIZE,
-                py_float_repr(offset as f64)
+                crate::pyfloat::json(offset as f64)
             ));
         }
         s.push('}');
@@ -49,66 +49,9 @@ impl QuantStateMeta {
     }
 }
 
-/// Python's `repr(float)` as `json.dumps` writes it.
-pub fn py_float_repr(x: f64) -> String {
-    if x.is_nan() {
-        return "NaN".into();
-    }
-    if x.is_infinite() {
-        return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0" } else { "0.0" }.into();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits, like Python's repr.
-    let e_form = format!("{x:e}");
-    let (mant, exp) = e_form
-        .split_once('e')
-        .expect("LowerExp always has an exponent");
-    let exp: i32 = exp.parse().expect("exponent is an integer");
-    let (sign, mant) = match mant.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mant),
-    };
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    if (-4..16).contains(&exp) {
-        let point = exp + 1; // digits before the decimal point
-        let body = if point <= 0 {
-            format!("0.{}{}", "0".repeat((-point) as usize), digits)
-        } else if (point as usize) >= digits.len() {
-            format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
-        } else {
-            let (a, b) = digits.split_at(point as usize);
-            format!("{a}.{b}")
-        };
-        format!("{sign}{body}")
-    } else {
-        let m = if digits.len() > 1 {
-            format!("{}.{}", &digits[..1], &digits[1..])
-        } else {
-            digits
-        };
-        let esign = if exp < 0 { '-' } else { '+' };
-        format!("{sign}{m}e{esign}{:02}", exp.abs())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn python_repr_cases() {
-        assert_eq!(py_float_repr(0.052454300224781036), "0.052454300224781036");
-        assert_eq!(py_float_repr(1.0), "1.0");
-        assert_eq!(py_float_repr(100.0), "100.0");
-        assert_eq!(py_float_repr(0.0001), "0.0001");
-        assert_eq!(py_float_repr(0.00001), "1e-05");
-        assert_eq!(py_float_repr(-1.5e-7), "-1.5e-07");
-        assert_eq!(py_float_repr(1e16), "1e+16");
-        assert_eq!(py_float_repr(123456789012345.6), "123456789012345.6");
-        assert_eq!(py_float_repr(-0.0), "-0.0");
-    }
 
     #[test]
     fn quant_state_json_matches_bitsandbytes_layout() {

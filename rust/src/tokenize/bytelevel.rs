@@ -574,12 +574,15 @@ pub(crate) mod tests {
         );
     }
 
+    // The converted SmolLM2 exists only after the Python tests ran once (cargo runs
+    // first on a clean clone), so this is opt-in (`cargo test -- --ignored`) and
+    // tests/test_tokenize.py::test_fast_path_equals_crate_on_generated_conversations
+    // makes the same check in every run.
     #[test]
+    #[ignore = "needs SmolLM2 converted in the Ladle model cache; pytest checks the same"]
     fn fast_path_ids_and_offsets_equal_the_crate() {
-        let Some(path) = smollm2_tokenizer_json() else {
-            eprintln!("skipped: no SmolLM2 tokenizer.json in the Ladle model cache");
-            return;
-        };
+        let path = smollm2_tokenizer_json()
+            .expect("no SmolLM2 tokenizer.json in the Ladle model cache: run the Python tests");
         let fast = TextTokenizer::from_file(&path).unwrap();
         assert!(fast.is_fast());
         let slow = TextTokenizer::from_file(&path).unwrap().without_fast_path();

@@ -276,12 +276,14 @@ mod tests {
 
     const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+    // Opt-in like `fast_path_ids_and_offsets_equal_the_crate`; the pytest counterparts
+    // are tests/test_tokenize.py::test_train_on_modes_and_eos and
+    // ::test_train_false_is_respected.
     #[test]
+    #[ignore = "needs SmolLM2 converted in the Ladle model cache; pytest checks the same"]
     fn masks_on_smollm2() {
-        let Some(path) = crate::tokenize::bytelevel::tests::smollm2_tokenizer_json() else {
-            eprintln!("skipped: no SmolLM2 tokenizer.json in the Ladle model cache");
-            return;
-        };
+        let path = crate::tokenize::bytelevel::tests::smollm2_tokenizer_json()
+            .expect("no SmolLM2 tokenizer.json in the Ladle model cache: run the Python tests");
         let enc = ChatEncoder::new(
             ChatTemplate::new(SMOL, &[]).unwrap(),
             TextTokenizer::from_file(path).unwrap(),
