@@ -60,12 +60,15 @@ impl std::str::FromStr for Format {
                         "prompt_completion",
                         "text",
                         "preference",
+                        "auto",
                     ],
                 ))
             }
         })
     }
+}
 
+impl Format {
     /// The format a row's keys (after column renames) say it is in, for `Format::Auto`.
     fn detect(obj: &Map<String, Value>, opts: &Options) -> std::result::Result<Self, Bad> {
         let has = |name: &str| obj.contains_key(opts.col(name));
@@ -89,13 +92,6 @@ impl std::str::FromStr for Format {
                  prompt/completion, instruction/output or text)",
             ));
         })
-    }
-}
-
-impl std::str::FromStr for Format {
-    type Err = LadleError;
-    fn from_str(s: &str) -> Result<Self> {
-        Format::parse(s)
     }
 }
 
