@@ -9,6 +9,7 @@ would otherwise fail an hour into a run live in ``model_validator``s here, so
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -881,7 +882,7 @@ class Recipe(Section):
             raise ValueError("; ".join(problems))
         return self
 
-    def _grpo_problems(self, formats: set[str]) -> list[str]:
+    def _grpo_problems(self, formats: Collection[str]) -> list[str]:
         out: list[str] = []
         rewards = self.train.grpo.rewards
         if not rewards:

@@ -36,6 +36,7 @@ from ladle.paths import atomic_dir, atomic_write_text
 from ladle.recipe.schema import Recipe, RewardSpec
 from ladle.train import adapters, manifest
 from ladle.train import model as model_mod
+from ladle.train.loop import StepHook, StepInfo
 
 COMPLETIONS_FILE = "completions.jsonl"
 
@@ -97,18 +98,20 @@ class Recorder:
 
 def reward_functions(
     specs: Sequence[RewardSpec], allow_code: bool, recorder: Recorder
-) -> list[Callable[..., list[float]]]:
+) -> list[Callable[..., list[float | None]]]:
     """One TRL reward function per spec, named by its metric key (TRL logs per name)."""
 
-    def make(spec: RewardSpec) -> Callable[..., list[float]]:
-        def fn(prompts: Any, completions: Any, reference: Sequence[str], **_: Any) -> list[float]:
+    def make(spec: RewardSpec) -> Callable[..., list[float | None]]:
+        def fn(
+            prompts: Any, completions: Any, reference: Sequence[str], **_: Any
+        ) -> list[float | None]:
             preds = [completion_text(c) for c in completions]
             try:
                 values = reward_values(spec, preds, list(reference), allow_code)
             except EvalError as e:
                 raise TrainError(f"train.grpo.rewards {spec.key!r}: {e}") from e
             recorder.record(spec.key, prompts, completions, reference, values)
-            return values
+            return list[float | None](values)
 
         fn.__name__ = spec.key
         return fn
@@ -188,10 +191,11 @@ def make_callback(
     specs: Sequence[RewardSpec],
     every: int,
     run_dir: Path,
+    on_step: StepHook | None = None,
 ) -> Any:
     from transformers import TrainerCallback
 
-    class LadleLog(TrainerCallback):  # type: ignore[misc]
+    class LadleLog(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if not logs or "train_runtime" in logs:
                 return  # the end-of-training summary is in the manifest
@@ -199,6 +203,8 @@ def make_callback(
             metrics.write(row)
             if trackers is not None:
                 trackers.log({k: v for k, v in row.items() if v is not None})
+            if on_step is not None:  # GRPO: after each *logged* step (train.log_every)
+                on_step(StepInfo(row["step"], float(row.get("loss") or 0.0), 0, ()))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             step = int(state.global_step)
@@ -217,8 +223,11 @@ def write_completions(
     with path.open("a", encoding="utf-8") as f:
         for i, text in enumerate(comps):
             parts = {s.key: batch["r"].get(s.key, [math.nan] * len(comps))[i] for s in specs}
-            total = sum(s.weight * v for s, v in zip(specs, parts.values(), strict=True)
-                        if not math.isnan(v))
+            total = sum(
+                s.weight * v
+                for s, v in zip(specs, parts.values(), strict=True)
+                if not math.isnan(v)
+            )
             rec = {
                 "step": step,
                 "prompt": batch["prompts"][i],
@@ -304,21 +313,22 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
 
     recorder = Recorder()
     metrics = manifest.MetricsLog(run_dir / "metrics.jsonl", None)
-    trackers = manifest.Trackers(
-        t.report_to, run_dir, run_dir.name, recipe.model_dump(mode="json")
-    )
+    trackers = manifest.Trackers(t.report_to, run_dir, run_dir.name, recipe.model_dump(mode="json"))
     callback = make_callback(
-        metrics, trackers, recorder, g.rewards, g.log_completions_every, run_dir
+        metrics, trackers, recorder, g.rewards, g.log_completions_every, run_dir, ctx.on_step
     )
     trl_dir = run_dir / "trl"  # TRL's scratch output_dir (nothing is saved there)
     trainer = GRPOTrainer(
         model=core,
-        reward_funcs=reward_functions(g.rewards, recipe.evaluate.allow_code, recorder),
+        reward_funcs=list[Any](reward_functions(g.rewards, recipe.evaluate.allow_code, recorder)),
         args=grpo_config(recipe, trl_dir, device, ctx.progress),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[callback],
     )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # Ladle's log is metrics.jsonl, not stdout dicts
     t0 = time.perf_counter()
     try:
         out_state = trainer.train()
@@ -326,7 +336,7 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
         metrics.close()
         trackers.close()
     train_s = time.perf_counter() - t0
-    trained = trainer.model
+    trained: Any = trainer.model
     if "ref" in getattr(trained, "peft_config", {}):
         trained.delete_adapter("ref")  # TRL's frozen KL reference: the starting adapter
     out = run_dir / ("model" if t.adapter == "full" else "adapter")
