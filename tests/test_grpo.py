@@ -260,3 +260,27 @@ def test_grpo_two_steps_from_an_adapter_writes_a_ladle_run(
     assert any(not torch.equal(before[k], after[k]) for k in before)
     # TRL's frozen KL reference is not part of the saved adapter.
     assert not any(".ref." in k for k in after)
+
+
+def test_prompts_carry_the_candidate_system_prompt_and_skip_rows_without_answer(
+    tmp_path: Path,
+) -> None:
+    from ladle.train.grpo import prompt_rows
+
+    train_file = write_conversations(tmp_path / "train.jsonl", 5, 1)
+    with train_file.open("a") as f:  # no assistant turn: nothing to reward against
+        f.write(json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n")
+    eval_file = write_conversations(tmp_path / "eval.jsonl", 2, 2)
+    raw = grpo_recipe()
+    raw["data"]["datasets"] = [
+        {"path": str(train_file), "split": "train"},
+        {"path": str(eval_file), "split": "eval"},
+    ]
+    raw["evaluate"] = {"candidate": {"system_prompt": "Reply with JSON."}}
+    rows, info = prompt_rows(Recipe.model_validate(raw), None)
+    assert info["prompts"] == 5 and info["skipped"] == 1
+    assert "no assistant message" in info["first_skips"][0]
+    for r in rows:
+        assert r["prompt"][0] == {"role": "system", "content": "Reply with JSON."}
+        assert r["prompt"][-1]["role"] == "user"
+        assert json.loads(r["reference"])["category"] in {"billing", "refund", "shipping"}

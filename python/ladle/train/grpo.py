@@ -128,9 +128,11 @@ def prompt_rows(recipe: Recipe, prepared: Any) -> tuple[list[dict[str, Any]], di
     The train conversations come through the data engine's loader, deduplicated and
     decontaminated against the eval prompts (the few-shot pool's rule, which is prep's);
     the eval prompts are the prepared eval split when ``prepared`` is a ``ladle prep``
-    result (that covers ``data.eval_fraction``), else the recipe's eval datasets.
+    result (that covers ``data.eval_fraction``), else the recipe's eval datasets. Each
+    prompt carries the candidate's system prompt when the recipe gives one, so the model
+    is trained under the prompt it is evaluated with.
     """
-    from ladle.evaluate.prompts import few_shot_pool, read_split, split_row
+    from ladle.evaluate.prompts import build_prompt, few_shot_pool, read_split, split_row
     from ladle.train.heldout import prepared_source
 
     source = prepared_source(prepared)
@@ -143,19 +145,29 @@ def prompt_rows(recipe: Recipe, prepared: Any) -> tuple[list[dict[str, Any]], di
     pool, info = few_shot_pool(recipe, eval_rows)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
+    dropped_fields = 0  # rows whose tools/documents the prompt does not carry (not yet)
     for r in pool:
         try:
             ex = split_row(r, str(r.get("id") or "row"))
         except EvalError as e:
             skipped.append(str(e))
             continue
-        rows.append({"prompt": ex.prompt, "reference": ex.reference})
+        dropped_fields += bool(ex.extra)
+        # Under the candidate's system prompt (else the row's own): trained as evaluated.
+        prompt = build_prompt(ex, recipe.evaluate.candidate, [])
+        rows.append({"prompt": prompt, "reference": ex.reference})
     if not rows:
         raise TrainError(
             "train.method: grpo found no train prompts with a reference answer "
             f"(conversations ending in an assistant turn); skipped: {skipped[:3]}"
         )
-    info = {**info, "prompts": len(rows), "skipped": len(skipped), "first_skips": skipped[:5]}
+    info = {
+        **info,
+        "prompts": len(rows),
+        "skipped": len(skipped),
+        "first_skips": skipped[:5],
+        "tools_or_documents_not_rendered": dropped_fields,
+    }
     return rows, info
 
 
