@@ -284,3 +284,26 @@ def test_prompts_carry_the_candidate_system_prompt_and_skip_rows_without_answer(
         assert r["prompt"][0] == {"role": "system", "content": "Reply with JSON."}
         assert r["prompt"][-1]["role"] == "user"
         assert json.loads(r["reference"])["category"] in {"billing", "refund", "shipping"}
+
+
+def test_max_steps_0_saves_the_start_adapter_untrained(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """`train.max_steps: 0` is "no training" (the gate's control run), not "one epoch"."""
+    from safetensors.torch import load_file
+
+    from ladle.train import train
+
+    adapter = start_adapter(tiny_llama_dir, tmp_path / "sft-adapter")
+    raw = grpo_recipe()
+    raw["model"] = {"base": str(tiny_llama_dir), "adapter": str(adapter)}
+    raw["data"]["datasets"] = [
+        {"path": str(write_conversations(tmp_path / "t.jsonl", 4, 1)), "split": "train"}
+    ]
+    raw["train"].update({"max_steps": 0, "report_to": ["none"], "threads": 1})
+    res = train(Recipe.model_validate(raw), None, output_dir=tmp_path / "run", progress=False)
+    assert res.steps == 0 and res.losses == []
+    before = load_file(adapter / "adapter_model.safetensors")
+    after = load_file(res.output / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    assert all((before[k] == after[k]).all() for k in before)

@@ -343,7 +343,8 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
     trainer.remove_callback(PrinterCallback)  # Ladle's log is metrics.jsonl, not stdout dicts
     t0 = time.perf_counter()
     try:
-        out_state = trainer.train()
+        # max_steps 0 means "no training" in Ladle; transformers would read it as "use epochs".
+        out_state = trainer.train() if t.max_steps != 0 else None
     finally:
         metrics.close()
         trackers.close()
