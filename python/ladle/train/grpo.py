@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ RENAME = {
     "clip_ratio/region_mean": "clip_fraction",
     "reward": "reward_mean",
 }
-DROP = {"epoch", "step_time", "num_tokens"}
+DROP = {"epoch", "num_tokens"}
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -75,12 +75,19 @@ def reward_values(
 def total_reward(
     specs: Sequence[RewardSpec], preds: Sequence[str], refs: Sequence[str], allow_code: bool
 ) -> np.ndarray:
-    """The weighted sum TRL trains on (``nansum`` of weight x value), for logging."""
-    cols = np.array([reward_values(s, preds, refs, allow_code) for s in specs]).reshape(
-        len(specs), len(preds)
-    )
-    weights = np.array([s.weight for s in specs])[:, None]
-    return np.nansum(cols * weights, axis=0)
+    """The weighted sum TRL trains on for these completions."""
+    columns = {s.key: reward_values(s, preds, refs, allow_code) for s in specs}
+    return weighted_sum(specs, columns, len(preds))
+
+
+def weighted_sum(
+    specs: Sequence[RewardSpec], columns: Mapping[str, Sequence[float]], n: int
+) -> np.ndarray:
+    """TRL's total reward: ``nansum`` over components of weight x value (a NaN component,
+    or a missing one, adds nothing)."""
+    cols = np.array([columns.get(s.key, [math.nan] * n) for s in specs], dtype=np.float64)
+    weights = np.array([s.weight for s in specs], dtype=np.float64)[:, None]
+    return np.nansum(cols.reshape(len(specs), n) * weights, axis=0)
 
 
 class Recorder:
@@ -232,21 +239,17 @@ def write_completions(
     """Append one line per completion of the batch: prompt, completion, reference, each
     reward component and the weighted total."""
     comps = [completion_text(c) for c in batch["completions"]]
+    totals = weighted_sum(specs, batch["r"], len(comps))
     with path.open("a", encoding="utf-8") as f:
         for i, text in enumerate(comps):
             parts = {s.key: batch["r"].get(s.key, [math.nan] * len(comps))[i] for s in specs}
-            total = sum(
-                s.weight * v
-                for s, v in zip(specs, parts.values(), strict=True)
-                if not math.isnan(v)
-            )
             rec = {
                 "step": step,
                 "prompt": batch["prompts"][i],
                 "completion": text,
                 "reference": batch["refs"][i],
                 "rewards": {k: (None if math.isnan(v) else v) for k, v in parts.items()},
-                "reward": total,
+                "reward": float(totals[i]),
             }
             f.write(json.dumps(rec) + "\n")
 
