@@ -126,10 +126,14 @@ def test_grpo_recipe_errors(grpo: dict[str, Any], evaluate: dict[str, Any], mess
         Recipe.model_validate(raw)
 
 
-def test_custom_reward_allowed_with_allow_code_and_text_data_refused() -> None:
+def test_custom_reward_allowed_with_allow_code_eval_loss_and_text_data_refused() -> None:
     raw = grpo_recipe(rewards=[{"name": "custom", "function": "m:f"}])
     raw["evaluate"] = {"allow_code": True}
     assert Recipe.model_validate(raw).train.grpo.rewards[0].name == "custom"
+    raw = grpo_recipe()
+    raw["train"]["eval_every"] = 5
+    with pytest.raises(ValidationError, match="eval_every"):
+        Recipe.model_validate(raw)
     raw = grpo_recipe()
     raw["data"]["datasets"][0]["format"] = "text"
     with pytest.raises(ValidationError, match="needs conversations"):

@@ -897,6 +897,10 @@ class Recipe(Section):
             out.append(f"train.grpo.rewards: two rewards share a name {keys}: give one a `label`")
         if "text" in formats:
             out.append("train.method: grpo needs conversations (prompts), not `format: text`")
+        if self.train.eval_every:
+            # A held-out loss means nothing for a policy-gradient objective; the
+            # before/after evaluation (evaluate:) is how a GRPO run is judged.
+            out.append("train.eval_every (held-out loss) is for sft/dpo; set it to 0 for grpo")
         return out
 
     def has_eval_split(self) -> bool:
