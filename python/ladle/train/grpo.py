@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from ladle.recipe.schema import Recipe, RewardSpec
 from ladle.train import adapters, manifest
 from ladle.train import model as model_mod
 from ladle.train.loop import StepHook, StepInfo
+
+if TYPE_CHECKING:  # run.py imports this module lazily (its dispatch), never the reverse
+    from ladle.train.run import RunContext, RunResult
 
 COMPLETIONS_FILE = "completions.jsonl"
 
@@ -300,7 +303,7 @@ def grpo_config(recipe: Recipe, out: Path, device: Any, progress: bool) -> Any:
     )
 
 
-def train_grpo(ctx: Any, train_rows: Any) -> Any:
+def train_grpo(ctx: RunContext, train_rows: Any) -> RunResult:
     """GRPO per ``ctx.recipe``; returns a ``RunResult`` like SFT/DPO (see ``run.train``)."""
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -365,7 +368,8 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
     steps = int(trainer.state.global_step)
     losses = [float(r["loss"]) for r in metrics.rows if r.get("loss") is not None]
     tokens = int(trainer.state.num_input_tokens_seen or 0)
-    info = {
+    tokens_per_s = round(tokens / train_s, 1) if train_s > 0 else 0.0
+    info: dict[str, Any] = {
         "ladle_run": 1,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": recipe.model_dump(mode="json"),
@@ -393,7 +397,7 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
             "trl_train_loss": getattr(out_state, "training_loss", None),
         },
         "throughput": {
-            "tokens_per_s": round(tokens / train_s, 1) if train_s > 0 else 0.0,
+            "tokens_per_s": tokens_per_s,
             "train_s": round(train_s, 3),
             "wall_s": round(time.perf_counter() - ctx.wall0, 3),
             **manifest.peak_memory(device),
@@ -412,7 +416,7 @@ def train_grpo(ctx: Any, train_rows: Any) -> Any:
         losses=losses,
         eval={},
         tokens=tokens,
-        tokens_per_s=info["throughput"]["tokens_per_s"],
+        tokens_per_s=tokens_per_s,
         wall_s=time.perf_counter() - ctx.wall0,
         manifest=info,
     )
