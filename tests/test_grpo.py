@@ -311,3 +311,22 @@ def test_max_steps_0_saves_the_start_adapter_untrained(
     after = load_file(res.output / "adapter_model.safetensors")
     assert before.keys() == after.keys()
     assert all((before[k] == after[k]).all() for k in before)
+
+
+def test_a_failing_custom_reward_is_a_one_line_train_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ladle.errors import TrainError
+
+    (tmp_path / "my_rewards.py").write_text(
+        "def short(pred, ref):\n    return 1.0 / (len(pred) - len(pred))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = RewardSpec.model_validate({"name": "custom", "function": "my_rewards:short"})
+    f = reward_functions([spec], allow_code=True, recorder=Recorder())[0]
+    with pytest.raises(TrainError, match=r"train.grpo.rewards 'custom'.*ZeroDivisionError"):
+        f(prompts=[[]], completions=["x"], reference=["y"])
+    # Without allow_code the metric code refuses to import it at all.
+    g = reward_functions([spec], allow_code=False, recorder=Recorder())[0]
+    with pytest.raises(TrainError, match="allow_code"):
+        g(prompts=[[]], completions=["x"], reference=["y"])
