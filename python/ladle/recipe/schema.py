@@ -9,6 +9,7 @@ would otherwise fail an hour into a run live in ``model_validator``s here, so
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -283,7 +284,11 @@ class EarlyStopping(Section):
 
 
 class TrainSection(Section):
-    method: Literal["sft", "dpo"] = Field("sft", description="Supervised fine-tuning or DPO.")
+    method: Literal["sft", "dpo", "grpo"] = Field(
+        "sft",
+        description="Supervised fine-tuning, DPO on preference pairs, or GRPO: reinforcement "
+        "from programmatic rewards (train.grpo.rewards) on the train split's prompts.",
+    )
     adapter: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
         description="`lora`; `qlora` (LoRA over a 4-bit NF4 base); `dora` (weight-decomposed "
@@ -291,6 +296,10 @@ class TrainSection(Section):
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA/QLoRA/DoRA settings.")
     dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (method: dpo).")
+    grpo: GrpoSpec = Field(
+        default_factory=lambda: GrpoSpec(),  # defined below, next to the metrics
+        description="GRPO settings (method: grpo).",
+    )
     lr: float = Field(2e-4, gt=0, le=1, description="Peak learning rate.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored if max_steps).")
     max_steps: int | None = Field(
@@ -427,6 +436,86 @@ class MetricSpec(Section):
     @classmethod
     def _shorthand(cls, v: Any) -> Any:
         return {"name": v} if isinstance(v, str) else v
+
+
+# GRPO's rewards are evaluation metrics, so they are defined next to them.
+
+
+class RewardSpec(MetricSpec):
+    """An evaluation metric used as a GRPO reward: the same names and parameters as
+    ``evaluate.metrics``, scored by the same code, times a weight."""
+
+    weight: float = Field(
+        1.0,
+        description="Multiplier of this metric in the total reward (negative: a penalty, "
+        "e.g. on `length`). Components are summed, then normalised per group.",
+    )
+
+    @model_validator(mode="after")
+    def _per_completion(self) -> RewardSpec:
+        if self.weight == 0:
+            raise ValueError("a reward with weight 0 does nothing: remove it")
+        if self.name == "judge":
+            raise ValueError("`judge` needs a model to answer: not available as a GRPO reward")
+        if self.name == "macro_f1":
+            raise ValueError(
+                "macro_f1 is a corpus-level score with no per-completion value; use "
+                "label_accuracy with the same `field` as the reward"
+            )
+        return self
+
+
+class GrpoSpec(Section):
+    rewards: list[RewardSpec] = Field(
+        default_factory=list,
+        description="Rewards: metric specs as in evaluate.metrics, each with a `weight`, e.g. "
+        "[json_valid, {name: json_field_accuracy, fields: [priority], weight: 2}].",
+    )
+    num_generations: int = Field(
+        4,
+        ge=2,
+        le=256,
+        description="Group size: completions sampled per prompt; advantages are rewards "
+        "relative to the group's mean. Larger: less noisy advantages, more generation time.",
+    )
+    prompts_per_step: int = Field(
+        2, ge=1, description="Prompts per micro-batch (each with num_generations completions)."
+    )
+    max_completion_tokens: int = Field(
+        64, ge=1, le=65_536, description="Generation budget per completion."
+    )
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Sampling temperature (too low: identical completions, no signal).",
+    )
+    kl_coef: float = Field(
+        0.0,
+        ge=0,
+        description="KL penalty to the starting model (TRL's beta). 0: no reference model is "
+        "kept (TRL's and Dr. GRPO's default); > 0 with model.adapter: a frozen copy of that "
+        "adapter is the reference.",
+    )
+    clip_range: float = Field(
+        0.2, gt=0, lt=1, description="PPO-style clipping of the probability ratio (epsilon)."
+    )
+    loss: Literal["grpo", "dr_grpo", "dapo"] = Field(
+        "dapo",
+        description="Token-loss normalisation: `grpo` per sequence (length-biased), `dr_grpo` "
+        "by a constant (max_completion_tokens), `dapo` by the tokens of the whole batch.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide advantages by the reward std of the group, of the batch, or not "
+        "at all (Dr. GRPO: `none` avoids a question-difficulty bias).",
+    )
+    log_completions_every: int = Field(
+        10,
+        ge=0,
+        description="Every N steps write the step's completions with their rewards to "
+        "completions.jsonl in the run folder (0: never).",
+    )
 
 
 class GateCondition(Section):
@@ -802,6 +891,8 @@ class Recipe(Section):
             )
         if self.train.method == "sft" and "preference" in formats:
             problems.append("preference data trains with train.method: dpo, not sft")
+        if self.train.method == "grpo":
+            problems += self._grpo_problems(formats)
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
             problems.append(
                 "model.quantize: nf4 trains 4-bit weights only with train.adapter: qlora"
@@ -827,8 +918,30 @@ class Recipe(Section):
             raise ValueError("; ".join(problems))
         return self
 
+    def _grpo_problems(self, formats: Collection[str]) -> list[str]:
+        out: list[str] = []
+        rewards = self.train.grpo.rewards
+        if not rewards:
+            out.append(
+                "train.method: grpo needs train.grpo.rewards, e.g. [json_valid] (the names "
+                "of evaluate.metrics)"
+            )
+        if any(r.name == "custom" for r in rewards) and not self.evaluate.allow_code:
+            out.append("custom rewards import user code: set evaluate.allow_code: true")
+        keys = [r.key for r in rewards]
+        if len(set(keys)) != len(keys):
+            out.append(f"train.grpo.rewards: two rewards share a name {keys}: give one a `label`")
+        if "text" in formats:
+            out.append("train.method: grpo needs conversations (prompts), not `format: text`")
+        if self.train.eval_every:
+            # A held-out loss means nothing for a policy-gradient objective; the
+            # before/after evaluation (evaluate:) is how a GRPO run is judged.
+            out.append("train.eval_every (held-out loss) is for sft/dpo; set it to 0 for grpo")
+        return out
+
     def has_eval_split(self) -> bool:
         return any(d.split == "eval" for d in self.data.datasets) or bool(self.data.eval_fraction)
 
 
 MetricSpec.model_rebuild()  # JudgeSpec is defined after MetricSpec
+TrainSection.model_rebuild()  # GrpoSpec is defined after TrainSection

@@ -5,7 +5,9 @@ Run folder::
     RUN/
       run.json            resolved recipe + data fingerprint, written first (resume checks it)
       checkpoints/        step-NNNNNNNN/ (weights, optimizer, scheduler, RNG, position)
-      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO rewards)
+      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO rewards;
+                          GRPO: reward components, KL, completion length, clip fraction)
+      completions.jsonl   GRPO only: sampled completions with their rewards every N steps
       tensorboard/        when train.report_to has tensorboard (the default)
       adapter/ | model/   peft adapter (or full weights) + tokenizer + chat template
       loss_curve.png
@@ -186,6 +188,10 @@ def train(
 
 
 def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
+    if ctx.recipe.train.method == "grpo":  # generation + rewards: TRL's GRPOTrainer
+        from ladle.train.grpo import train_grpo
+
+        return train_grpo(ctx, train_rows)
     recipe, run_dir, device, d = ctx.recipe, ctx.run_dir, ctx.device, ctx.dist
     resuming = ctx.resume  # the run folder decided: an unfinished run of the same recipe
     autocast = model_mod.autocast_dtype(recipe.train.precision, device)
