@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "IGNORE_INDEX",
     "ArgumentError",
     "ChatEncoder",
     "DataError",
@@ -18,7 +19,6 @@ __all__ = [
     "DedupProgress",
     "DedupStats",
     "FileError",
-    "IGNORE_INDEX",
     "LadleError",
     "QuantError",
     "TemplateError",
