@@ -136,6 +136,7 @@ def dedup_optimal_params(
 class DedupStats:
     """Counters of one ``dedup_run``."""
 
+    def __new__(cls, *, rows_in: int = 0) -> DedupStats: ...
     @property
     def rows_in(self) -> int: ...
     @property

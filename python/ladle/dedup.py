@@ -119,18 +119,11 @@ class DedupResult:
     """(removed row, kept row, similarity) for every row removed as a duplicate."""
     contaminated: list[Pair]
     """(removed training row, eval row, similarity) for every decontaminated row."""
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: _core.DedupStats
+    """Counters: rows_in, rows_out, exact_removed, near_clusters, near_removed,
+    decontaminated, empty_rows, candidate_pairs, verified_pairs, bands, rows_per_band."""
     report: dict[str, Any] = field(default_factory=dict)
     """What :func:`dedup_rows` found, as plain JSON data (config, counts, sample pairs)."""
-
-    def __getattr__(self, name: str) -> int:
-        # Counters (rows_in, rows_out, exact_removed, near_clusters, near_removed,
-        # decontaminated, empty_rows, candidate_pairs, verified_pairs, bands,
-        # rows_per_band) read as attributes.
-        stats = self.__dict__.get("stats", {})
-        if name in stats:
-            return int(stats[name])
-        raise AttributeError(name)
 
     @property
     def kept_indices(self) -> np.ndarray:
@@ -230,7 +223,7 @@ def _run(
         cluster=raw.cluster,
         pairs=pairs(raw.pairs),
         contaminated=pairs(raw.contaminated),
-        stats=raw.stats.to_dict(),
+        stats=raw.stats,
     )
 
 
@@ -342,7 +335,7 @@ def dedup_rows(
             cluster=np.arange(n, dtype=np.int64),
             pairs=[],
             contaminated=[],
-            stats={"rows_in": n, "rows_out": n},
+            stats=_core.DedupStats(rows_in=n),
             report={**base, "rows_out": n, "enabled": False},
         )
     texts = [example_text(r, spec.fields) for r in rows]
@@ -366,7 +359,7 @@ def dedup_rows(
 
     res.report = {
         **base,
-        **{k: int(v) for k, v in res.stats.items()},
+        **res.stats.to_dict(),
         "enabled": True,
         "removed_pairs_sample": [
             {

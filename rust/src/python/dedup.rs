@@ -37,6 +37,17 @@ impl DedupProgress {
 
 #[pymethods]
 impl DedupStats {
+    /// Counters of a pass that compared nothing (dedup switched off): every row kept.
+    #[new]
+    #[pyo3(signature = (*, rows_in = 0))]
+    fn new(rows_in: usize) -> Self {
+        DedupStats {
+            rows_in,
+            rows_out: rows_in,
+            ..DedupStats::default()
+        }
+    }
+
     /// The counters as a plain dict (for JSON reports).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         Ok(pythonize::pythonize(py, self)?)
