@@ -233,11 +233,16 @@ def test_dedup_on_cluster_keeps_the_same_rows_and_clusters(
     locs = [f"train.jsonl:{i + 1}" for i in range(len(rows))]
     elocs = [f"eval.jsonl:{i + 1}" for i in range(len(evals))]
     args = dict(locations=locs, against_locations=elocs, sample=10**6)
-    local_kept, local_rep = dedup_rows(rows, config, evals, **args)
-    ray_kept, ray_rep = dedup_rows_ray(rows, config, evals, block_rows=150, **args)
-    assert ray_kept == local_kept
+    local = dedup_rows(rows, config, evals, **args)
+    res = dedup_rows_ray(rows, config, evals, block_rows=150, **args)
+    assert type(res) is type(local)
+    assert res.keep.tolist() == local.keep.tolist()
     # every removed row with the row it was clustered with, and the counters
-    assert ray_rep == local_rep
+    assert res.cluster.tolist() == local.cluster.tolist()
+    assert res.pairs == local.pairs and res.contaminated == local.contaminated
+    assert res.removed() == local.removed() and res.stats == local.stats
+    assert res.report == local.report
+    local_rep = local.report
     assert local_rep["rows_out"] <= len(rows) - 30 and local_rep["decontaminated"] >= 1
     if config.get("near", True):
         assert local_rep["near_removed"] >= 35
