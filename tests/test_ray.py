@@ -373,3 +373,46 @@ def test_strict_bad_row_on_cluster_is_the_local_one_line_error(
         messages.append(str(err.value))
     assert messages[1] == messages[0]
     assert f"{c['train']}:4" in messages[0] and "\n" not in messages[0]
+
+
+def test_split_pieces_without_trained_tokens_count_the_same_on_cluster(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path, small_blocks: None
+) -> None:
+    """A long prompt split into pieces drops every piece before the reply: one event of
+    a row, counted once per piece, by both engines."""
+    c = corpus(tmp_path)
+    recipe = recipe_file(
+        tmp_path,
+        smollm2_dir,
+        [{"path": c["train"]}],
+        max_length=64,
+        overlong="split",
+        dedup={"enabled": False},
+    )
+    (lfiles, lman), (rfiles, rman) = both_engines(recipe)
+    assert rman == lman and rfiles == lfiles
+    pieces = lman["drops"]["split_piece_no_trained_tokens"]
+    # more pieces than rows that had any: some rows lost several
+    assert pieces["count"] > lman["train"]["overlong"]["split"] > 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"threshold": 0.6, "verify": False},
+        {"threshold": 0.9, "lsh_weights": [0.3, 0.7]},
+        {"bands": [32, 4]},
+        {"threshold": 1.0},
+        {"near": False},
+    ],
+)
+def test_ray_bands_are_the_rust_pipelines(config: dict[str, Any]) -> None:
+    """The cluster's buckets use the (bands, rows) the Rust pipeline chose, explicit
+    ``bands`` included."""
+    from ladle.data.ray_dedup import _bands
+    from ladle.dedup import dedup_rows, dedup_spec
+
+    rows, _ = dedup_corpus()
+    res = dedup_rows(rows[:50], config)
+    assert _bands(dedup_spec(config)) == (res.stats["bands"], res.stats["rows_per_band"])
