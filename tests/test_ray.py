@@ -104,7 +104,13 @@ def corpus(tmp: Path) -> dict[str, str]:
         "".join(json.dumps({"text": " ".join(words * (5 + 3 * i))}) + "\n" for i in range(20))
     )
     evals = tmp / "eval.jsonl"
-    evals.write_text(json.dumps(conv(999, user="leaked eval question about order 5")) + "\n")
+    no_reply = {"messages": [{"role": "user", "content": "a question with no reference"}]}
+    evals.write_text(
+        json.dumps(conv(999, user="leaked eval question about order 5"))
+        + "\n"
+        + json.dumps(no_reply)
+        + "\n"
+    )
     return {"train": str(train), "extra": str(extra), "text": str(text), "eval": str(evals)}
 
 
@@ -156,6 +162,10 @@ def test_prep_on_cluster_is_byte_identical(
     assert drops["duplicate"]["count"] == 15 + 20 and drops["contaminated"]["count"] == 1
     assert drops["malformed_json"]["count"] == 8 and drops["unknown_role"]["count"] == 7
     assert drops["overlong"]["count"] == 6
+    assert drops["eval_no_reference"]["first"] == [
+        f"{c['eval']}:2: no assistant reply to use as the reference"
+    ]
+    assert lman["eval"]["rows"] == 1 and lman["datasets"][2]["rows_out"] == 1
     assert lman["datasets"][1]["rows_out"] == 75  # weight 2.5 of 30 rows
 
 
@@ -416,3 +426,21 @@ def test_ray_bands_are_the_rust_pipelines(config: dict[str, Any]) -> None:
     rows, _ = dedup_corpus()
     res = dedup_rows(rows[:50], config)
     assert _bands(dedup_spec(config)) == (res.stats["bands"], res.stats["rows_per_band"])
+
+
+def test_dataset_without_usable_rows_is_the_local_error_on_cluster(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path
+) -> None:
+    from ladle.errors import DataError
+
+    c = corpus(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n" * 3)
+    recipe = recipe_file(tmp_path, smollm2_dir, [{"path": c["extra"]}, {"path": str(bad)}])
+    messages = []
+    for engine in ("local", "ray"):
+        with pytest.raises(DataError) as err:
+            prep(load_recipe(recipe, [f"data.engine={engine}"]), force=True)
+        messages.append(str(err.value))
+    assert messages[1] == messages[0]
+    assert messages[0].startswith(f"dataset {bad}: no usable rows (3 read; drops: malformed_json")
