@@ -254,11 +254,7 @@ def _build(
     del loaded
     rng = random.Random(recipe.seed)
     if not evals.rows and data.eval_fraction:
-        order = list(range(len(train.rows)))
-        rng.shuffle(order)
-        n_eval = max(1, round(len(order) * data.eval_fraction)) if order else 0
-        held = sorted(order[:n_eval])
-        keep = sorted(order[n_eval:])
+        held, keep = split_off_eval(len(train.rows), data.eval_fraction, rng)
         evals, train = train.subset(held), train.subset(keep)
 
     dedup_report: dict[str, Any] | None = None
@@ -280,6 +276,14 @@ def _build(
         stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
     stats["overlong"] = vars(over)
     return finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+
+
+def split_off_eval(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
+    """``eval_fraction``'s seeded split of ``n`` train rows: (held out, kept), sorted."""
+    order = list(range(n))
+    rng.shuffle(order)
+    n_eval = max(1, round(n * fraction)) if order else 0
+    return sorted(order[:n_eval]), sorted(order[n_eval:])
 
 
 def is_preference(recipe: Recipe) -> bool:

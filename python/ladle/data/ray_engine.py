@@ -49,6 +49,7 @@ from ladle.data.prep import (
     dataset_stats,
     finish,
     is_preference,
+    split_off_eval,
 )
 from ladle.data.prepared import PrepManifest, write_packed
 from ladle.data.ray_cluster import connect, resolve
@@ -313,11 +314,9 @@ def build(
     rng = random.Random(recipe.seed)
     rows_ds = train.dataset()
     if not evals.rows and data.eval_fraction:
-        order = list(range(train.n))
-        rng.shuffle(order)
-        n_eval = max(1, round(len(order) * data.eval_fraction)) if order else 0
-        held = np.asarray(sorted(order[:n_eval]), dtype=np.int64)
-        keep = np.asarray(sorted(order[n_eval:]), dtype=np.int64)
+        held_idx, keep_idx = split_off_eval(train.n, data.eval_fraction, rng)
+        held = np.asarray(held_idx, dtype=np.int64)
+        keep = np.asarray(keep_idx, dtype=np.int64)
         from ladle.data.ray_dedup import fetch_rows
 
         evals = _Rows(fetch_rows(rows_ds, held), train.ds_of(held).tolist(), train.locate(held))
