@@ -148,7 +148,7 @@ def one(way: str, corpus: Path, model_dir: Path, cpus: int) -> dict[str, Any]:
         "way": way,
         "seconds": wall,
         "cluster_start": start,
-        "tokens": res.manifest["train"]["tokens"],
+        "tokens": res.manifest.train.tokens,
         "driver_mib": peak_mib(),
         "worker_mib": rss.peak,
         "digest": shard_digest(res.path),
@@ -166,12 +166,12 @@ def dedup_way(corpus: Path, rows: int, cpus: int) -> dict[str, Any]:
     with open(corpus) as f:
         data = [json.loads(line) for _, line in zip(range(rows), f, strict=False)]
     t0 = time.perf_counter()
-    lk, _ = dedup_rows(data, {"threshold": 0.8})
+    local = dedup_rows(data, {"threshold": 0.8})
     t_local = time.perf_counter() - t0
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": cpus})
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
     t0 = time.perf_counter()
-    rk, _ = dedup_rows_ray(data, {"threshold": 0.8})
+    on_ray = dedup_rows_ray(data, {"threshold": 0.8})
     t_ray = time.perf_counter() - t0
     ray.shutdown()
     cluster.shutdown()
@@ -179,8 +179,8 @@ def dedup_way(corpus: Path, rows: int, cpus: int) -> dict[str, Any]:
         "rows": len(data),
         "local_docs_s": len(data) / t_local,
         "ray_docs_s": len(data) / t_ray,
-        "same_kept": rk == lk,
-        "removed": len(data) - len(lk),
+        "same_kept": bool((on_ray.keep == local.keep).all()),
+        "removed": len(data) - int(local.keep.sum()),
     }
 
 

@@ -104,7 +104,13 @@ def corpus(tmp: Path) -> dict[str, str]:
         "".join(json.dumps({"text": " ".join(words * (5 + 3 * i))}) + "\n" for i in range(20))
     )
     evals = tmp / "eval.jsonl"
-    evals.write_text(json.dumps(conv(999, user="leaked eval question about order 5")) + "\n")
+    no_reply = {"messages": [{"role": "user", "content": "a question with no reference"}]}
+    evals.write_text(
+        json.dumps(conv(999, user="leaked eval question about order 5"))
+        + "\n"
+        + json.dumps(no_reply)
+        + "\n"
+    )
     return {"train": str(train), "extra": str(extra), "text": str(text), "eval": str(evals)}
 
 
@@ -121,7 +127,7 @@ def recipe_file(tmp: Path, model: Path, datasets: list[dict[str, Any]], **data: 
 
 def snapshot(res: Any) -> tuple[dict[str, bytes], dict[str, Any]]:
     files = {p.name: p.read_bytes() for p in sorted(res.path.glob("*.parquet"))}
-    manifest = dict(res.manifest)
+    manifest = res.manifest.model_dump(mode="json")
     manifest.pop("created")
     return files, manifest
 
@@ -156,6 +162,10 @@ def test_prep_on_cluster_is_byte_identical(
     assert drops["duplicate"]["count"] == 15 + 20 and drops["contaminated"]["count"] == 1
     assert drops["malformed_json"]["count"] == 8 and drops["unknown_role"]["count"] == 7
     assert drops["overlong"]["count"] == 6
+    assert drops["eval_no_reference"]["first"] == [
+        f"{c['eval']}:2: no assistant reply to use as the reference"
+    ]
+    assert lman["eval"]["rows"] == 1 and lman["datasets"][2]["rows_out"] == 1
     assert lman["datasets"][1]["rows_out"] == 75  # weight 2.5 of 30 rows
 
 
@@ -233,11 +243,16 @@ def test_dedup_on_cluster_keeps_the_same_rows_and_clusters(
     locs = [f"train.jsonl:{i + 1}" for i in range(len(rows))]
     elocs = [f"eval.jsonl:{i + 1}" for i in range(len(evals))]
     args = dict(locations=locs, against_locations=elocs, sample=10**6)
-    local_kept, local_rep = dedup_rows(rows, config, evals, **args)
-    ray_kept, ray_rep = dedup_rows_ray(rows, config, evals, block_rows=150, **args)
-    assert ray_kept == local_kept
+    local = dedup_rows(rows, config, evals, **args)
+    res = dedup_rows_ray(rows, config, evals, block_rows=150, **args)
+    assert type(res) is type(local)
+    assert res.keep.tolist() == local.keep.tolist()
     # every removed row with the row it was clustered with, and the counters
-    assert ray_rep == local_rep
+    assert res.cluster.tolist() == local.cluster.tolist()
+    assert res.pairs == local.pairs and res.contaminated == local.contaminated
+    assert res.removed() == local.removed() and res.stats == local.stats
+    assert res.report == local.report
+    local_rep = local.report
     assert local_rep["rows_out"] <= len(rows) - 30 and local_rep["decontaminated"] >= 1
     if config.get("near", True):
         assert local_rep["near_removed"] >= 35
@@ -269,9 +284,17 @@ def test_cli_dedup_engine_ray_writes_the_same_file(cluster: Any, tmp_path: Path)
             ]
         )
         assert code == 0
-        outs[engine] = (out.read_bytes(), json.loads(rep.read_text()))
+        report = json.loads(rep.read_text())
+        # the skipped rows go next to each output file; the rest must be equal
+        assert report.pop("rejects_file") == f"{out}.rejects.jsonl"
+        outs[engine] = (out.read_bytes(), report)
     assert outs["ray"] == outs["local"]
-    assert outs["local"][1]["malformed_lines"][0]["line"] == len(rows) + 1
+    skipped = outs["local"][1]["skipped_rows"]
+    assert skipped[-1] == {
+        "location": f"{src}:{len(rows) + 1}",
+        "reason": "malformed_json",
+        "error": "invalid JSON: key must be a string at line 1 column 2",
+    }
 
 
 def test_killed_worker_mid_prep_still_gives_identical_output(
@@ -360,3 +383,64 @@ def test_strict_bad_row_on_cluster_is_the_local_one_line_error(
         messages.append(str(err.value))
     assert messages[1] == messages[0]
     assert f"{c['train']}:4" in messages[0] and "\n" not in messages[0]
+
+
+def test_split_pieces_without_trained_tokens_count_the_same_on_cluster(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path, small_blocks: None
+) -> None:
+    """A long prompt split into pieces drops every piece before the reply: one event of
+    a row, counted once per piece, by both engines."""
+    c = corpus(tmp_path)
+    recipe = recipe_file(
+        tmp_path,
+        smollm2_dir,
+        [{"path": c["train"]}],
+        max_length=64,
+        overlong="split",
+        dedup={"enabled": False},
+    )
+    (lfiles, lman), (rfiles, rman) = both_engines(recipe)
+    assert rman == lman and rfiles == lfiles
+    pieces = lman["drops"]["split_piece_no_trained_tokens"]
+    # more pieces than rows that had any: some rows lost several
+    assert pieces["count"] > lman["train"]["overlong"]["split"] > 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"threshold": 0.6, "verify": False},
+        {"threshold": 0.9, "lsh_weights": [0.3, 0.7]},
+        {"bands": [32, 4]},
+        {"threshold": 1.0},
+        {"near": False},
+    ],
+)
+def test_ray_bands_are_the_rust_pipelines(config: dict[str, Any]) -> None:
+    """The cluster's buckets use the (bands, rows) the Rust pipeline chose, explicit
+    ``bands`` included."""
+    from ladle.data.ray_dedup import _bands
+    from ladle.dedup import dedup_rows, dedup_spec
+
+    rows, _ = dedup_corpus()
+    res = dedup_rows(rows[:50], config)
+    assert _bands(dedup_spec(config)) == (res.stats["bands"], res.stats["rows_per_band"])
+
+
+def test_dataset_without_usable_rows_is_the_local_error_on_cluster(
+    cluster: Any, home: Path, tmp_path: Path, smollm2_dir: Path
+) -> None:
+    from ladle.errors import DataError
+
+    c = corpus(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n" * 3)
+    recipe = recipe_file(tmp_path, smollm2_dir, [{"path": c["extra"]}, {"path": str(bad)}])
+    messages = []
+    for engine in ("local", "ray"):
+        with pytest.raises(DataError) as err:
+            prep(load_recipe(recipe, [f"data.engine={engine}"]), force=True)
+        messages.append(str(err.value))
+    assert messages[1] == messages[0]
+    assert messages[0].startswith(f"dataset {bad}: no usable rows (3 read; drops: malformed_json")

@@ -136,7 +136,21 @@ def dedup_optimal_params(
 class DedupStats:
     """Counters of one ``dedup_run``."""
 
-    def __new__(cls, *, rows_in: int = 0) -> DedupStats: ...
+    def __new__(
+        cls,
+        *,
+        rows_in: int = 0,
+        rows_out: int | None = None,
+        empty_rows: int = 0,
+        exact_removed: int = 0,
+        near_clusters: int = 0,
+        near_removed: int = 0,
+        decontaminated: int = 0,
+        candidate_pairs: int = 0,
+        verified_pairs: int = 0,
+        bands: int = 0,
+        rows_per_band: int = 0,
+    ) -> DedupStats: ...
     @property
     def rows_in(self) -> int: ...
     @property

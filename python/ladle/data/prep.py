@@ -49,7 +49,7 @@ from ladle.data.prepared import (
 from ladle.errors import DataError
 from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
-from ladle.recipe.schema import Recipe
+from ladle.recipe.schema import DatasetSpec, Recipe
 
 CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at once)
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
@@ -249,47 +249,22 @@ def _build(
     per_ds: list[DatasetStats] = []
     train, evals = _Rows(), _Rows()
     for d in loaded:
-        if not d.rows:
-            raise DataError(_no_rows(d))
+        per_ds.append(dataset_stats(d.name, d.spec, d.files, d.rows_read, len(d.rows), d.drops))
         drops.merge(d.drops)
         (evals if d.spec.split == "eval" else train).extend(d)
-        per_ds.append(
-            DatasetStats.model_validate(
-                {
-                    "path": d.name,
-                    "format": d.spec.format,
-                    "split": d.spec.split,
-                    "files": [str(f) for f in d.files],
-                    "rows_in": d.rows_read,
-                    "rows_loaded": len(d.rows),
-                    "bad": d.drops.to_json(),
-                }
-            )
-        )
     del loaded
     rng = random.Random(recipe.seed)
     if not evals.rows and data.eval_fraction:
-        order = list(range(len(train.rows)))
-        rng.shuffle(order)
-        n_eval = max(1, round(len(order) * data.eval_fraction)) if order else 0
-        held = sorted(order[:n_eval])
-        keep = sorted(order[n_eval:])
+        held, keep = split_off_eval(len(train.rows), data.eval_fraction, rng)
         evals, train = train.subset(held), train.subset(keep)
 
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and train.rows:
         train, evals, dedup_report = _dedup(recipe, train, evals, drops)
-    evals = _check_eval_rows(evals, drops, data.strict)
-    if not evals.rows and recipe.has_eval_split() and recipe.evaluate.enabled:
-        raise DataError(
-            "the eval split is empty after loading and dedup (drops: "
-            f"{_drop_summary(drops)}); add eval rows, or set evaluate.enabled: false"
-        )
+    evals = check_eval_split(recipe, evals, drops)
 
     train = _apply_weights(recipe, train, rng)
-    is_dpo = recipe.train.method == "dpo" or any(
-        d.format == "preference" for d in data.datasets if d.split == "train"
-    )
+    is_dpo = is_preference(recipe)
     enc_text, eos_id = text_encoder(chat, model_dir)
     enc = Encoder(
         chat, enc_text, eos_id, data.max_length, data.train_on, data.overlong, data.strict
@@ -301,6 +276,74 @@ def _build(
     else:
         stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
     stats["overlong"] = vars(over)
+    return finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+
+
+def split_off_eval(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
+    """``eval_fraction``'s seeded split of ``n`` train rows: (held out, kept), sorted."""
+    order = list(range(n))
+    rng.shuffle(order)
+    n_eval = max(1, round(n * fraction)) if order else 0
+    return sorted(order[:n_eval]), sorted(order[n_eval:])
+
+
+def is_preference(recipe: Recipe) -> bool:
+    """Whether the train split is preference pairs (DPO), not SFT documents."""
+    return recipe.train.method == "dpo" or any(
+        d.format == "preference" for d in recipe.data.datasets if d.split == "train"
+    )
+
+
+def dataset_stats(
+    name: str, spec: DatasetSpec, files: list[Path], rows_read: int, rows: int, drops: Drops
+) -> DatasetStats:
+    """A loaded dataset's manifest entry; a dataset with no usable rows is an error."""
+    if not rows:
+        cols = f", columns {spec.columns}" if spec.columns else ""
+        raise DataError(
+            f"dataset {name}: no usable rows ({rows_read} read; drops: "
+            f"{_drop_summary(drops)}); check its `format` ({spec.format}){cols}"
+        )
+    return DatasetStats.model_validate(
+        {
+            "path": name,
+            "format": spec.format,
+            "split": spec.split,
+            "files": [str(f) for f in files],
+            "rows_in": rows_read,
+            "rows_loaded": rows,
+            "bad": drops.to_json(),
+        }
+    )
+
+
+def check_eval_split(recipe: Recipe, evals: _Rows, drops: Drops) -> _Rows:
+    """The eval rows the evaluator can score (``_check_eval_rows``); an empty eval split
+    that the recipe evaluates on is an error."""
+    evals = _check_eval_rows(evals, drops, recipe.data.strict)
+    if not evals.rows and recipe.has_eval_split() and recipe.evaluate.enabled:
+        raise DataError(
+            "the eval split is empty after loading and dedup (drops: "
+            f"{_drop_summary(drops)}); add eval rows, or set evaluate.enabled: false"
+        )
+    return evals
+
+
+def finish(
+    recipe: Recipe,
+    model_dir: Path,
+    tmp: Path,
+    per_ds: list[DatasetStats],
+    drops: Drops,
+    dedup_report: dict[str, Any] | None,
+    stats: dict[str, Any],
+    evals: _Rows,
+) -> PrepManifest:
+    """After the train shards: check that examples are left, write the eval shard and
+    assemble the manifest (``stats``: ``_prep_sft``/``_prep_preference``'s, with
+    ``overlong``). Both engines end here."""
+    data = recipe.data
+    is_dpo = is_preference(recipe)
     if any(d.split == "train" for d in data.datasets) and not stats["examples"]:
         raise DataError(
             f"no training examples left (drops: {_drop_summary(drops)}); see the first "
@@ -336,15 +379,6 @@ def _drop_summary(drops: Drops) -> str:
     return ", ".join(
         f"{r}: {n}" + (f" (first: {drops.first[r][0]})" if drops.first.get(r) else "")
         for r, n in sorted(drops.counts.items())
-    )
-
-
-def _no_rows(d: LoadedDataset) -> str:
-    """Why a dataset gave no rows, and what to check."""
-    cols = f", columns {d.spec.columns}" if d.spec.columns else ""
-    return (
-        f"dataset {d.name}: no usable rows ({d.rows_read} read; drops: "
-        f"{_drop_summary(d.drops)}); check its `format` ({d.spec.format}){cols}"
     )
 
 

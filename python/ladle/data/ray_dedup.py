@@ -35,8 +35,18 @@ import numpy.typing as npt
 
 from ladle import _core
 from ladle.data.ray_cluster import resolve
-from ladle.dedup import DedupConfig, _norm_kwargs, dedup_rows, example_text, minhash
+from ladle.dedup import (
+    DedupResult,
+    DedupSpec,
+    Pair,
+    core_options,
+    dedup_rows,
+    dedup_spec,
+    example_text,
+    minhash,
+)
 from ladle.errors import DataError
+from ladle.recipe.schema import NormalizeSpec
 
 Progress = Callable[[str, int, int], None]
 Locate = Callable[[npt.NDArray[np.int64]], list[str]]
@@ -45,8 +55,10 @@ _SEED = np.uint64(0x243F6A8885A308D3)
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _bands(cfg: DedupConfig) -> tuple[int, int]:
+def _bands(cfg: DedupSpec) -> tuple[int, int]:
     """(bands, rows) exactly as rust/src/dedup/pipeline.rs chooses them."""
+    if cfg.bands is not None:
+        return cfg.bands
     if not cfg.near or cfg.threshold >= 1.0:
         return 1, cfg.num_perm
     weights = cfg.lsh_weights or ((0.1, 0.9) if cfg.verify else (0.5, 0.5))
@@ -68,13 +80,12 @@ def band_keys(sig: npt.NDArray[Any], bands: int, rows: int) -> npt.NDArray[np.ui
     return out
 
 
-def _text_key(texts: list[str], cfg: DedupConfig) -> tuple[npt.NDArray[np.uint64], list[bool]]:
+def _text_key(texts: list[str], cfg: DedupSpec) -> tuple[npt.NDArray[np.uint64], list[bool]]:
     """A 64-bit hash of each normalised text (exact copies), and which texts are empty."""
     norm = texts
     if cfg.normalize is not False:
-        norm = _core.dedup_normalize(
-            texts, **{k: v for k, v in _norm_kwargs(cfg.normalize).items() if k != "normalize"}
-        )
+        opts = core_options(cfg)
+        norm = _core.dedup_normalize(texts, **{k: opts[k] for k in NormalizeSpec.model_fields})
     keys = np.array(
         [int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest()) for t in norm],
         dtype=np.uint64,
@@ -83,7 +94,7 @@ def _text_key(texts: list[str], cfg: DedupConfig) -> tuple[npt.NDArray[np.uint64
 
 
 def sketch_keys(
-    texts: list[str], cfg: DedupConfig
+    texts: list[str], cfg: DedupSpec
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.bool_]]:
     """Bucket keys per text, shape ``(n, k)``, and which texts have no shingles.
 
@@ -114,7 +125,7 @@ def _texts(rows: Sequence[str], fields: str) -> tuple[list[str], list[bool]]:
     return out, bad
 
 
-def _sketch_batch(batch: dict[str, Any], cfg: DedupConfig, eval_keys: Any) -> dict[str, Any]:
+def _sketch_batch(batch: dict[str, Any], cfg: DedupSpec, eval_keys: Any) -> dict[str, Any]:
     """Rows -> (key, g) pairs for the bucket shuffle; forced rows carry ``force``."""
     eval_keys = resolve(eval_keys)
     g = np.asarray(batch["g"], dtype=np.int64)
@@ -164,7 +175,7 @@ def _shared(*pairs: Any) -> npt.NDArray[np.int64]:
     return np.unique(kg[1, hit].astype(np.int64))
 
 
-def candidates(ds: Any, cfg: DedupConfig, eval_texts: list[str] | None) -> npt.NDArray[np.int64]:
+def candidates(ds: Any, cfg: DedupSpec, eval_texts: list[str] | None) -> npt.NDArray[np.int64]:
     """Sorted indices (``g``) of the rows the exact pipeline must see (see module doc)."""
     import ray
 
@@ -214,54 +225,62 @@ def fetch_rows(ds: Any, gs: npt.NDArray[np.int64]) -> list[str]:
 def dedup_dataset(
     ds: Any,
     n: int,
-    config: Any,
+    config: DedupSpec | Mapping[str, Any] | None,
     *,
     locate: Locate,
     against_rows: Sequence[Mapping[str, Any]] | None = None,
     against_locations: Sequence[str] | None = None,
     sample: int = 20,
     progress: Progress | None = None,
-) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
+) -> DedupResult:
     """Deduplicate the ``n`` rows of ``ds`` (columns ``g``: 0..n-1, ``row``: JSON text).
 
-    Returns the removed indices (sorted) and the report ``ladle.dedup.dedup_rows`` gives
-    for the whole set on one machine. ``locate(indices)`` labels rows as the local
-    engine does (``file:line``).
+    Returns what ``ladle.dedup.dedup_rows`` gives for the whole set on one machine: the
+    same keep mask, clusters, pairs and report. ``locate(indices)`` labels rows as the
+    local engine does (``file:line``).
     """
-    cfg = DedupConfig.coerce(config)
+    spec = dedup_spec(config)
     report = progress or (lambda stage, done, total: None)
-    if not cfg.enabled:
-        _, rep = dedup_rows([], cfg)
-        return np.zeros(0, np.int64), {**rep, "rows_in": n, "rows_out": n}
+    if not spec.enabled:
+        # a disabled run reads only the number of rows: n placeholders stand in for them
+        return dedup_rows([{}] * n, spec)
     against = None
-    if against_rows is not None and cfg.decontaminate:
-        against = [
-            example_text(
-                r,
-                cfg.decontaminate_fields,
-                against_locations[i] if against_locations else f"eval row {i}",
-            )
-            for i, r in enumerate(against_rows)
-        ]
+    if against_rows is not None and spec.decontaminate:
+        against = [example_text(r, spec.decontaminate_fields) for r in against_rows]
     report("dedup sketch + buckets", 0, n)
-    gs = candidates(ds, cfg, against)
+    gs = candidates(ds, spec, against)
     report("dedup sketch + buckets", n, n)
     report("dedup verify + cluster", 0, len(gs))
-    rows = [json.loads(r) for r in fetch_rows(ds, gs)]
-    kept, rep = dedup_rows(
-        rows,
-        cfg,
+    sub = dedup_rows(
+        [json.loads(r) for r in fetch_rows(ds, gs)],
+        spec,
         against_rows,
         locations=locate(gs),
         against_locations=against_locations,
         sample=sample,
     )
-    keep_ids = {id(r) for r in kept}
-    removed = np.asarray([g for g, r in zip(gs, rows, strict=True) if id(r) not in keep_ids])
     report("dedup verify + cluster", len(gs), len(gs))
-    rep["rows_in"] = n
-    rep["rows_out"] = n - len(removed)
-    return removed.astype(np.int64), rep
+    return _lift(sub, gs, n)
+
+
+def _lift(sub: DedupResult, gs: npt.NDArray[np.int64], n: int) -> DedupResult:
+    """The result over the candidate rows ``gs`` as the result over all ``n`` rows: every
+    other row is unique and kept (its own cluster). Indices map monotonically, so the
+    order of pairs (and the report's sample) is the local one."""
+    keep = np.ones(n, dtype=bool)
+    keep[gs] = sub.keep
+    cluster = np.arange(n, dtype=np.int64)
+    cluster[gs] = np.where(sub.cluster >= 0, gs[np.maximum(sub.cluster, 0)], -1)
+    rows_out = n - int((~np.asarray(sub.keep, dtype=bool)).sum())
+    sizes = {"rows_in": n, "rows_out": rows_out}
+    return DedupResult(
+        keep=keep,
+        cluster=cluster,
+        pairs=[Pair(int(gs[p.removed]), int(gs[p.kept]), p.similarity) for p in sub.pairs],
+        contaminated=[Pair(int(gs[p.removed]), p.kept, p.similarity) for p in sub.contaminated],
+        stats=_core.DedupStats(**{**sub.stats.to_dict(), **sizes}),
+        report={**sub.report, **sizes},
+    )
 
 
 def rows_dataset(rows: Sequence[Mapping[str, Any]], block_rows: int = 16_384) -> Any:
@@ -284,7 +303,7 @@ def rows_dataset(rows: Sequence[Mapping[str, Any]], block_rows: int = 16_384) ->
 
 def dedup_rows_ray(
     rows: Sequence[Mapping[str, Any]],
-    config: Any = None,
+    config: DedupSpec | Mapping[str, Any] | None = None,
     against_rows: Sequence[Mapping[str, Any]] | None = None,
     *,
     locations: Sequence[str] | None = None,
@@ -292,9 +311,10 @@ def dedup_rows_ray(
     sample: int = 20,
     progress: bool = False,
     block_rows: int = 16_384,
-) -> tuple[list[Mapping[str, Any]], dict[str, Any]]:
+) -> DedupResult:
     """``ladle.dedup.dedup_rows`` with the sketching and bucketing on the Ray cluster:
-    the same kept rows and the same report (``ladle dedup --engine ray``)."""
+    the same ``DedupResult`` (keep mask, clusters, pairs, report) (``ladle dedup
+    --engine ray``)."""
     from ladle.data.ray_cluster import connect
 
     connect(quiet=not progress)
@@ -304,7 +324,7 @@ def dedup_rows_ray(
         # without locations the local report names rows by index, so these do too
         return [locations[int(g)] for g in gs] if locations is not None else [int(g) for g in gs]
 
-    removed, report = dedup_dataset(
+    return dedup_dataset(
         rows_dataset(rows, block_rows),
         len(rows),
         config,
@@ -313,5 +333,3 @@ def dedup_rows_ray(
         against_locations=against_locations,
         sample=sample,
     )
-    drop = set(removed.tolist())
-    return [r for i, r in enumerate(rows) if i not in drop], report

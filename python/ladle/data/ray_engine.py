@@ -35,13 +35,24 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-import ladle
 from ladle._core import IGNORE_INDEX
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
 from ladle.data.load import Drops
 from ladle.data.packing import assemble, pack
-from ladle.data.prep import CHUNK_ROWS, SHARD_TOKENS, _apply_weights, _build, _edges, _Rows
-from ladle.data.prepared import write_eval, write_packed
+from ladle.data.prep import (
+    CHUNK_ROWS,
+    SHARD_TOKENS,
+    _apply_weights,
+    _build,
+    _edges,
+    _Rows,
+    check_eval_split,
+    dataset_stats,
+    finish,
+    is_preference,
+    split_off_eval,
+)
+from ladle.data.prepared import PrepManifest, write_packed
 from ladle.data.ray_cluster import connect, resolve
 from ladle.data.ray_read import ReadSplit, gather, ladle_cause, number_rows, read_all
 from ladle.recipe.schema import Recipe
@@ -60,12 +71,12 @@ class _Recorder(Drops):
 
     def __init__(self) -> None:
         super().__init__()
-        self.events: dict[int, tuple[str, str]] = {}
+        self.events: dict[int, tuple[str, str, int]] = {}  # at most one per row
 
     def add(self, reason: str, where: str | None = None, n: int = 1) -> None:
         assert where is not None
         head, _, rest = where[1:].partition("\x00")
-        self.events[int(head)] = (reason, rest)
+        self.events[int(head)] = (reason, rest, n)
 
 
 class Tokenize:
@@ -152,8 +163,9 @@ class Tokenize:
                 "offset": pa.array(first),
                 "lens": pa.array(lens, pa.list_(pa.int64())),
                 "trained": pa.array(trained, pa.list_(pa.int64())),
-                "drop": pa.array([rec.events.get(i, ("", ""))[0] for i in range(n)]),
-                "msg": pa.array([rec.events.get(i, ("", ""))[1] for i in range(n)]),
+                "drop": pa.array([rec.events.get(i, ("", "", 0))[0] for i in range(n)]),
+                "msg": pa.array([rec.events.get(i, ("", "", 0))[1] for i in range(n)]),
+                "n": pa.array([rec.events.get(i, ("", "", 0))[2] for i in range(n)], pa.int64()),
                 "over": pa.array(over_rows.tolist(), pa.list_(pa.int64())),
             }
         )
@@ -171,7 +183,7 @@ class _Tokens:
     lens: npt.NDArray[np.int64]
     trained: npt.NDArray[np.int64]
     over: npt.NDArray[np.int64]
-    drops: dict[int, tuple[str, str]]
+    drops: dict[int, tuple[str, str, int]]  # g -> (reason, message, count)
 
 
 def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
@@ -181,7 +193,7 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
     ndoc = np.zeros(n, dtype=np.int64)
     over = np.zeros((n, 4), dtype=np.int64)
     parts: list[tuple[Any, Any, Any]] = []
-    drops: dict[int, tuple[str, str]] = {}
+    drops: dict[int, tuple[str, str, int]] = {}
     done = 0
     report("tokenize", 0, total)
     try:
@@ -196,11 +208,15 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
                 (g, np.asarray(lens_col.flatten(), np.int64), np.asarray(flat_t, np.int64))
             )
             over[g] = np.asarray(b.column("over").to_pylist(), dtype=np.int64).reshape(-1, 4)
-            for gi, d, m in zip(
-                g, b.column("drop").to_pylist(), b.column("msg").to_pylist(), strict=True
+            for gi, d, m, k in zip(
+                g,
+                b.column("drop").to_pylist(),
+                b.column("msg").to_pylist(),
+                b.column("n").to_pylist(),
+                strict=True,
             ):
                 if d:
-                    drops[int(gi)] = (d, m)
+                    drops[int(gi)] = (d, m, k)
             done += len(g)
             report("tokenize", done, total)
     except Exception as e:
@@ -269,60 +285,47 @@ def build(
     files: list[list[Path]],
     tmp: Path,
     report: Any,
-) -> dict[str, Any]:
-    """``ladle.data.prep._build`` on a Ray cluster: the same manifest, the same shards."""
+) -> PrepManifest:
+    """``ladle.data.prep._build`` on a Ray cluster: the same manifest, the same shards.
+
+    Each step below is the local engine's step, in its order, over row indices (``g``)
+    instead of rows; the checks and the manifest are ``prep``'s own functions."""
     data = recipe.data
-    is_dpo = recipe.train.method == "dpo" or any(
-        d.format == "preference" for d in data.datasets if d.split == "train"
-    )
-    if is_dpo:
+    if is_preference(recipe):
         return _build(recipe, model_dir, chat, files, tmp, report)
     connect()
     train, evals_read, stats = read_all(recipe, files, report)
     drops = Drops()
-    per_ds: list[dict[str, Any]] = []
+    per_ds = []
     for i, spec in enumerate(data.datasets):
         st = stats[i]
+        name = ", ".join(spec.path) if isinstance(spec.path, list) else spec.path
+        per_ds.append(dataset_stats(name, spec, files[i], st["read"], st["rows"], st["drops"]))
         drops.merge(st["drops"])
-        per_ds.append(
-            {
-                "path": ", ".join(spec.path) if isinstance(spec.path, list) else spec.path,
-                "format": spec.format,
-                "split": spec.split,
-                "files": [str(f) for f in files[i]],
-                "rows_in": st["read"],
-                "rows_loaded": st["rows"],
-                "bad": st["drops"].to_json(),
-            }
-        )
     import ray
 
     all_g = np.arange(train.n, dtype=np.int64)
-    eval_tables = ray.get(evals_read.refs)
-    eval_rows = [r for t in eval_tables for r in t.column("row").to_pylist()]
     eval_g = np.arange(evals_read.n, dtype=np.int64)
-    eval_ds = evals_read.ds_of(eval_g).tolist()
-    eval_locs = evals_read.locate(eval_g)
+    evals = _Rows(
+        [r for t in ray.get(evals_read.refs) for r in t.column("row").to_pylist()],
+        evals_read.ds_of(eval_g).tolist(),
+        evals_read.locate(eval_g),
+    )
     keep = all_g
     rng = random.Random(recipe.seed)
     rows_ds = train.dataset()
-    if not eval_rows and data.eval_fraction:
-        order = list(range(train.n))
-        rng.shuffle(order)
-        n_eval = max(1, round(len(order) * data.eval_fraction)) if order else 0
-        held = np.asarray(sorted(order[:n_eval]), dtype=np.int64)
-        keep = np.asarray(sorted(order[n_eval:]), dtype=np.int64)
+    if not evals.rows and data.eval_fraction:
+        held_idx, keep_idx = split_off_eval(train.n, data.eval_fraction, rng)
+        held = np.asarray(held_idx, dtype=np.int64)
+        keep = np.asarray(keep_idx, dtype=np.int64)
         from ladle.data.ray_dedup import fetch_rows
 
-        eval_rows = fetch_rows(rows_ds, held)
-        eval_ds = train.ds_of(held).tolist()
-        eval_locs = train.locate(held)
+        evals = _Rows(fetch_rows(rows_ds, held), train.ds_of(held).tolist(), train.locate(held))
 
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and len(keep):
-        keep, dedup_report = _dedup(
-            recipe, rows_ds, train, keep, eval_rows, eval_locs, drops, report
-        )
+        keep, dedup_report = _dedup(recipe, rows_ds, train, keep, evals, drops, report)
+    evals = check_eval_split(recipe, evals, drops)
 
     # weights: the local engine's own code over row indices instead of rows
     # (``_Rows`` only moves its items around, so row indices can stand in for rows)
@@ -352,30 +355,10 @@ def build(
     tokens = _collect(out, train.n, report, len(unique))
     stats_sft = _pack_and_write(recipe, tokens, train, sel, tmp, work, drops, report)
     stats_sft["overlong"] = stats_sft.pop("over")
-    eval_shards = write_eval(tmp, [json.loads(r) for r in eval_rows], eval_ds) if eval_rows else []
-    rows_out = stats_sft.pop("rows_out_by_ds")
-    tokens_by_ds = stats_sft.pop("tokens_by_ds")
-    for i, row in enumerate(per_ds):
-        row["rows_out"] = rows_out.get(i, 0) if row["split"] == "train" else eval_ds.count(i)
-        row["tokens"] = tokens_by_ds.get(i, 0)
     for f in work.iterdir():
         f.unlink()
     work.rmdir()
-    return {
-        "ladle_version": ladle.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": str(model_dir),
-        "method": "sft",
-        "max_length": data.max_length,
-        "packing": data.packing,
-        "train_on": data.train_on,
-        "seed": recipe.seed,
-        "datasets": per_ds,
-        "drops": drops.to_json(),
-        "dedup": dedup_report,
-        "train": stats_sft,
-        "eval": {"rows": len(eval_rows), "shards": eval_shards},
-    }
+    return finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats_sft, evals)
 
 
 def _dedup(
@@ -383,45 +366,56 @@ def _dedup(
     rows_ds: Any,
     train: ReadSplit,
     keep: npt.NDArray[np.int64],
-    eval_rows: list[str],
-    eval_locs: list[str],
+    evals: _Rows,
     drops: Drops,
     report: Any,
 ) -> tuple[npt.NDArray[np.int64], dict[str, Any]]:
-    """The local engine's ``_dedup`` with the work on the cluster (``ray_dedup``)."""
+    """``ladle.data.prep._dedup`` with the work on the cluster (``ray_dedup``): the rows
+    ``keep`` (their ``g``) in, the surviving ``g`` and the report out."""
     import ray
 
     from ladle.data.ray_dedup import dedup_dataset
 
     cfg = recipe.data.dedup
-    against = [json.loads(r) for r in eval_rows] if (cfg.decontaminate and eval_rows) else None
+    against = [json.loads(r) for r in evals.rows] if (cfg.decontaminate and evals.rows) else None
     subset = rows_ds
-    if len(keep) != train.n:
-        subset = _only(rows_ds, ray.put(np.isin(np.arange(train.n), keep)))
-    removed, rep = dedup_dataset(
+    if len(keep) != train.n:  # renumber the rows left after the eval split 0..len(keep)-1
+        subset = _only(rows_ds, ray.put(keep))
+
+    def locate(pos: npt.NDArray[np.int64]) -> list[str]:
+        return train.locate(keep[pos])
+
+    res = dedup_dataset(
         subset,
         len(keep),
         cfg,
-        locate=train.locate,
+        locate=locate,
         against_rows=against,
-        against_locations=eval_locs if against is not None else None,
+        against_locations=evals.loc if against is not None else None,
         progress=report,
     )
-    contaminated = {p.get("removed") for p in rep.get("contaminated_pairs", [])}
-    for loc in train.locate(removed):
-        drops.add("contaminated" if loc in contaminated else "duplicate", loc)
-    return np.setdiff1d(keep, removed), json.loads(json.dumps(rep, default=str))
+    removed = res.removed()
+    locs = locate(np.asarray(list(removed), dtype=np.int64))
+    for reason, loc in zip(removed.values(), locs, strict=True):
+        drops.add(reason, loc)
+    return keep[np.asarray(res.keep, dtype=bool)], res.report
 
 
-def _keep_rows(batch: Any, want: Any) -> Any:
+def _keep_rows(batch: Any, keep: Any) -> Any:
     import pyarrow as pa
 
-    return batch.filter(pa.array(resolve(want)[batch.column("g").to_numpy()]))
+    keep = resolve(keep)
+    g = batch.column("g").to_numpy()
+    pos = np.minimum(np.searchsorted(keep, g), max(len(keep) - 1, 0))
+    hit = keep[pos] == g if len(keep) else np.zeros(len(g), dtype=bool)
+    out = batch.filter(pa.array(hit))
+    return out.set_column(out.schema.get_field_index("g"), "g", pa.array(pos[hit]))
 
 
-def _only(ds: Any, want: Any) -> Any:
-    """The rows of ``ds`` whose ``g`` is set in the broadcast bool array ``want``."""
-    return ds.map_batches(_keep_rows, fn_args=(want,), batch_format="pyarrow")
+def _only(ds: Any, keep: Any) -> Any:
+    """The rows of ``ds`` whose ``g`` is in the broadcast sorted array ``keep``, with
+    ``g`` renumbered to the row's position in ``keep``."""
+    return ds.map_batches(_keep_rows, fn_args=(keep,), batch_format="pyarrow")
 
 
 def _pack_and_write(
@@ -446,8 +440,8 @@ def _pack_and_write(
     if hits:
         locs = train.locate(sel[hits])
         for p, loc in zip(hits, locs, strict=True):
-            reason, msg = tok.drops[int(sel[p])]
-            drops.add(reason, f"{loc}{msg}")
+            reason, msg, k = tok.drops[int(sel[p])]
+            drops.add(reason, f"{loc}{msg}", k)
     over_sum = tok.over[sel].sum(axis=0) if len(sel) else np.zeros(4, np.int64)
     over = Overlong(*(int(x) for x in over_sum))
 

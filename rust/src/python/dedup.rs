@@ -37,14 +37,40 @@ impl DedupProgress {
 
 #[pymethods]
 impl DedupStats {
-    /// Counters of a pass that compared nothing (dedup switched off): every row kept.
+    /// Counters built in Python: a pass that compared nothing (dedup switched off:
+    /// `rows_out` defaults to `rows_in`), or one assembled from partial passes (Ray).
     #[new]
-    #[pyo3(signature = (*, rows_in = 0))]
-    fn new(rows_in: usize) -> Self {
+    #[pyo3(signature = (
+        *, rows_in = 0, rows_out = None, empty_rows = 0, exact_removed = 0, near_clusters = 0,
+        near_removed = 0, decontaminated = 0, candidate_pairs = 0, verified_pairs = 0,
+        bands = 0, rows_per_band = 0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        rows_in: usize,
+        rows_out: Option<usize>,
+        empty_rows: usize,
+        exact_removed: usize,
+        near_clusters: usize,
+        near_removed: usize,
+        decontaminated: usize,
+        candidate_pairs: usize,
+        verified_pairs: usize,
+        bands: usize,
+        rows_per_band: usize,
+    ) -> Self {
         DedupStats {
             rows_in,
-            rows_out: rows_in,
-            ..DedupStats::default()
+            rows_out: rows_out.unwrap_or(rows_in),
+            empty_rows,
+            exact_removed,
+            near_clusters,
+            near_removed,
+            decontaminated,
+            candidate_pairs,
+            verified_pairs,
+            bands,
+            rows_per_band,
         }
     }
 
