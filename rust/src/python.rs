@@ -263,7 +263,7 @@ fn assemble_packed<'py>(
 // ---------------------------------------------------------------- chat / tokenize
 
 use crate::chat::{ChatTemplate, Conversation};
-use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, TrainOn};
+use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, MaskMethod, TrainOn};
 use crate::tokenize::TextTokenizer;
 use pyo3::types::PyAny;
 
@@ -369,9 +369,9 @@ impl PyChatEncoder {
     }
 
     /// Renders, tokenizes and masks JSON conversations. Returns (input_ids, labels,
-    /// offsets, n_trained, errors): flat int32 ids and labels (-100 untrained), int64 row
-    /// offsets (len n+1), int64 trained-token counts; a failed row is empty with its
-    /// exception in `errors`.
+    /// offsets, n_trained, errors, methods): flat int32 ids and labels (-100 untrained),
+    /// int64 row offsets (len n+1), int64 trained-token counts; a failed row is empty with
+    /// its exception in `errors`; `methods[i]` says how row i's mask was located.
     #[allow(clippy::type_complexity)]
     fn encode<'py>(
         &self,
@@ -384,6 +384,7 @@ impl PyChatEncoder {
         Bound<'py, PyArray1<i64>>,
         Bound<'py, PyArray1<i64>>,
         RowErrors,
+        Vec<&'static str>,
     )> {
         let mode: TrainOn = train_on.parse().map_err(to_py_err)?;
         let rows = py.detach(|| self.inner.encode_batch_json(&conversations, mode));
@@ -393,12 +394,14 @@ impl PyChatEncoder {
             input_ids: Vec::new(),
             labels: Vec::new(),
             n_trained: 0,
+            method: MaskMethod::None,
         };
         let rows: Vec<Encoded> = rows
             .into_iter()
             .map(|r| r.unwrap_or_else(|_| empty.clone()))
             .collect();
         let counts: Vec<i64> = rows.iter().map(|r| r.n_trained as i64).collect();
+        let methods = rows.iter().map(|r| r.method.as_str()).collect();
         let (ids, offsets) = flatten(
             py,
             rows.iter()
@@ -406,7 +409,14 @@ impl PyChatEncoder {
             n,
         );
         let (labels, _) = flatten(py, rows.into_iter().map(|r| r.labels), n);
-        Ok((ids, labels, offsets, PyArray1::from_vec(py, counts), errors))
+        Ok((
+            ids,
+            labels,
+            offsets,
+            PyArray1::from_vec(py, counts),
+            errors,
+            methods,
+        ))
     }
 
     /// The rendered text and trained spans (character offsets) of one conversation.

@@ -7,6 +7,7 @@
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
+use super::limits;
 use super::pyfmt;
 
 /// Private-use code points that wrap the output of a `{% generation %}` block while
@@ -37,7 +38,12 @@ fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
         Some(i) if i.kind() == ValueKind::String => {
             Some(i.as_str().unwrap_or_default().to_string())
         }
-        Some(i) => Some(" ".repeat(i64::try_from(i)?.max(0) as usize)),
+        Some(i) => {
+            let n = i64::try_from(i)?.max(0) as usize;
+            // Checked before allocating: tojson(indent=10**12) must not abort.
+            limits::check_json_size(limits::Shape::default(), 0, n)?;
+            Some(" ".repeat(n))
+        }
     };
     let (item_sep, key_sep) = match separators {
         Some(s) if !s.is_none() => {
@@ -60,6 +66,12 @@ fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
         key_sep,
         sort_keys: sort_keys.unwrap_or(false),
     };
+    let shape = limits::check_printable(&v)?;
+    limits::check_json_size(
+        shape,
+        opts.item_sep.len() + opts.key_sep.len(),
+        opts.indent.as_ref().map_or(0, String::len),
+    )?;
     let mut out = String::new();
     pyfmt::json_dumps(&v, &opts, 0, &mut out)?;
     Ok(Value::from(out))
@@ -70,6 +82,7 @@ fn string_filter(v: Value) -> Result<Value, Error> {
     if v.kind() == ValueKind::String {
         return Ok(v);
     }
+    limits::check_printable(&v)?;
     let mut s = String::new();
     pyfmt::py_str(&v, &mut s)?;
     Ok(Value::from(s))
@@ -180,12 +193,17 @@ fn strftime_now(fmt: String) -> Result<Value, Error> {
 }
 
 /// jinja2 prints Python objects with `str()`: `True`, `None`, `['a', 1]`.
+/// Every printed value is counted against the render's output bound, including text
+/// captured by `{% set %}` blocks and macros (which never reaches the final writer).
 fn python_formatter(out: &mut minijinja::Output, _state: &State, v: &Value) -> Result<(), Error> {
     if let Some(s) = v.as_str() {
+        limits::count_printed(s.len())?;
         return out.write_str(s).map_err(Error::from);
     }
+    limits::check_printable(v)?;
     let mut s = String::new();
     pyfmt::py_str(v, &mut s)?;
+    limits::count_printed(s.len())?;
     out.write_str(&s).map_err(Error::from)
 }
 
@@ -235,6 +253,7 @@ pub fn rewrite_generation_tags(src: &str) -> (String, bool) {
 /// The environment every chat template is compiled in.
 pub fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(limits::FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
