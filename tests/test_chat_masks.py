@@ -82,6 +82,18 @@ def _regions(hf_tok: Any, template: str, conv: list[dict[str, Any]], text: str) 
     return [range(bounds[i], bounds[i + 1]) for i in range(len(conv))]
 
 
+def _reply_position(hf_tok: Any, template: str, conv: list[dict[str, Any]], i: int) -> int:
+    """Where message i's content is printed: the render with the content replaced by a
+    marker is identical up to that point (a search for the content itself could hit a
+    role header: "t" is in "<start_of_turn>")."""
+    marker = "\u27e6REPLY\u27e7"
+    probe = [dict(m) for m in conv]
+    probe[i]["content"] = marker
+    r = _hf_render(hf_tok, template, probe)
+    assert r is not None and marker in r
+    return r.index(marker)
+
+
 def _check_masks(hf_tok: Any, smollm2_dir: Path, template: str) -> set[str]:
     """Checks every conversation the template renders; returns the mask methods used."""
     ours = ChatTokenizer(smollm2_dir / "tokenizer.json", template, dict(hf_tok.special_tokens_map))
@@ -121,9 +133,12 @@ def _check_masks(hf_tok: Any, smollm2_dir: Path, template: str) -> set[str]:
                     runs.append([t])
             decoded = [ours.decode([row["input_ids"][t] for t in run]) for run in runs]
             for i in assistants:
-                content = conv[i]["content"].strip()
-                pos = text.find(content, regions[i].start, regions[i].stop)
-                assert pos >= 0, f"{where}: reply {i} not printed in its turn"
+                raw, content = conv[i]["content"], conv[i]["content"].strip()
+                pos = _reply_position(hf_tok, template, conv, i)
+                if text.startswith(raw, pos):  # printed as given, not trimmed
+                    pos += raw.index(content)
+                assert text[pos : pos + len(content)] == content, f"{where}: reply {i}"
+                assert pos in regions[i], f"{where}: reply {i} not printed in its turn"
                 span = set(range(pos, pos + len(content)))
                 if i in selected:
                     assert span <= covered, f"{where}: reply {i} not fully trained"
