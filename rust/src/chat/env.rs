@@ -217,7 +217,8 @@ pub fn rewrite_generation_tags(src: &str) -> (String, bool) {
     while let Some(pos) = rest.find("{%") {
         out.push_str(&rest[..pos]);
         let tag = &rest[pos..];
-        let Some(end) = tag.find("%}") else {
+        // The tag's end is searched after its "{%": in "{%}" the "%}" overlaps the opener.
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             rest = "";
             break;
@@ -281,6 +282,8 @@ mod tests {
             "a{%- filter __ladle_generation %}b{% endfilter -%}c{% if x %}"
         );
         assert!(!rewrite_generation_tags("{{ x }}{% for m in y %}").1);
+        // Found by chat::fuzz: "{%}" used to slice backwards and panic.
+        assert_eq!(rewrite_generation_tags("a{%}}b").0, "a{%}}b");
     }
 
     #[test]

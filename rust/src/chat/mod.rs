@@ -12,6 +12,8 @@
 //! `[('a', 1)]` (iterating over it, as templates do, is identical).
 
 mod env;
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 mod pyfmt;
 
