@@ -209,3 +209,41 @@ def test_mask_method_is_reported(smollm2_dir: Path) -> None:
     plain = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml")
     assert plain.encode_arrays([conv, conv]).mask_method() == "prefix"
     assert plain.encode_arrays([conv], train_on="all").mask_method() == "none"
+
+
+@pytest.mark.parametrize("template", ["chatml-generation", "gemma-it"])
+def test_prep_manifest_records_the_mask_method(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    smollm2_dir: Path,
+    shared_dir: Path,
+    template: str,
+) -> None:
+    from ladle.data import prep
+    from ladle.recipe import load_recipe
+
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    if template == "gemma-it":
+        template = str(shared_dir / REFERENCE_DIR / "gemma-it.jinja")
+    rows = [
+        [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]
+        for i in range(8)
+    ]
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    body = {
+        "name": "t",
+        "model": {"base": str(smollm2_dir)},
+        "data": {
+            "datasets": [{"path": str(src)}],
+            "template": template,
+            "max_length": 128,
+            "dedup": {"enabled": False},
+        },
+    }
+    recipe.write_text(json.dumps(body))
+    manifest = prep(load_recipe(recipe)).manifest
+    want = "generation" if template == "chatml-generation" else "turn"
+    assert manifest["datasets"][0]["mask_method"] == want
+    assert manifest["train"]["examples"] == 8

@@ -178,7 +178,14 @@ def _dumps(conversation: Conversation, tools: Sequence[Any] | None) -> str:
     elif not isinstance(conversation, Mapping | Sequence) or isinstance(conversation, str):
         raise DataError(f"a conversation is a list of messages, not {type(conversation).__name__}")
     try:
-        return json.dumps(conversation, ensure_ascii=False)
+        text = json.dumps(conversation, ensure_ascii=False)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # Surrogates (a pair spelled as two code points, or a lone one) cannot cross to
+        # Rust as UTF-8; escaped, the Rust parser decodes a pair (and its guards see the
+        # character) and refuses a lone one as a DataError.
+        return json.dumps(conversation)
     except (TypeError, ValueError) as e:
         raise DataError(f"conversation is not JSON data: {e}") from e
 
