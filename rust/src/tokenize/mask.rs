@@ -306,18 +306,50 @@ impl ChatEncoder {
     /// The reply of assistant message `i` located inside its own turn, for templates whose
     /// generation prompt is not a prefix of the conversation (indented templates print
     /// layout whitespace between turns that the generation prompt renders differently):
-    /// within the message's region (see [`Self::message_region`]), skip the header the
+    /// within the message's region (between where the renders of `messages[:i]` and
+    /// `messages[:i+1]` leave the conversation, both prefixes of it up to layout
+    /// whitespace, else the row is refused), skip the header the
     /// generation prompt adds (`<start_of_turn>model`, `ASSISTANT:`), find the content
     /// (as given, else trimmed, as `| trim` templates print it) and train from there to
     /// the end of the turn, end-of-turn token included. A reply without text content
     /// (tool calls only) is trained from the end of the header.
     fn turn_span(&self, conv: &Conversation, text: &str, i: usize) -> Result<(usize, usize)> {
-        let (start, end) = self.message_region(conv, text, i)?;
+        let unplaced = || {
+            LadleError::Template(format!(
+                "chat template: cannot locate assistant message {i} in the rendered \
+                 conversation (no {{% generation %}} markers, the generation prompt is not a \
+                 prefix of the conversation, and the message's content is not printed inside \
+                 its turn); add {{% generation %}} markers to the template or use train_on: all"
+            ))
+        };
+        // The renders before and after the message must be prefixes of the conversation
+        // up to layout whitespace; otherwise the turn is not where they leave it (a
+        // template that prints the message count first) and the content could be found
+        // in another message.
+        let leaves = |r: &str| -> Result<usize> {
+            if !text.starts_with(r.trim_end()) {
+                return Err(unplaced());
+            }
+            Ok(common_prefix(r, text))
+        };
+        let before = if i == 0 {
+            String::new()
+        } else {
+            self.template.render_prefix(conv, i, false)?.text
+        };
+        let start = leaves(&before)?;
+        let end = if i + 1 == conv.messages.len() {
+            text.len()
+        } else {
+            leaves(&self.template.render_prefix(conv, i + 1, false)?.text)?
+        };
+        if start >= end {
+            return Err(unplaced());
+        }
         let turn = &text[start..end];
         let header = if i == 0 {
             None
         } else {
-            let before = self.template.render_prefix(conv, i, false)?.text;
             self.template
                 .render_prefix(conv, i, true)
                 .ok()
@@ -336,15 +368,7 @@ impl ChatEncoder {
             }
             _ => (body > 0).then_some(body),
         };
-        match found {
-            Some(p) => Ok((start + p, end)),
-            None => Err(LadleError::Template(format!(
-                "chat template: cannot locate assistant message {i} in the rendered \
-                 conversation (no {{% generation %}} markers, the generation prompt is not a \
-                 prefix of the conversation, and the message's content is not printed inside \
-                 its turn); add {{% generation %}} markers to the template or use train_on: all"
-            ))),
-        }
+        found.map(|p| (start + p, end)).ok_or_else(unplaced)
     }
 
     /// Renders, tokenizes and masks one conversation.
