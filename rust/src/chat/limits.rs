@@ -126,7 +126,10 @@ pub fn check_json_size(shape: Shape, seps: usize, indent: usize) -> Result<(), E
         ));
     }
     let per_node = seps.saturating_add(indent.saturating_mul(shape.depth) + 1);
-    let total = shape.nodes.saturating_mul(per_node).saturating_add(shape.bytes);
+    let total = shape
+        .nodes
+        .saturating_mul(per_node)
+        .saturating_add(shape.bytes);
     if total > MAX_OUTPUT {
         return Err(too_big("tojson output"));
     }
@@ -134,18 +137,10 @@ pub fn check_json_size(shape: Shape, seps: usize, indent: usize) -> Result<(), E
 }
 
 /// The writer a render writes into: fails once [`MAX_OUTPUT`] bytes are written.
+#[derive(Default)]
 pub struct CappedWriter {
     pub buf: Vec<u8>,
     pub overflowed: bool,
-}
-
-impl CappedWriter {
-    pub fn new() -> Self {
-        CappedWriter {
-            buf: Vec::new(),
-            overflowed: false,
-        }
-    }
 }
 
 impl std::io::Write for CappedWriter {

@@ -243,7 +243,7 @@ impl ChatTemplate {
             .get_template(TEMPLATE_NAME)
             .map_err(|e| template_error(&e, &self.source))?;
         limits::start_render();
-        let mut out = limits::CappedWriter::new();
+        let mut out = limits::CappedWriter::default();
         if let Err(e) = tmpl.render_captured_to(ctx, &mut out) {
             let e = if out.overflowed {
                 limits::output_overflow()
