@@ -8,6 +8,7 @@ TemplateError for the hostile row and encoded the harmless one.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -94,12 +95,26 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A word-level tokenizer.json: loads in milliseconds (these tests are about the
+    renderer, not the vocabulary)."""
+    spec = {
+        "version": "1.0",
+        "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "ok": 1}, "unk_token": "[UNK]"},
+        "pre_tokenizer": {"type": "Whitespace"},
+    }
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hostile_template_is_a_template_error(smollm2_dir: Path, case: str) -> None:
+def test_hostile_template_is_a_template_error(tiny_tokenizer: Path, case: str) -> None:
     body, expected = CASES[case]
     template = EVIL.replace("BODY", body)
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(smollm2_dir / "tokenizer.json")],
+        [sys.executable, "-c", CHILD, str(tiny_tokenizer)],
         input=template,
         capture_output=True,
         text=True,
@@ -113,3 +128,22 @@ def test_hostile_template_is_a_template_error(smollm2_dir: Path, case: str) -> N
         assert expected in line, line
         assert len(line) < 1000, "one-line error expected"
     assert "row0 True" in lines
+
+
+def test_long_real_conversations_fit_the_budgets(tiny_tokenizer: Path, shared_dir: Path) -> None:
+    # The bounds stop hostile templates, not real ones: a 4,000-message conversation
+    # renders under every reference template (40,000 do too; kept short for CI).
+    from ladle.data import ChatTokenizer
+
+    conv = []
+    for i in range(2000):
+        conv += [
+            {"role": "user", "content": f"question {i} " * 10},
+            {"role": "assistant", "content": f"answer {i} " * 10},
+        ]
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    paths = sorted((shared_dir / "reference" / "chat_templates").glob("*.jinja"))
+    assert paths
+    for path in paths:
+        tok = ChatTokenizer(tiny_tokenizer, path.read_text(), special)
+        assert tok.render(conv).count("answer 1999") == 10, path.stem
