@@ -211,6 +211,24 @@ def test_mask_method_is_reported(smollm2_dir: Path) -> None:
     assert plain.encode_arrays([conv], train_on="all").mask_method() == "none"
 
 
+def _prep_recipe(tmp_path: Path, smollm2_dir: Path, rows: list[Any], template: str) -> Path:
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+    recipe = tmp_path / "r.yaml"
+    body = {
+        "name": "t",
+        "model": {"base": str(smollm2_dir)},
+        "data": {
+            "datasets": [{"path": str(src)}],
+            "template": template,
+            "max_length": 128,
+            "dedup": {"enabled": False},
+        },
+    }
+    recipe.write_text(json.dumps(body))
+    return recipe
+
+
 @pytest.mark.parametrize("template", ["chatml-generation", "gemma-it"])
 def test_prep_manifest_records_the_mask_method(
     tmp_path: Path,
@@ -229,21 +247,32 @@ def test_prep_manifest_records_the_mask_method(
         [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]
         for i in range(8)
     ]
-    src = tmp_path / "d.jsonl"
-    src.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
-    recipe = tmp_path / "r.yaml"
-    body = {
-        "name": "t",
-        "model": {"base": str(smollm2_dir)},
-        "data": {
-            "datasets": [{"path": str(src)}],
-            "template": template,
-            "max_length": 128,
-            "dedup": {"enabled": False},
-        },
-    }
-    recipe.write_text(json.dumps(body))
-    manifest = prep(load_recipe(recipe)).manifest
+    manifest = prep(load_recipe(_prep_recipe(tmp_path, smollm2_dir, rows, template))).manifest
     want = "generation" if template == "chatml-generation" else "turn"
     assert manifest["datasets"][0]["mask_method"] == want
     assert manifest["train"]["examples"] == 8
+
+
+def test_prep_names_the_row_no_rule_can_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smollm2_dir: Path
+) -> None:
+    from ladle.data import prep
+    from ladle.recipe import load_recipe
+
+    monkeypatch.setenv("LADLE_HOME", str(tmp_path / "home"))
+    # Row 2's reply is the only one the template does not print.
+    template = (
+        "{% for m in messages %}{% if m.content != 'hidden' %}[{{ m.content }}]{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+    rows = [
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        [{"role": "user", "content": "c"}, {"role": "assistant", "content": "hidden"}],
+    ]
+    recipe = _prep_recipe(tmp_path, smollm2_dir, rows, template)
+    manifest = prep(load_recipe(recipe)).manifest
+    drop = manifest["drops"]["template_error"]
+    assert drop["count"] == 1
+    assert "d.jsonl:2" in drop["first"][0] and "assistant message 1" in drop["first"][0]
+    with pytest.raises(TemplateError, match=r"d\.jsonl:2: .*assistant message 1"):
+        prep(load_recipe(recipe, ["data.strict=true"]), force=True)

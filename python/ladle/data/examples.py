@@ -133,9 +133,9 @@ def encode_sft(
         b = enc.chat.encode_json([rows[i] for i in chat_idx], train_on=enc.train_on)
         off = b.offsets
         for k, i in enumerate(chat_idx):
-            if b.errors[k] is not None:
-                if enc.strict:
-                    raise b.errors[k]
+            if (err := b.errors[k]) is not None:
+                if enc.strict:  # same class, naming the row (file:line)
+                    raise type(err)(f"{locations[i]}: {err}") from err
                 drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
                 continue
             encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
