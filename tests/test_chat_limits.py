@@ -38,6 +38,7 @@ CASES = {
         "{% set ns = namespace() %}{% set ns.d = {'x': ns} %}{{ {'y': ns}|tojson(indent=2) }}",
         "nested deeper",
     ),
+    "debug_is_undefined": ("{{ debug() }}", "debug"),
     # tojson(indent=N) with a huge N allocated N spaces and aborted.
     "huge_indent": ("{{ messages|tojson(indent=100000000000) }}", "indent"),
     "huge_string_indent": ("{{ messages|tojson(indent=' ' * 90000000) }}", "indent"),
@@ -70,6 +71,13 @@ CASES = {
         "recursion",
     ),
 }
+
+# minijinja's filters that turn any value into text.
+for _f in ("pprint", "e", "safe", "urlencode"):
+    CASES[f"self_namespace_{_f}"] = (
+        f"{{% set ns = namespace() %}}{{% set ns.me = ns %}}{{{{ ns|{_f} }}}}",
+        "nested deeper",
+    )
 
 CHILD = textwrap.dedent(
     """

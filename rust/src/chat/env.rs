@@ -192,6 +192,28 @@ fn strftime_now(fmt: String) -> Result<Value, Error> {
     strftime(now, &fmt).map(Value::from)
 }
 
+/// minijinja's filters that turn any value into text, each behind the printable check:
+/// unguarded, a namespace that holds itself recurses until the stack overflows.
+fn guarded_escape(state: &State, v: Value) -> Result<Value, Error> {
+    limits::check_printable(&v)?;
+    minijinja::filters::escape(state, &v)
+}
+
+fn guarded_safe(v: Value) -> Result<Value, Error> {
+    limits::check_printable(&v)?;
+    Ok(minijinja::filters::safe(v.to_string()))
+}
+
+fn guarded_urlencode(v: Value) -> Result<String, Error> {
+    limits::check_printable(&v)?;
+    minijinja::filters::urlencode(&v)
+}
+
+fn guarded_pprint(v: Value) -> Result<String, Error> {
+    limits::check_printable(&v)?;
+    Ok(minijinja::filters::pprint(&v))
+}
+
 /// jinja2 prints Python objects with `str()`: `True`, `None`, `['a', 1]`.
 /// Every printed value is counted against the render's output bound, including text
 /// captured by `{% set %}` blocks and macros (which never reaches the final writer).
@@ -263,6 +285,14 @@ pub fn new_environment() -> Environment<'static> {
     env.add_filter("tojson", tojson);
     env.add_filter("string", string_filter);
     env.add_filter("__ladle_generation", generation_filter);
+    env.add_filter("escape", guarded_escape);
+    env.add_filter("e", guarded_escape);
+    env.add_filter("safe", guarded_safe);
+    env.add_filter("urlencode", guarded_urlencode);
+    env.add_filter("pprint", guarded_pprint);
+    // jinja2 (transformers' sandbox) has no debug(); minijinja's dumps the whole context,
+    // which a namespace holding itself makes endless.
+    env.remove_global("debug");
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env

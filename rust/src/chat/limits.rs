@@ -13,10 +13,13 @@
 //!   printed (including inside `{% set %}` blocks and macros) and where the final text
 //!   is written.
 //!
-//! Known gap: a template that doubles a string by repeated concatenation
-//! (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it without printing it; minijinja
-//! offers no hook on concatenation, so only the instruction budget limits the number of
-//! doublings.
+//! Known gaps (minijinja offers no hook where they happen): a template that doubles a
+//! string by repeated concatenation (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it
+//! without printing it, so only the instruction budget limits the number of doublings;
+//! and minijinja's own string conversion of a namespace that holds itself (`ns ~ ''`,
+//! `ns|upper`, `ns|trim`, `ns|indent`, `'%s'|format(ns)`...) still recurses without
+//! bound. Printing, `string`, `tojson`, `pprint`, `e`, `safe` and `urlencode` are
+//! guarded here; the rest needs a recursion guard in minijinja's `Value` display.
 
 use std::cell::Cell;
 
