@@ -229,3 +229,35 @@ def test_render_batch_and_train_key(ladle_tok: ChatTokenizer, hf_tok: Any) -> No
     row = {"messages": CONVERSATIONS["tools"], "tools": TOOLS}
     assert ladle_tok.render(row) == ladle_tok.render(CONVERSATIONS["tools"], tools=TOOLS)
     assert json.loads(json.dumps(row)) == row
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "a\U000f0002b",  # the sentinel itself
+        "a\udb80\udc02b",  # its surrogate pair, as two Python code points
+        "\U000f0003",
+    ],
+)
+def test_sentinels_cannot_forge_a_mask_boundary(smollm2_dir: Path, content: str) -> None:
+    tok = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml-generation")
+    conv = [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}]
+    with pytest.raises(DataError, match="U\\+F0002"):
+        tok.encode(conv)
+    with pytest.raises(DataError, match="U\\+F0002"):
+        tok.render([{"role": "user", "content": "x", "meta": {"k": [content]}}])
+
+
+def test_sentinel_json_escapes_are_refused(smollm2_dir: Path) -> None:
+    # Rows reach the encoder as JSON text; the guard checks the decoded strings, so an
+    # escape spelling of the sentinel (in content, a key or a tool) is refused too.
+    tok = ChatTokenizer.from_pretrained(smollm2_dir, template="chatml-generation")
+    rows = [
+        '[{"role": "user", "content": "a\\udb80\\udc02"}, {"role": "assistant", "content": "b"}]',
+        '{"messages": [{"role": "user", "content": "x"}], "tools": [{"\\udb80\\udc03": 1}]}',
+        '[{"role": "user", "content": "\\udb80"}]',  # a lone surrogate: not valid JSON text
+        '[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]',
+    ]
+    batch = tok.encode_json(rows)
+    assert [type(e).__name__ for e in batch.errors] == ["DataError"] * 3 + ["NoneType"]
+    assert batch.n_trained[3] > 0

@@ -84,6 +84,7 @@ class ChatEncoder:
         npt.NDArray[np.int64],
         npt.NDArray[np.int64],
         list[BaseException | None],
+        list[str],
     ]: ...
     def trained_spans(
         self, conversation: str, train_on: str

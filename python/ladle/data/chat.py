@@ -15,6 +15,11 @@ one, ``all`` every token; a message with ``train: False`` is never trained. A tu
 span runs from the end of the generation prompt to the end of the turn, so the
 end-of-turn token (``<|im_end|>``) is trained. Templates with ``{% generation %}``
 markers use the marked spans instead (transformers' ``return_assistant_tokens_mask``).
+Templates whose generation prompt is not a prefix of the conversation (indented ones
+such as gemma-it or vicuna) have each reply located inside its own turn: from where
+its content is printed to the end of the turn. ``EncodedBatch.mask_methods`` says which
+rule placed each row (``generation``, ``prefix``, ``turn``, or ``none`` when nothing
+was located, as with ``train_on: all``); a row no rule can place is a TemplateError.
 A token is trained when it overlaps a trained span: a token that straddles the header
 and the reply (SmolLM2 merges the header's newline with a reply's leading spaces) is
 trained, since it carries reply text. Rows with nothing to train report
@@ -24,7 +29,7 @@ trained, since it carries reply text. Rows with nothing to train report
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +41,8 @@ from ladle.errors import DataError, TemplateError, TokenizerError
 from ladle.recipe.schema import template_kind
 
 TrainOn = Literal["assistant", "last", "all"]
+MASK_METHODS = ("generation", "prefix", "turn")
+"""How a row's mask can be located, in the order they are tried (see the module doc)."""
 Conversation = Sequence[Mapping[str, Any]] | Mapping[str, Any]
 
 # The variables transformers passes to a template from the tokenizer's special tokens
@@ -90,9 +97,18 @@ class EncodedBatch:
     offsets: np.ndarray  # int64, len(rows) + 1
     n_trained: np.ndarray  # int64, trained tokens per row (0: nothing to learn)
     errors: list[BaseException | None]
+    mask_methods: list[str]  # how each row's mask was located (see the module doc)
 
     def __len__(self) -> int:
         return len(self.n_trained)
+
+    def mask_method(self) -> str:
+        """The rules that placed the masks of the rows that encoded, e.g. ``prefix`` or
+        ``prefix+turn`` (``none`` when no row located a reply): what a prep manifest
+        records per dataset."""
+        return mask_method_summary(
+            m for m, e in zip(self.mask_methods, self.errors, strict=True) if e is None
+        )
 
     def row(self, i: int) -> dict[str, list[int]]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
@@ -161,7 +177,14 @@ def _dumps(conversation: Conversation, tools: Sequence[Any] | None) -> str:
     elif not isinstance(conversation, Mapping | Sequence) or isinstance(conversation, str):
         raise DataError(f"a conversation is a list of messages, not {type(conversation).__name__}")
     try:
-        return json.dumps(conversation, ensure_ascii=False)
+        text = json.dumps(conversation, ensure_ascii=False)
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        # Surrogates (a pair spelled as two code points, or a lone one) cannot cross to
+        # Rust as UTF-8; escaped, the Rust parser decodes a pair (and its guards see the
+        # character) and refuses a lone one as a DataError.
+        return json.dumps(conversation)
     except (TypeError, ValueError) as e:
         raise DataError(f"conversation is not JSON data: {e}") from e
 
@@ -342,8 +365,8 @@ class ChatTokenizer:
 
     def encode_json(self, rows: Sequence[str], train_on: TrainOn = "assistant") -> EncodedBatch:
         """Like ``encode_arrays`` on conversations already serialized to JSON text."""
-        ids, labels, offsets, n_trained, errors = self._core.encode(list(rows), train_on)
-        return EncodedBatch(ids, labels, offsets, n_trained, errors)
+        ids, labels, offsets, n_trained, errors, methods = self._core.encode(list(rows), train_on)
+        return EncodedBatch(ids, labels, offsets, n_trained, errors, methods)
 
     # ---- plain tokenization
 
@@ -364,7 +387,17 @@ def _rebuild(path: str, template: str, special: dict[str, str], fast: bool) -> C
     return ChatTokenizer(path, template, special, fast=fast)
 
 
+def mask_method_summary(methods: Iterable[str]) -> str:
+    """Distinct mask methods joined by ``+`` in a fixed order (``none`` when empty or
+    when nothing was located)."""
+    seen = set(methods) - {"none"}
+    return "+".join(m for m in MASK_METHODS if m in seen) or "none"
+
+
 def _raise_first(errors: Sequence[BaseException | None]) -> None:
-    for e in errors:
+    for i, e in enumerate(errors):
         if e is not None:
-            raise e
+            if len(errors) == 1:
+                raise e
+            # Same class, with the row that failed, so a batch error names its row.
+            raise type(e)(f"row {i}: {e}") from e

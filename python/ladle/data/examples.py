@@ -114,11 +114,14 @@ def encode_sft(
     locations: list[str],
     drops: Drops,
     over: Overlong,
+    mask_methods: dict[int, str] | None = None,
 ) -> list[tuple[int, Ids, Ids]]:
     """Tokenize a chunk of rows (JSON text; ``kinds`` "chat" or "text") into
     ``(row index, ids, labels)`` documents.
 
     One row can give several documents (``split``) or none (a counted drop).
+    ``mask_methods``, when given, receives how each encoded chat row's loss mask was
+    located (``ChatTokenizer``'s ``EncodedBatch.mask_methods``), by row index.
     """
     chat_idx = [i for i, k in enumerate(kinds) if k == "chat"]
     text_idx = [i for i, k in enumerate(kinds) if k == "text"]
@@ -130,12 +133,14 @@ def encode_sft(
         b = enc.chat.encode_json([rows[i] for i in chat_idx], train_on=enc.train_on)
         off = b.offsets
         for k, i in enumerate(chat_idx):
-            if b.errors[k] is not None:
-                if enc.strict:
-                    raise b.errors[k]
+            if (err := b.errors[k]) is not None:
+                if enc.strict:  # same class, naming the row (file:line)
+                    raise type(err)(f"{locations[i]}: {err}") from err
                 drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
                 continue
             encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
+            if mask_methods is not None:
+                mask_methods[i] = b.mask_methods[k]
     elif chat_idx:  # any object with ChatTokenizer's encode/encode_batch signature
         parsed = {i: json.loads(rows[i]) for i in chat_idx}
         plain = [i for i in chat_idx if not parsed[i].get("tools")]

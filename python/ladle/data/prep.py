@@ -32,6 +32,7 @@ import numpy as np
 import ladle
 from ladle import _core
 from ladle._core import IGNORE_INDEX
+from ladle.data.chat import mask_method_summary
 from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft, text_encoder
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import assemble, pack
@@ -353,9 +354,12 @@ def finish(
     eval_shards = write_eval(tmp, eval_rows, evals.ds) if eval_rows else []
     rows_out = stats.pop("rows_out_by_ds")
     tokens_by_ds = stats.pop("tokens_by_ds")
+    mask_by_ds = stats.pop("mask_method_by_ds", {})
     for i, row in enumerate(per_ds):
         row.rows_out = rows_out.get(i, 0) if row.split == "train" else evals.ds.count(i)
         row.tokens = tokens_by_ds.get(i, 0)
+        if i in mask_by_ds:  # chat datasets trained by SFT: which rule placed the masks
+            row.mask_method = mask_by_ds[i]
     return PrepManifest(
         ladle_version=ladle.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -462,12 +466,16 @@ def _prep_sft(
     doc_ds: list[int] = []
     trained_total = 0
     rows_out: dict[int, int] = {}
+    mask_by_ds: dict[int, set[str]] = {}  # how each dataset's loss masks were located
     n = len(train.rows)
     with open(work / "ids.bin", "wb") as fi, open(work / "labels.bin", "wb") as fl:
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
             kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
-            docs = encode_sft(enc, train.rows[a:b], kinds, train.loc[a:b], drops, over)
+            methods: dict[int, str] = {}
+            docs = encode_sft(enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods)
+            for i, m in methods.items():
+                mask_by_ds.setdefault(train.ds[a + i], set()).add(m)
             train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
             seen = set()
             for i, ids, labels in docs:
@@ -530,6 +538,7 @@ def _prep_sft(
         "shards": shards,
         "rows_out_by_ds": rows_out,
         "tokens_by_ds": tokens_by_ds,
+        "mask_method_by_ds": {d: mask_method_summary(m) for d, m in mask_by_ds.items()},
     }
 
 

@@ -155,6 +155,11 @@ class DatasetStats(_Plain):
     bad: dict[str, DropInfo]
     rows_out: int = 0
     tokens: int = 0
+    mask_method: str | None = Field(
+        None,
+        description="how the loss mask found the replies of this chat dataset: generation "
+        "markers, the prefix rule, the turn fallback (`+` joins several)",
+    )
 
 
 class TrainStats(_Plain):

@@ -7,6 +7,7 @@
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
+use super::limits;
 use super::pyfmt;
 
 /// Private-use code points that wrap the output of a `{% generation %}` block while
@@ -37,7 +38,12 @@ fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
         Some(i) if i.kind() == ValueKind::String => {
             Some(i.as_str().unwrap_or_default().to_string())
         }
-        Some(i) => Some(" ".repeat(i64::try_from(i)?.max(0) as usize)),
+        Some(i) => {
+            let n = i64::try_from(i)?.max(0) as usize;
+            // Checked before allocating: tojson(indent=10**12) must not abort.
+            limits::check_json_size(limits::Shape::default(), 0, n)?;
+            Some(" ".repeat(n))
+        }
     };
     let (item_sep, key_sep) = match separators {
         Some(s) if !s.is_none() => {
@@ -60,6 +66,12 @@ fn tojson(v: Value, kwargs: Kwargs) -> Result<Value, Error> {
         key_sep,
         sort_keys: sort_keys.unwrap_or(false),
     };
+    let shape = limits::check_printable(&v)?;
+    limits::check_json_size(
+        shape,
+        opts.item_sep.len() + opts.key_sep.len(),
+        opts.indent.as_ref().map_or(0, String::len),
+    )?;
     let mut out = String::new();
     pyfmt::json_dumps(&v, &opts, 0, &mut out)?;
     Ok(Value::from(out))
@@ -70,6 +82,7 @@ fn string_filter(v: Value) -> Result<Value, Error> {
     if v.kind() == ValueKind::String {
         return Ok(v);
     }
+    limits::check_printable(&v)?;
     let mut s = String::new();
     pyfmt::py_str(&v, &mut s)?;
     Ok(Value::from(s))
@@ -128,13 +141,40 @@ fn strftime_now(fmt: String) -> Result<Value, Error> {
     strftime(&chrono::Local::now(), &fmt).map(Value::from)
 }
 
+/// minijinja's filters that turn any value into text, each behind the printable check:
+/// unguarded, a namespace that holds itself recurses until the stack overflows.
+fn guarded_escape(state: &State, v: Value) -> Result<Value, Error> {
+    limits::check_printable(&v)?;
+    minijinja::filters::escape(state, &v)
+}
+
+fn guarded_safe(v: Value) -> Result<Value, Error> {
+    limits::check_printable(&v)?;
+    Ok(minijinja::filters::safe(v.to_string()))
+}
+
+fn guarded_urlencode(v: Value) -> Result<String, Error> {
+    limits::check_printable(&v)?;
+    minijinja::filters::urlencode(&v)
+}
+
+fn guarded_pprint(v: Value) -> Result<String, Error> {
+    limits::check_printable(&v)?;
+    Ok(minijinja::filters::pprint(&v))
+}
+
 /// jinja2 prints Python objects with `str()`: `True`, `None`, `['a', 1]`.
+/// Every printed value is counted against the render's output bound, including text
+/// captured by `{% set %}` blocks and macros (which never reaches the final writer).
 fn python_formatter(out: &mut minijinja::Output, _state: &State, v: &Value) -> Result<(), Error> {
     if let Some(s) = v.as_str() {
+        limits::count_printed(s.len())?;
         return out.write_str(s).map_err(Error::from);
     }
+    limits::check_printable(v)?;
     let mut s = String::new();
     pyfmt::py_str(v, &mut s)?;
+    limits::count_printed(s.len())?;
     out.write_str(&s).map_err(Error::from)
 }
 
@@ -148,7 +188,8 @@ pub fn rewrite_generation_tags(src: &str) -> (String, bool) {
     while let Some(pos) = rest.find("{%") {
         out.push_str(&rest[..pos]);
         let tag = &rest[pos..];
-        let Some(end) = tag.find("%}") else {
+        // The tag's end is searched after its "{%": in "{%}" the "%}" overlaps the opener.
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             rest = "";
             break;
@@ -184,6 +225,7 @@ pub fn rewrite_generation_tags(src: &str) -> (String, bool) {
 /// The environment every chat template is compiled in.
 pub fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(limits::FUEL));
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
@@ -192,6 +234,14 @@ pub fn new_environment() -> Environment<'static> {
     env.add_filter("tojson", tojson);
     env.add_filter("string", string_filter);
     env.add_filter("__ladle_generation", generation_filter);
+    env.add_filter("escape", guarded_escape);
+    env.add_filter("e", guarded_escape);
+    env.add_filter("safe", guarded_safe);
+    env.add_filter("urlencode", guarded_urlencode);
+    env.add_filter("pprint", guarded_pprint);
+    // jinja2 (transformers' sandbox) has no debug(); minijinja's dumps the whole context,
+    // which a namespace holding itself makes endless.
+    env.remove_global("debug");
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
     env
@@ -211,6 +261,8 @@ mod tests {
             "a{%- filter __ladle_generation %}b{% endfilter -%}c{% if x %}"
         );
         assert!(!rewrite_generation_tags("{{ x }}{% for m in y %}").1);
+        // Found by chat::fuzz: "{%}" used to slice backwards and panic.
+        assert_eq!(rewrite_generation_tags("a{%}}b").0, "a{%}}b");
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! `[('a', 1)]` (iterating over it, as templates do, is identical).
 
 mod env;
+#[cfg(test)]
+mod fuzz;
+pub mod limits;
 mod pyfmt;
 
 use minijinja::value::Value;
@@ -43,13 +46,6 @@ impl Conversation {
     /// Parses one conversation: a JSON list of messages, or an object with `messages`
     /// and optional `tools` / `documents`.
     pub fn from_json(text: &str) -> Result<Self> {
-        if text.contains(env::GEN_START) || text.contains(env::GEN_END) {
-            return Err(LadleError::Data(
-                "conversation holds the private-use characters U+F0002/U+F0003 that Ladle uses \
-                 to track {% generation %} blocks"
-                    .into(),
-            ));
-        }
         let json: Json = serde_json::from_str(text)
             .map_err(|e| LadleError::Data(format!("conversation is not valid JSON: {e}")))?;
         Self::from_value(json)
@@ -57,6 +53,7 @@ impl Conversation {
 
     /// Same as [`Conversation::from_json`] on an already parsed value.
     pub fn from_value(json: Json) -> Result<Self> {
+        refuse_sentinels(&json)?;
         let (messages, tools, documents) = match json {
             Json::Array(m) => (m, Json::Null, Json::Null),
             Json::Object(mut o) => {
@@ -129,6 +126,37 @@ impl Conversation {
     }
 }
 
+/// Refuses a conversation holding the generation sentinels anywhere (keys or strings of
+/// any message, tool or document), checked on the decoded strings: a JSON escape such
+/// as `"\udb80\udc02"` decodes to U+F0002 and would otherwise forge a mask boundary.
+/// Iterative, so a deeply nested value cannot exhaust the stack.
+fn refuse_sentinels(json: &Json) -> Result<()> {
+    let forged = |s: &str| s.contains([env::GEN_START, env::GEN_END]);
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        let bad = match v {
+            Json::String(s) => forged(s),
+            Json::Array(items) => {
+                stack.extend(items);
+                false
+            }
+            Json::Object(map) => {
+                stack.extend(map.values());
+                map.keys().any(|k| forged(k))
+            }
+            _ => false,
+        };
+        if bad {
+            return Err(LadleError::Data(
+                "conversation holds the private-use characters U+F0002/U+F0003 that Ladle \
+                 uses to track {% generation %} blocks; remove them from the row"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A compiled chat template with its special-token variables.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -150,6 +178,16 @@ impl ChatTemplate {
     /// Compiles `source`. `special_tokens` are the variables transformers passes from the
     /// tokenizer's `special_tokens_map` (`bos_token`, `eos_token`, ...).
     pub fn new(source: &str, special_tokens: &[(String, String)]) -> Result<Self> {
+        // Special tokens come from a downloaded tokenizer_config.json: untrusted too.
+        if let Some((k, _)) = special_tokens
+            .iter()
+            .find(|(_, v)| v.contains([env::GEN_START, env::GEN_END]))
+        {
+            return Err(LadleError::Template(format!(
+                "special token {k} holds U+F0002/U+F0003, the characters Ladle uses to track \
+                 {{% generation %}} blocks"
+            )));
+        }
         let (rewritten, has_generation) = env::rewrite_generation_tags(source);
         let mut env = env::new_environment();
         env.add_template_owned(TEMPLATE_NAME, rewritten)
@@ -204,9 +242,19 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| template_error(&e, &self.source))?;
-        let text = tmpl
-            .render(ctx)
-            .map_err(|e| template_error(&e, &self.source))?;
+        limits::start_render();
+        let mut out = limits::CappedWriter::default();
+        if let Err(e) = tmpl.render_captured_to(ctx, &mut out) {
+            let e = if out.overflowed {
+                limits::output_overflow()
+            } else {
+                e
+            };
+            return Err(template_error(&e, &self.source));
+        }
+        // minijinja writes whole UTF-8 strings, so the bytes are valid text.
+        let text = String::from_utf8(out.buf)
+            .map_err(|e| LadleError::Template(format!("chat template: {e}")))?;
         if !self.has_generation {
             return Ok(Rendered {
                 text,
@@ -269,6 +317,13 @@ fn template_error(e: &minijinja::Error, source: &str) -> LadleError {
     };
     if let Some(msg) = detail.strip_prefix(env::RAISED) {
         return LadleError::Template(format!("{loc}: raise_exception: {msg}"));
+    }
+    if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        return LadleError::Template(format!(
+            "{loc}: the render ran past Ladle's budget of {} template instructions (a loop \
+             that never ends?) (in `{line_text}`)",
+            limits::FUEL
+        ));
     }
     let what = if detail.is_empty() {
         e.kind().to_string()
@@ -334,6 +389,22 @@ mod tests {
         let t = ChatTemplate::new("\n\n{{ messages|nosuchfilter }}", &[]).unwrap();
         let e = t.render(&conv("[]"), false).unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("nosuchfilter"), "{e}");
+    }
+
+    #[test]
+    fn sentinels_are_refused_in_any_encoding() {
+        for row in [
+            "[{\"role\":\"user\",\"content\":\"a\u{F0002}\"}]".to_string(),
+            r#"[{"role":"user","content":"a\udb80\udc02b"}]"#.to_string(),
+            r#"[{"role":"user","content":"x","meta":{"k":["\udb80\udc03"]}}]"#.to_string(),
+            r#"{"messages":[],"tools":[{"\udb80\udc02":1}]}"#.to_string(),
+        ] {
+            let e = Conversation::from_json(&row).unwrap_err();
+            assert!(matches!(e, LadleError::Data(_)), "{row}: {e}");
+        }
+        let e = ChatTemplate::new("x", &[("eos_token".into(), "\u{F0003}".into())]);
+        assert!(matches!(e, Err(LadleError::Template(_))));
+        assert!(Conversation::from_json(r#"[{"role":"user","content":"\udb80\udc01"}]"#).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use pyo3::types::PyAny;
 use super::Wrap;
 use crate::chat::{ChatTemplate, Conversation};
 use crate::error::LadleError;
-use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, TrainOn};
+use crate::tokenize::mask::{ChatEncoder as CoreChatEncoder, Encoded, MaskMethod, TrainOn};
 use crate::tokenize::TextTokenizer;
 
 /// Per-row outcome handed back to Python: the exception instance of a failed row, so
@@ -15,13 +15,14 @@ use crate::tokenize::TextTokenizer;
 type RowErrors = Vec<Option<Py<PyAny>>>;
 /// Flat int32 values and int64 row offsets.
 type FlatRows<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
-/// `(input_ids, labels, offsets, n_trained, errors)` of `ChatEncoder.encode`.
+/// `(input_ids, labels, offsets, n_trained, errors, methods)` of `ChatEncoder.encode`.
 type EncodedRows<'py> = (
     Bound<'py, PyArray1<i32>>,
     Bound<'py, PyArray1<i32>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
     RowErrors,
+    Vec<&'static str>,
 );
 
 fn row_errors<T>(py: Python<'_>, rows: &[crate::Result<T>]) -> RowErrors {
@@ -104,9 +105,10 @@ impl PyChatEncoder {
     }
 
     /// Renders, tokenizes and masks JSON conversations. Returns (input_ids, labels,
-    /// offsets, n_trained, errors): flat int32 ids and labels (IGNORE_INDEX untrained),
-    /// int64 row offsets (len n+1), int64 trained-token counts; a failed row is empty
-    /// with its exception in `errors`.
+    /// offsets, n_trained, errors, methods): flat int32 ids and labels (IGNORE_INDEX
+    /// untrained), int64 row offsets (len n+1), int64 trained-token counts; a failed row
+    /// is empty with its exception in `errors`; `methods[i]` says how row i's mask was
+    /// located (`generation`, `prefix`, `turn`, `none`).
     fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -120,12 +122,14 @@ impl PyChatEncoder {
             input_ids: Vec::new(),
             labels: Vec::new(),
             n_trained: 0,
+            method: MaskMethod::None,
         };
         let rows: Vec<Encoded> = rows
             .into_iter()
             .map(|r| r.unwrap_or_else(|_| empty.clone()))
             .collect();
         let counts: Vec<i64> = rows.iter().map(|r| r.n_trained as i64).collect();
+        let methods = rows.iter().map(|r| r.method.as_str()).collect();
         let (ids, offsets) = flatten(
             py,
             rows.iter()
@@ -133,7 +137,14 @@ impl PyChatEncoder {
             n,
         );
         let (labels, _) = flatten(py, rows.into_iter().map(|r| r.labels), n);
-        (ids, labels, offsets, PyArray1::from_vec(py, counts), errors)
+        (
+            ids,
+            labels,
+            offsets,
+            PyArray1::from_vec(py, counts),
+            errors,
+            methods,
+        )
     }
 
     /// The rendered text and trained spans (character offsets) of one conversation.
