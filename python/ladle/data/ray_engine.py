@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ladle._core import IGNORE_INDEX
+from ladle.data.chat import mask_method_summary
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
 from ladle.data.load import Drops
 from ladle.data.packing import assemble, pack
@@ -104,10 +105,12 @@ class Tokenize:
         starts, ds_arr, want = numbering
         self.numbering = (starts, ds_arr, resolve(want))
 
-    def _encode(self, rows: list[str], kinds: list[str]) -> tuple[list[Any], _Recorder, Overlong]:
+    def _encode(
+        self, rows: list[str], kinds: list[str], methods: dict[int, str] | None = None
+    ) -> tuple[list[Any], _Recorder, Overlong]:
         rec, over = _Recorder(), Overlong()
         locs = [f"\x00{i}\x00" for i in range(len(rows))]
-        return encode_sft(self.enc, rows, kinds, locs, rec, over), rec, over
+        return encode_sft(self.enc, rows, kinds, locs, rec, over, methods), rec, over
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
@@ -122,7 +125,8 @@ class Tokenize:
         kinds = [
             "text" if self.formats[d] == "text" else "chat" for d in batch.column("ds").to_pylist()
         ]
-        docs, rec, over = self._encode(rows, kinds)
+        methods: dict[int, str] = {}  # how each chat row's mask was placed
+        docs, rec, over = self._encode(rows, kinds, methods)
         n = len(rows)
         # Over-long handling is counted per occurrence of a row (weights repeat rows), so
         # it must be known per row; it is rare, so only a batch that had any re-encodes
@@ -167,6 +171,7 @@ class Tokenize:
                 "msg": pa.array([rec.events.get(i, ("", "", 0))[1] for i in range(n)]),
                 "n": pa.array([rec.events.get(i, ("", "", 0))[2] for i in range(n)], pa.int64()),
                 "over": pa.array(over_rows.tolist(), pa.list_(pa.int64())),
+                "method": pa.array([methods.get(i, "") for i in range(n)], pa.string()),
             }
         )
 
@@ -184,6 +189,7 @@ class _Tokens:
     trained: npt.NDArray[np.int64]
     over: npt.NDArray[np.int64]
     drops: dict[int, tuple[str, str, int]]  # g -> (reason, message, count)
+    methods: dict[int, str]  # g -> how its chat mask was placed (encoded chat rows only)
 
 
 def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
@@ -194,6 +200,7 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
     over = np.zeros((n, 4), dtype=np.int64)
     parts: list[tuple[Any, Any, Any]] = []
     drops: dict[int, tuple[str, str, int]] = {}
+    methods: dict[int, str] = {}
     done = 0
     report("tokenize", 0, total)
     try:
@@ -217,6 +224,9 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
             ):
                 if d:
                     drops[int(gi)] = (d, m, k)
+            for gi, how in zip(g, b.column("method").to_pylist(), strict=True):
+                if how:
+                    methods[int(gi)] = how
             done += len(g)
             report("tokenize", done, total)
     except Exception as e:
@@ -233,7 +243,7 @@ def _collect(out: Any, n: int, report: Any, total: int) -> _Tokens:
         lens[pos] = fl
         trained[pos] = ft
     names = sorted(files, key=files.__getitem__)
-    return _Tokens(names, file, offset, ndoc, doc_start, lens, trained, over, drops)
+    return _Tokens(names, file, offset, ndoc, doc_start, lens, trained, over, drops, methods)
 
 
 # --------------------------------------------------------------------------- write
@@ -501,6 +511,10 @@ def _pack_and_write(
     tokens_by_ds: dict[int, int] = {}
     for d, t in zip(doc_ds.tolist(), lens.tolist(), strict=True):
         tokens_by_ds[d] = tokens_by_ds.get(d, 0) + t
+    mask_by_ds: dict[int, set[str]] = {}  # as the local engine: over every encoded row
+    for g in np.unique(sel).tolist():
+        if (how := tok.methods.get(g)) is not None:
+            mask_by_ds.setdefault(int(train.ds_of(np.asarray([g]))[0]), set()).add(how)
     return {
         "examples": len(lens),
         "rows": rows,
@@ -513,6 +527,7 @@ def _pack_and_write(
         "shards": shards,
         "rows_out_by_ds": rows_out,
         "tokens_by_ds": tokens_by_ds,
+        "mask_method_by_ds": {d: mask_method_summary(m) for d, m in mask_by_ds.items()},
         "over": vars(over),
     }
 
