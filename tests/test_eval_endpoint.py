@@ -96,6 +96,18 @@ def test_cache_hits_skip_the_server_and_no_cache_asks_again(server):
     assert cache_key(ep, convs(1)[0], p0) != cache_key(other, convs(1)[0], p0)
 
 
+def test_streaming_measures_time_to_first_token(server):
+    url, script = server
+    script.delay_s = 0.3  # between the two chunks
+    ep = EndpointSpec(url=url, model="m", stream=True)
+    run = query(ep, convs(2), GREEDY, seed=0, use_cache=False)
+    assert run.failed == [] and run.generation.outputs == [['{"label": "a"}']] * 2
+    assert run.ttft_s is not None
+    assert (run.ttft_s < run.generation.latency_s - 0.25).all()  # first token before the rest
+    assert run.generation.prompt_tokens.tolist() == [3.0, 3.0]  # usage from the last chunk
+    assert script.requests[0]["stream"] is True
+
+
 def test_missing_usage_is_an_estimate(server):
     url, script = server
     script.usage = False
