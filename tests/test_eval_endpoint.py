@@ -87,6 +87,9 @@ def test_cache_hits_skip_the_server_and_no_cache_asks_again(server):
     assert again.cache_hits == 4 and len(script.requests) == 4
     assert again.generation.outputs == first.generation.outputs
     assert again.fresh is not None and not again.fresh.any()
+    # throughput of a cached run: recorded per-request times spread over the concurrency
+    recorded = float(first.generation.latency_s.sum()) / ep.max_concurrency
+    assert again.generation.total_s >= recorded
     query(ep, convs(4), GREEDY, seed=0, use_cache=False)
     assert len(script.requests) == 8
     # another seed or model is another request
