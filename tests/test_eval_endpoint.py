@@ -101,12 +101,16 @@ def test_cache_hits_skip_the_server_and_no_cache_asks_again(server):
 
 def test_streaming_measures_time_to_first_token(server):
     url, script = server
-    script.delay_s = 0.3  # between the two chunks
+    script.delay_s = 1.0  # between the two chunks
     ep = EndpointSpec(url=url, model="m", stream=True)
     run = query(ep, convs(2), GREEDY, seed=0, use_cache=False)
     assert run.failed == [] and run.generation.outputs == [['{"label": "a"}']] * 2
     assert run.ttft_s is not None
-    assert (run.ttft_s < run.generation.latency_s - 0.25).all()  # first token before the rest
+    lat = run.generation.latency_s
+    assert (run.ttft_s > 0).all() and (run.ttft_s <= lat).all()
+    # the first token arrives a second before the rest (on a starved CPU a client thread
+    # may wake only after both chunks, so one clear case is asked for, not every one)
+    assert (run.ttft_s < lat - 0.5).any()
     assert run.generation.prompt_tokens.tolist() == [3.0, 3.0]  # usage from the last chunk
     assert script.requests[0]["stream"] is True
 
