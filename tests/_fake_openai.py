@@ -56,6 +56,9 @@ def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
                     return
                 user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
                 answer = script.answer.replace("{user}", user)
+                if body.get("stream"):
+                    self._stream(body, answer)
+                    return
                 payload = {
                     "id": "cmpl-1",
                     "object": "chat.completion",
@@ -80,6 +83,37 @@ def make_handler(script: Script) -> type[BaseHTTPRequestHandler]:
             finally:
                 with script.lock:
                     script.in_flight -= 1
+
+        def _stream(self, body: dict, answer: str) -> None:
+            """Server-sent events: the answer in two chunks, a pause before the second, then
+            a usage chunk, as OpenAI streams with include_usage."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            half = len(answer) // 2
+            for i, piece in enumerate((answer[:half], answer[half:])):
+                if i:
+                    time.sleep(script.delay_s or 0.1)
+                chunk = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            usage = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": body["model"],
+                "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            }
+            self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+            self.wfile.flush()
+            self.close_connection = True
 
         def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
             data = json.dumps(payload).encode()

@@ -87,6 +87,9 @@ def test_cache_hits_skip_the_server_and_no_cache_asks_again(server):
     assert again.cache_hits == 4 and len(script.requests) == 4
     assert again.generation.outputs == first.generation.outputs
     assert again.fresh is not None and not again.fresh.any()
+    # throughput of a cached run: recorded per-request times spread over the concurrency
+    recorded = float(first.generation.latency_s.sum()) / ep.max_concurrency
+    assert again.generation.total_s >= recorded
     query(ep, convs(4), GREEDY, seed=0, use_cache=False)
     assert len(script.requests) == 8
     # another seed or model is another request
@@ -94,6 +97,22 @@ def test_cache_hits_skip_the_server_and_no_cache_asks_again(server):
     assert cache_key(ep, convs(1)[0], p0) != cache_key(ep, convs(1)[0], p1)
     other = ep.model_copy(update={"model": "m2"})
     assert cache_key(ep, convs(1)[0], p0) != cache_key(other, convs(1)[0], p0)
+
+
+def test_streaming_measures_time_to_first_token(server):
+    url, script = server
+    script.delay_s = 1.0  # between the two chunks
+    ep = EndpointSpec(url=url, model="m", stream=True)
+    run = query(ep, convs(2), GREEDY, seed=0, use_cache=False)
+    assert run.failed == [] and run.generation.outputs == [['{"label": "a"}']] * 2
+    assert run.ttft_s is not None
+    lat = run.generation.latency_s
+    assert (run.ttft_s > 0).all() and (run.ttft_s <= lat).all()
+    # the first token arrives a second before the rest (on a starved CPU a client thread
+    # may wake only after both chunks, so one clear case is asked for, not every one)
+    assert (run.ttft_s < lat - 0.5).any()
+    assert run.generation.prompt_tokens.tolist() == [3.0, 3.0]  # usage from the last chunk
+    assert script.requests[0]["stream"] is True
 
 
 def test_missing_usage_is_an_estimate(server):

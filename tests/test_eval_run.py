@@ -369,3 +369,8 @@ def test_regression_suite_is_gated_and_reported(workspace: Path, tmp_path: Path)
     )
     assert report.verdict == "fail" and report.exit_code == 1
     assert report.gate_failures[0].name == "[skills] contains: min 1"
+
+
+def test_cli_without_any_candidate_is_a_one_line_error(workspace: Path):
+    with pytest.raises(EvalError, match="no candidate: pass --candidate"):
+        _cli(["eval", str(workspace / "recipe.yaml")])

@@ -10,18 +10,22 @@ from typing import Any
 from ladle.commands.common import add_recipe_args, subparser
 
 EVAL_DESCRIPTION = """\
-Is the fine-tuned model better than simply prompting the base model, by how much, at
-what cost, and is the difference real?
+Is the fine-tuned model better than simply prompting a model, by how much, at what cost,
+and is the difference real?
 
-  baseline   the recipe's base model with evaluate.baseline's prompt: system prompt +
-             few-shot examples drawn by seed from the TRAIN rows (never the eval set)
+  baselines  evaluate.baseline (or the list evaluate.baselines): the recipe's base model,
+             another model, or an OpenAI-compatible endpoint, each with its own system
+             prompt + few-shot examples drawn by seed from the TRAIN rows (never eval)
   candidate  each --candidate (a run folder with adapter/ or model/, an adapter folder,
-             or a model folder) with evaluate.candidate's prompt
+             or a model folder) with evaluate.candidate's prompt; a model or endpoint
+             named in evaluate.candidate is one more
 
-Every difference gets a paired-bootstrap 95% interval (McNemar's test for binary
-metrics); evaluate.gate's conditions decide the exit code. Reports go to --output
-(default RUN_DIR/eval): report.json, report.md (also appended to $GITHUB_STEP_SUMMARY),
-junit.xml (one test case per gate condition), examples.jsonl, chart.png."""
+Every candidate is compared with each baseline: paired-bootstrap 95% intervals (McNemar's
+test for binary metrics), per-request latency p50/p95 from a separate timing pass,
+throughput, cost per 1,000 requests and the break-even volume; evaluate.suites are
+regression sets with their own gate. evaluate.gate's conditions decide the exit code.
+Reports go to --output (default RUN_DIR/eval): report.json, report.md (also appended to
+$GITHUB_STEP_SUMMARY), junit.xml, examples.jsonl, chart.png."""
 
 EVAL_EXAMPLE = """\
 ladle eval recipes/quickstart.yaml --candidate runs/quickstart-20260101-120000
@@ -123,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     candidates = [Path(c) for c in args.candidate]
+    cand = recipe.evaluate.candidate
+    if not candidates and cand.model is None and cand.endpoint is None:
+        raise EvalError(
+            "no candidate: pass --candidate RUN_DIR, or give evaluate.candidate a `model` "
+            "or `endpoint`"
+        )
     if args.output:
         output = Path(args.output)
     elif candidates:

@@ -244,6 +244,8 @@ def run_endpoint(
     ok = ~np.isnan(run.generation.latency_s)
     c.latency = run.generation.latency_s[ok & fresh]
     c.operations["throughput"]["concurrency"] = endpoint.max_concurrency
+    if run.cache_hits:
+        c.operations["throughput"]["estimated_from_cache"] = run.cache_hits
     c.operations["latency_method"] = (
         f"wall time per fresh request at concurrency {endpoint.max_concurrency} "
         f"({int((ok & fresh).sum())} requests; cached answers are not timed)"

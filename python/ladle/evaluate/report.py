@@ -194,7 +194,9 @@ def operations_md(report: EvalReport) -> list[str]:
         )
         throughput = (
             f"{tp.get('examples_per_s', math.nan):.2f} ex/s, "
-            f"{tp.get('tokens_per_s', math.nan):.1f} tok/s ({at})"
+            f"{tp.get('tokens_per_s', math.nan):.1f} tok/s ({at}"
+            + (", cached answers at their recorded times" if tp.get("estimated_from_cache") else "")
+            + ")"
         )
         req = c.operations.get("requests")
         requests = (
