@@ -77,9 +77,19 @@ def optimizer_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return groups
 
 
-def save_trained(model: Any, out: Path, adapter: str, tokenizer: Any) -> None:
+def save_trained(
+    model: Any,
+    out: Path,
+    adapter: str,
+    tokenizer: Any,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write ``adapter/`` (peft format) or ``model/`` (full weights) plus the tokenizer and
-    chat template, so the folder is usable on its own."""
-    model.save_pretrained(out, safe_serialization=True)
+    chat template, so the folder is usable on its own. ``state_dict``: the trained weights
+    gathered from sharded (FSDP) parameters."""
+    if state_dict is None:
+        model.save_pretrained(out, safe_serialization=True)
+    else:
+        model.save_pretrained(out, state_dict=state_dict, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
