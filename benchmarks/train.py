@@ -1,12 +1,21 @@
-"""Training throughput: TRL's SFTTrainer (bfd packing; padded batches) vs. Ladle's loop.
+"""Training throughput: a plain PyTorch loop, TRL's SFTTrainer (bfd packing; padded
+batches) and Ladle's loop.
 
-Same model, same LoRA, same documents (long-tailed lengths), one epoch each, bf16
+Same model, same LoRA (all linear layers), same documents, one epoch each, bf16
 autocast over fp32 weights on CPU, the same torch thread count (set and printed):
 
-  (a) trl-bfd     SFTTrainer, packing=True, packing_strategy="bfd" (padding-free rows)
-  (b) trl-padded  SFTTrainer, packing=False: right-padded batches of `--batch` documents
-  (c) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), flattened
+  (a) plain       the ceiling: no framework, a hand-written loop over the same packed
+                  micro-batches (flattened rows, per-document position_ids, no mask),
+                  full logits, F.cross_entropy, AdamW, linear schedule
+  (b) trl-bfd     SFTTrainer, packing=True, packing_strategy="bfd" (padding-free rows)
+  (c) trl-padded  SFTTrainer, packing=False: right-padded batches of `--batch` documents
+  (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), flattened
                   into micro-batches of `--batch x --max-length` tokens
+
+Data (`--data tickets`, the default): the quickstart's support tickets (natural text,
+varied phrasing and typos) rendered with SmolLM2's chat template, loss on the JSON reply
+only: a task that learns, so the held-out loss says whether the same tokens taught the
+same. `--data synthetic`: long-tailed arithmetic token runs (throughput only).
 
 Each variant runs in a fresh subprocess, so peak RSS is its own. Reported: real
 (non-pad) trained tokens per second, the ratio to Ladle, peak RSS, the mean train loss
@@ -35,7 +44,20 @@ import numpy as np
 from ladle._core import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("trl-bfd", "trl-padded", "ladle")
+VARIANTS = ("plain", "trl-bfd", "trl-padded", "ladle")
+
+
+def ticket_docs(
+    n: int, max_len: int, seed: int, model_dir: str
+) -> list[tuple[list[int], list[int]]]:
+    """Support tickets as (input_ids, labels): the chat-rendered conversation, labels on
+    the assistant's JSON reply (and its end-of-turn token) only."""
+    from ladle.data.chat import ChatTokenizer
+    from ladle.demo.tickets import generate
+
+    tok = ChatTokenizer.from_pretrained(model_dir)
+    rows = tok.encode_batch([r["messages"] for r in generate(n, seed)], train_on="assistant")
+    return [(r["input_ids"][:max_len], r["labels"][:max_len]) for r in rows]
 
 
 def make_docs(n: int, max_len: int, seed: int) -> list[tuple[list[int], list[int]]]:
@@ -92,15 +114,72 @@ def held_out_loss(model: Any, rows: list[dict[str, Any]]) -> float:
     return total / max(units, 1)
 
 
+def plain_loop(
+    args: argparse.Namespace, rows: list[dict[str, Any]], lora: dict[str, Any]
+) -> tuple[Any, list[float], float]:
+    """The ceiling: what a person writes by hand with transformers + peft and nothing else.
+    Micro-batches are the same `--batch` bfd rows Ladle gets, concatenated into one
+    padding-free row; the loss is the mean over trained tokens of each micro-batch."""
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, get_scheduler
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(
+        args.model_dir, dtype=torch.float32, attn_implementation="sdpa"
+    )
+    base.config.use_cache = False
+    cfg = LoraConfig(
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, cfg)
+    batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    sched = get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=len(batches))
+    model.train()
+    losses = []
+    t0 = time.perf_counter()
+    for group in batches:
+        ids = torch.tensor([t for r in group for t in r["input_ids"]])[None]
+        pos = torch.tensor([p for r in group for p in r["position_ids"]])[None]
+        labels = torch.tensor([t for r in group for t in r["labels"]])
+        target = torch.full_like(labels, -100)
+        target[:-1] = labels[1:]
+        target[:-1][pos[0, 1:] == 0] = -100
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
+        loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+    return model, losses, time.perf_counter() - t0
+
+
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    docs = make_docs(args.docs, args.max_length, seed=0)
-    held = bfd_rows(make_docs(max(8, args.docs // 10), args.max_length, seed=1), args.max_length)
+    if args.data == "tickets":
+        docs = ticket_docs(args.docs, args.max_length, 0, args.model_dir)
+        held_docs = ticket_docs(max(8, args.docs // 10), args.max_length, 1, args.model_dir)
+    else:
+        docs = make_docs(args.docs, args.max_length, seed=0)
+        held_docs = make_docs(max(8, args.docs // 10), args.max_length, seed=1)
+    held = bfd_rows(held_docs, args.max_length)
     tokens = sum(len(d[0]) for d in docs)
     lora = {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.0}
-    if args.one == "ladle":
+    if args.one == "plain":
+        model, losses, train_s = plain_loop(args, bfd_rows(docs, args.max_length), lora)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    elif args.one == "ladle":
         from ladle.recipe.schema import Recipe
         from ladle.train import train
 
@@ -208,6 +287,7 @@ def main() -> None:
     ap.add_argument(
         "--batch", type=int, default=8, help="rows (bfd) or documents (padded) per step"
     )
+    ap.add_argument("--data", choices=["tickets", "synthetic"], default="tickets")
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8))
@@ -233,8 +313,9 @@ def main() -> None:
         models["smollm2-135m"] = smollm2
     print(
         f"torch threads: {args.threads} (torch.set_num_threads in every variant); "
-        f"{args.docs} docs, rows of {args.max_length} tokens, {args.batch} rows/docs per step, "
-        f"LoRA r={args.lora_r}, bf16 autocast, 1 epoch"
+        f"{args.docs} {args.data} docs, rows of {args.max_length} tokens, {args.batch} "
+        f"rows/docs per step, LoRA r={args.lora_r}, bf16 autocast, 1 epoch; "
+        f"load average {os.getloadavg()[0]:.1f} at start"
     )
     for name, path in models.items():
         results = []
@@ -254,6 +335,8 @@ def main() -> None:
                 str(args.batch),
                 "--lora-r",
                 str(args.lora_r),
+                "--data",
+                args.data,
                 "--lr",
                 str(args.lr),
                 "--threads",
@@ -267,7 +350,7 @@ def main() -> None:
                 continue
             results.append(json.loads(line[0][7:]))
         ladle = next((r for r in results if r["variant"] == "ladle"), None)
-        print(f"\n{name}")
+        print(f"\n{name} (load average {os.getloadavg()[0]:.1f} at the end)")
         print(
             "| variant | steps | tokens | tokens/s | ladle / variant | peak RSS MiB "
             "| train loss (last 20%) | held-out loss |"

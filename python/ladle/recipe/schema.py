@@ -338,6 +338,12 @@ class TrainSection(Section):
         default_factory=lambda: list[Tracker](["tensorboard"]), description="Experiment trackers."
     )
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores).")
+    fsdp: bool = Field(
+        False,
+        description="Under torchrun/accelerate launch: shard weights, gradients and optimizer "
+        "state across processes (FSDP2, one unit per decoder layer) instead of DDP replicas. "
+        "For models that do not fit one device; lora, dora and full (not qlora).",
+    )
     eval_every: int = Field(
         0,
         ge=0,

@@ -8,8 +8,9 @@ Public API::
     export_run(result.run_dir, "merged/", merge=True)
 
 Modules: ``rows`` (prepared rows -> deterministic step plan), ``model`` (base loading,
-packing isolation), ``adapters`` (peft), ``sft``/``dpo`` (objectives), ``loop``,
-``checkpoint``, ``manifest``, ``distributed`` (DDP; FSDP notes), ``export``.
+packing isolation), ``adapters`` (peft), ``sft``/``dpo`` (objectives), ``loss`` (chunked
+cross-entropy over the vocabulary), ``heldout`` (eval-split rows for the held-out loss),
+``loop``, ``checkpoint``, ``manifest``, ``distributed`` (DDP, FSDP2), ``export``.
 """
 
 from ladle.train.export import export_run

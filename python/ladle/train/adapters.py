@@ -134,13 +134,22 @@ def optimizer_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     return groups
 
 
-def save_trained(model: Any, out: Path, adapter: str, tokenizer: Any) -> None:
+def save_trained(
+    model: Any,
+    out: Path,
+    adapter: str,
+    tokenizer: Any,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write ``adapter/`` (peft format) or ``model/`` (full weights) plus the tokenizer and
-    chat template, so the folder is usable on its own."""
+    chat template, so the folder is usable on its own. ``state_dict``: the trained weights
+    gathered from sharded (FSDP) parameters."""
+    kwargs: dict[str, Any] = {"safe_serialization": True}
+    if state_dict is not None:
+        kwargs["state_dict"] = state_dict
     if REFERENCE in getattr(model, "peft_config", {}):
         # Only the trained adapter: the frozen reference copy is the starting adapter.
-        model.save_pretrained(out, safe_serialization=True, selected_adapters=["default"])
-    else:
-        model.save_pretrained(out, safe_serialization=True)
+        kwargs["selected_adapters"] = ["default"]
+    model.save_pretrained(out, **kwargs)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)

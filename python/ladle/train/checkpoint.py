@@ -23,6 +23,7 @@ import torch
 
 from ladle.errors import TrainError
 from ladle.paths import atomic_dir
+from ladle.train.distributed import Dist, load_optimizer_state, load_trainable
 
 CHECKPOINTS = "checkpoints"
 
@@ -51,20 +52,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model: Any) -> dict[str, torch.Tensor]:
-    return {
-        n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
-    }
-
-
-def restore_trainable(model: Any, weights: dict[str, torch.Tensor]) -> None:
-    """Copy saved trainable weights back into a live model (keep-best, resume)."""
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-
-
 def step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"step-{step:08d}"
 
@@ -73,21 +60,22 @@ def save(
     run_dir: Path,
     step: int,
     *,
-    model: Any,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
     scheduler: Any,
     rng_states: list[dict[str, Any]],
     position: dict[str, Any],
     keep: int,
     best_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write one checkpoint atomically (rank 0 only) and prune older ones to ``keep``."""
+    """Write one checkpoint atomically (rank 0 only) and prune older ones to ``keep``.
+    ``weights``/``optimizer_state``: full tensors, gathered from all ranks under FSDP."""
     final = step_dir(run_dir, step)
     with atomic_dir(final, replace=True) as tmp:
         torch.save(
             {
-                "weights": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
+                "weights": weights,
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict(),
             },
             tmp / "state.pt",
@@ -124,7 +112,7 @@ def load_best(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def load(
-    path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int
+    path: Path, *, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any, dist: Dist
 ) -> dict[str, Any]:
     """Restore a checkpoint into live objects; returns its data position."""
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
@@ -136,13 +124,13 @@ def load(
             f"checkpoint {path} does not match this model's trainable weights "
             f"({len(weights)} saved vs {len(expected)} expected): was the recipe changed?"
         )
-    restore_trainable(model, weights)
-    optimizer.load_state_dict(state["optimizer"])
+    load_trainable(model, weights)
+    load_optimizer_state(model, optimizer, state["optimizer"], dist)
     scheduler.load_state_dict(state["scheduler"])
-    rng_file = path / f"rng-{rank}.pt"
+    rng_file = path / f"rng-{dist.rank}.pt"
     if not rng_file.is_file():
         raise TrainError(
-            f"checkpoint {path} has no RNG state for rank {rank}: resume with the "
+            f"checkpoint {path} has no RNG state for rank {dist.rank}: resume with the "
             "same number of processes"
         )
     set_rng_state(torch.load(rng_file, weights_only=True))

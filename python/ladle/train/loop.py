@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ladle.train import checkpoint
+from ladle.train import checkpoint, distributed
 from ladle.train.distributed import Dist
 from ladle.train.manifest import MetricsLog, Trackers
 from ladle.train.model import inference_mode
@@ -151,7 +151,7 @@ def run(
         result.last_eval, result.last_eval_step = out, done
         improved = result.track.update(done, out["eval_loss"], cfg.min_delta)
         if improved and cfg.keep_best:
-            result.track.best_weights = checkpoint.trainable_state(core)
+            result.track.best_weights = distributed.trainable_state(core)
         if dist.main:
             row = {"step": done, **out}
             if metrics is not None:
@@ -176,7 +176,8 @@ def run(
             loss_sum, extras = _accumulate(model, core, objective, step, dist, cfg, scaler)
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            grad_norm = float(distributed.full_tensor(norm))
             if scaler is not None:
                 scaler.step(optimizer)  # skips the step on inf/nan gradients
                 scaler.update()
@@ -265,8 +266,7 @@ def _accumulate(
     for k, mb in enumerate(mine):
         batch = objective.batch(mb.rows, cfg.device)
         last = k == len(mine) - 1
-        sync = contextlib.nullcontext() if (last or dist.world == 1) else model.no_sync()
-        with sync:
+        with distributed.no_sync(model, skip=not last and dist.world > 1):
             with autocast(cfg.device, cfg.autocast):
                 loss, more = objective.loss(model, core, batch)
             scaled = loss * scale
@@ -290,12 +290,14 @@ def _checkpoint(
     track: EvalTrack,
 ) -> None:
     rngs = dist.gather(checkpoint.rng_state())
+    weights = distributed.trainable_state(model)  # collectives under FSDP: every rank
+    optimizer_state = distributed.optimizer_state(model, optimizer, dist)
     if dist.main:
         checkpoint.save(
             cfg.run_dir,
             done,
-            model=model,
-            optimizer=optimizer,
+            weights=weights,
+            optimizer_state=optimizer_state,
             scheduler=scheduler,
             rng_states=rngs,
             position={"epoch": step.epoch, "tokens": tokens, "eval": track.position()},
@@ -315,13 +317,20 @@ def evaluate(
     with inference_mode(core):
         for step in plan:
             units += step.units
-            for mb in step.shards[dist.rank]:
-                batch = objective.batch(mb.rows, cfg.device)
+            mine = list(step.shards[dist.rank])
+            # Sharded weights are gathered by collectives in every forward: under FSDP all
+            # ranks run as many forwards as the busiest one (extra ones scored, not counted).
+            most = max(len(s) for s in step.shards) if dist.fsdp else len(mine)
+            spare = next(mb for s in step.shards for mb in s)
+            for k in range(most):
+                batch = objective.batch((mine[k] if k < len(mine) else spare).rows, cfg.device)
                 with autocast(cfg.device, cfg.autocast):
                     loss, more = objective.loss(core, core, batch)
+                if k >= len(mine):
+                    continue
                 loss_sum += float(loss)
-                for k, v in more.items():
-                    extras[k] += v
+                for key, v in more.items():
+                    extras[key] += v
     keys = sorted(extras)
     totals = dist.sum([loss_sum, *(extras[k] for k in keys)], cfg.device)
     out = {"eval_loss": totals[0] / max(units, 1)}

@@ -133,6 +133,10 @@ def output_head(core: Any) -> torch.nn.Linear | None:
     config = getattr(core, "config", None)
     if type(head) is not torch.nn.Linear or head.bias is not None:
         return None  # a peft LoRA layer on lm_head, a bias, or an unknown head
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(head.weight, DTensor):
+        return None  # FSDP: the weight is whole only inside the model's own forward
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
         return None  # Gemma 2 / Cohere post-process their logits
     return head

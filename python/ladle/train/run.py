@@ -162,7 +162,7 @@ def train(
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
     device = pick_device()
-    d = distributed.init(device)
+    d = distributed.init(device, fsdp=recipe.train.fsdp)
     try:
         final = Path(d.broadcast(str(output_dir or default_run_dir(recipe)))).resolve()
         folder = open_run_folder(final, overwrite=recipe.output.overwrite, resume=resume, d=d)
@@ -212,6 +212,11 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
     elif d.main:
         atomic_write_text(run_dir / "run.json", json.dumps(state, indent=1))
 
+    if d.fsdp and d.world > 1 and recipe.train.adapter == "qlora":
+        raise TrainError(
+            "train.fsdp with qlora is not supported: it needs bnb_4bit_quant_storage equal to "
+            "the compute dtype on GPUs, untested here; use lora/dora/full, or DDP for qlora"
+        )
     seed_everything(recipe.seed)
     base = model_mod.load_base(recipe, model_dir, device)
     core = adapters.attach(
@@ -225,6 +230,7 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
         raise TrainError("no training rows")
     total = len(plan)
     t = recipe.train
+    core = distributed.shard(core, d)  # FSDP: before the optimizer sees the parameters
     warmup = t.warmup_steps or int(np.ceil(t.warmup_ratio * total))
     optimizer = torch.optim.AdamW(adapters.optimizer_groups(core, t.weight_decay), lr=t.lr)
     from transformers import get_scheduler
@@ -236,9 +242,7 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
     track = loop.EvalTrack()
     ckpt = checkpoint.latest(run_dir) if resuming else None
     if ckpt is not None:
-        pos = checkpoint.load(
-            ckpt, model=core, optimizer=optimizer, scheduler=scheduler, rank=d.rank
-        )
+        pos = checkpoint.load(ckpt, model=core, optimizer=optimizer, scheduler=scheduler, dist=d)
         start_step, start_tokens = int(pos["step"]), int(pos["tokens"])
         ev = pos.get("eval") or {}
         track = loop.EvalTrack(
@@ -297,7 +301,7 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
         )
         done = result.stopped_early_at or total
         if t.keep_best and result.track.best_weights is not None:
-            checkpoint.restore_trainable(core, result.track.best_weights)
+            distributed.load_trainable(core, result.track.best_weights)
             done = result.track.best_step or 0
             result.last_eval = None  # re-score the restored weights below
         eval_out: dict[str, float] = {}
@@ -317,9 +321,11 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
 
     out = run_dir / ("model" if t.adapter == "full" else "adapter")
     info: dict[str, Any] = {}
+    # Under FSDP every rank takes part in gathering the weights rank 0 writes.
+    full = distributed.trainable_state(core) if d.fsdp and d.world > 1 else None
     if d.main:
         with atomic_dir(out, replace=True) as tmp:
-            adapters.save_trained(core, tmp, t.adapter, tokenizer)
+            adapters.save_trained(core, tmp, t.adapter, tokenizer, state_dict=full)
         rows = metrics.rows if metrics is not None else []
         manifest.plot_loss(rows, run_dir / "loss_curve.png", run_dir.name)
         trained = Trained(
