@@ -1,8 +1,13 @@
-"""The quickstart on the real SmolLM2, in smoke size: every stage runs, the reports
-exist and parse, and a run without training fails its gate with exit code 1.
+"""Every shipped recipe that trains and evaluates is run end to end on the real SmolLM2
+with its gate, in a scaled version that keeps its behaviour, and the verdict is asserted:
 
-The full-size figures (JSON validity, field accuracy gain, prompt-token ratio) come
-from `make demo` and are quoted in the README; here we only prove the wiring.
+- quickstart (LoRA SFT): passes its gate (exit 0); without training it fails (exit 1);
+- qlora (the same task on a 4-bit base): passes its gate, evaluated on the 4-bit base;
+- dpo (preference pairs): after a few steps the model still writes valid JSON, at least
+  as often as the prompted base (the displacement failure this recipe once had).
+
+Scaling: fewer steps of smaller micro-batches (the same learning rate and schedule), a
+shorter eval set and generation budget. The full-size figures are in the README.
 """
 
 from __future__ import annotations
@@ -10,16 +15,26 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ladle.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+RECIPES = REPO / "recipes"
+
+# The quickstart at a third of its training tokens (40 steps of one packed 512-token row
+# instead of 60 of four) still takes the model from copying its prompt to the record.
+SFT_SCALED = [
+    "train.max_steps=40",
+    "train.micro_batch_tokens=512",
+    "evaluate.limit=32",
+    "evaluate.generation.max_new_tokens=40",
+]
 
 
-def _reports_parse(report_dir: Path) -> dict:
+def _reports_parse(report_dir: Path) -> dict[str, Any]:
     report = json.loads((report_dir / "report.json").read_text())
     assert "| metric |" in (report_dir / "report.md").read_text()
     ET.parse(report_dir / "junit.xml")
@@ -29,44 +44,63 @@ def _reports_parse(report_dir: Path) -> dict:
     return report
 
 
+def _run(recipe: str, run: Path, overrides: list[str]) -> tuple[int, dict[str, Any]]:
+    code = main(["run", str(RECIPES / recipe), "--output", str(run), *overrides])
+    return code, _reports_parse(run / "eval")
+
+
 @pytest.mark.slow
-def test_quickstart_smoke_runs_every_stage(tmp_path: Path) -> None:
+def test_quickstart_passes_its_gate(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    code = main(
-        [
-            "run",
-            str(QUICKSTART),
-            "--output",
-            str(run),
-            "train.max_steps=3",
-            "evaluate.limit=24",
-            "evaluate.generation.max_new_tokens=40",
-        ]
-    )
-    assert code in (0, 1)  # three steps may or may not pass the gate; the wiring must work
+    code, report = _run("quickstart.yaml", run, SFT_SCALED)
+    assert code == 0, [g for g in report["gate"] if not g["passed"]]
+    assert report["gate_passed"] is True
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["recipe"]["name"] == "quickstart"
     assert (run / "adapter" / "adapter_config.json").is_file()
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
-    report = _reports_parse(run / "eval")
-    assert report["n_examples"] == 24
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 40
+    assert report["n_examples"] == 32
+    # The baseline's shots are recorded by row id, from the decontaminated train split.
+    assert all(s["id"] and "tickets-train.jsonl:" in s["id"] for s in report["few_shot"])
 
 
 @pytest.mark.slow
 def test_quickstart_without_training_fails_the_gate(tmp_path: Path) -> None:
     run = tmp_path / "untrained"
-    code = main(
-        [
-            "run",
-            str(QUICKSTART),
-            "--output",
-            str(run),
-            "train.max_steps=0",
-            "evaluate.limit=16",
-            "evaluate.generation.max_new_tokens=40",
-        ]
+    code, report = _run(
+        "quickstart.yaml",
+        run,
+        ["train.max_steps=0", "evaluate.limit=16", "evaluate.generation.max_new_tokens=40"],
     )
     assert code == 1
-    report = _reports_parse(run / "eval")
     assert report["gate_passed"] is False
     assert any(not g["passed"] for g in report["gate"])
+
+
+@pytest.mark.slow
+def test_qlora_recipe_passes_its_gate_on_the_4bit_base(tmp_path: Path) -> None:
+    code, report = _run("qlora.yaml", tmp_path / "run", SFT_SCALED)
+    assert code == 0, [g for g in report["gate"] if not g["passed"]]
+    assert "4-bit" in report["candidates"][0]["loaded_as"]
+
+
+@pytest.mark.slow
+def test_dpo_recipe_keeps_valid_json(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, report = _run(
+        "dpo.yaml",
+        run,
+        [
+            "train.max_steps=3",
+            "evaluate.limit=16",
+            "evaluate.generation.max_new_tokens=40",
+            # The smoke scale trains too little for the field-accuracy condition; the
+            # verdict asserted is the JSON one.
+            "evaluate.gate=[{metric: json_valid, min_gain: 0.0}]",
+        ],
+    )
+    assert code == 0, report["gate"]
+    cand = report["comparisons"][report["candidates"][0]["name"]]["json_valid"]
+    assert cand["candidate"] >= 0.9, cand
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("logps_chosen" in r for r in rows if "loss" in r)
