@@ -46,7 +46,6 @@ def dpo_recipe(model_dir: Path, *, model: dict[str, Any] | None = None, **train:
         "save_every": 0,
         "report_to": ["none"],
         "lora": {"r": 8, "alpha": 16},
-        "threads": 2,
         "dpo": {"beta": 0.5},
     }
     settings.update(train)

@@ -99,11 +99,19 @@ class ModelSource:
         return self.model_dir
 
     @property
+    def qlora(self) -> bool:
+        t = self.trained_with
+        return self.adapter_dir is not None and t is not None and t.train.adapter == "qlora"
+
+    @property
     def quantized(self) -> bool:
         """Evaluated on its 4-bit base with the adapter applied (QLoRA, not merged)."""
-        t = self.trained_with
-        qlora = self.adapter_dir is not None and t is not None and t.train.adapter == "qlora"
-        return qlora and not self.merge
+        return self.qlora and self.merge is not True
+
+    @property
+    def merged(self) -> bool:
+        default = not self.qlora  # merging a full-precision base changes nothing but speed
+        return self.adapter_dir is not None and (default if self.merge is None else self.merge)
 
     def describe(self) -> str:
         """How the model is evaluated, for the report."""
@@ -113,7 +121,9 @@ class ModelSource:
             assert self.trained_with is not None
             how = "Ladle NF4 pre-quantized" if self.trained_with.model.quantize == "nf4" else "NF4"
             return f"4-bit base ({how}, as trained) + adapter applied by peft, not merged"
-        return "adapter merged into the full-precision base"
+        if self.merged:
+            return "adapter merged into the full-precision base"
+        return "full-precision base + adapter applied by peft, not merged"
 
 
 def trained_recipe(run_dir: Path) -> Recipe | None:
@@ -208,7 +218,7 @@ def load_model(
             model = PeftModel.from_pretrained(model, source.adapter_dir)
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load adapter {source.adapter_dir}: {e}") from e
-        if not source.quantized:
+        if source.merged:
             model = model.merge_and_unload()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
