@@ -12,10 +12,12 @@
 //! - [`dedup`]: exact and MinHash near-duplicate detection.
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
 //! - [`hashing`]: content fingerprints used by the caches.
+//! - [`gguf`]: Q8_0 / Q4_0 block quantization for GGUF export, byte-identical to `gguf`.
 
 pub mod chat;
 pub mod dedup;
 pub mod error;
+pub mod gguf;
 pub mod hashing;
 pub mod load;
 pub mod nf4;

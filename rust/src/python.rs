@@ -14,6 +14,8 @@ use pyo3::exceptions::PyValueError;
 use rayon::prelude::*;
 
 use crate::error::LadleError;
+#[path = "python_gguf.rs"]
+mod python_gguf;
 
 create_exception!(
     _core,
@@ -945,5 +947,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nf4_torch_sum, m)?)?;
     m.add_function(wrap_pyfunction!(nf4_quant_state_json, m)?)?;
     m.add_function(wrap_pyfunction!(nf4_convert_checkpoint, m)?)?;
+    python_gguf::register(m)?;
     Ok(())
 }
