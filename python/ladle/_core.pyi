@@ -194,3 +194,11 @@ def assemble_packed(
     npt.NDArray[np.int32],
     npt.NDArray[np.int64],
 ]: ...
+
+# ---- gguf
+def gguf_quantize(data: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
+    """ggml ``qtype`` (``q8_0`` / ``q4_0``) blocks of a contiguous float32 vector whose
+    length is a multiple of 32; the bytes ``gguf.quants.quantize`` returns. GIL released."""
+    ...
+
+# ---- end gguf

@@ -281,6 +281,91 @@ def write_gguf(folder: str | Path, out: str | Path, *, quant: str = "f16",
     return out
 
 
+# Sentinels rendered through the real template to recover how it wraps each role.
+_S, _U, _A, _U2 = "\x01SYS\x01", "\x01USR\x01", "\x01AST\x01", "\x01US2\x01"
+
+
+def ollama_template(folder: Path) -> tuple[str, str | None, list[str]]:
+    """(Go TEMPLATE, default SYSTEM or None, stop strings) for Ollama, derived by rendering
+    probe conversations through the model's own chat template with Ladle's renderer.
+
+    Works for templates that wrap each message the same way wherever it stands (ChatML,
+    Llama 3, ...). The result is checked against the Jinja rendering of multi-turn
+    chats with and without a system message; a template it cannot reproduce is an error
+    rather than a Modelfile that formats chats differently from training.
+    """
+    from ladle.data import ChatTokenizer
+
+    ct = ChatTokenizer.from_pretrained(folder)
+
+    def render(msgs: list[tuple[str, str]], gen: bool) -> str:
+        return ct.render([{"role": r, "content": c} for r, c in msgs], add_generation_prompt=gen)
+
+    def cut(text: str, prefix: str, what: str) -> str:
+        if not text.startswith(prefix):
+            raise ValueError(f"the {what} is not the same in every turn")
+        return text[len(prefix) :]
+
+    turns = [("user", _U), ("assistant", _A), ("user", _U2)]
+    try:
+        full = render([("system", _S), *turns], True)
+        sys_pre, p1 = full.split(_S)[0], full.split(_S)[1].split(_U)[0]
+        p2, p3, p4 = full.split(_U)[1].split(_A)[0], full.split(_A)[1].split(_U2)[0], full.split(_U2)[1]
+        head, user_suf = render([("user", _U)], False).split(_U)
+        asst_pre = cut(p2, user_suf, "user suffix")
+        gen_prompt = cut(p4, user_suf, "user suffix")
+        asst_suf = render([("user", _U), ("assistant", _A)], False).split(_A)[1]
+        user_pre = cut(p3, asst_suf, "assistant suffix")
+        if not (p1.endswith(user_pre) and head.endswith(user_pre)):
+            raise ValueError("the user prefix is not the same in every turn")
+        sys_suf = p1[: len(p1) - len(user_pre)]
+        default = head[: len(head) - len(user_pre)]
+        system = cut(default, sys_pre, "system prefix")[: -len(sys_suf) or None] if default else None
+    except ValueError as e:  # also a sentinel missing from the rendering (split unpacking)
+        raise ModelError(
+            f"{folder}: cannot derive an Ollama TEMPLATE from this chat template ({e}); "
+            "export without --ollama and write the Modelfile's TEMPLATE by hand"
+        ) from e
+
+    def emulate(system: str | None, msgs: list[tuple[str, str]]) -> str:
+        text = sys_pre + system + sys_suf if system else ""
+        for r, c in msgs:
+            text += (user_pre + c + user_suf) if r == "user" else (asst_pre + c + asst_suf)
+        return text + gen_prompt
+
+    if emulate(_S, turns) != full or emulate(system, turns) != render(turns, True):
+        raise ModelError(
+            f"{folder}: the Ollama TEMPLATE derived from this chat template does not render "
+            "chats as the template does; export without --ollama and write it by hand"
+        )
+    # Plain {{ }} actions only: {{- would trim the newlines the template's text carries.
+    go = (
+        "{{ if .System }}" + sys_pre + "{{ .System }}" + sys_suf + "{{ end }}"
+        "{{ range .Messages }}"
+        '{{ if eq .Role "user" }}' + user_pre + "{{ .Content }}" + user_suf
+        + '{{ else if eq .Role "assistant" }}' + asst_pre + "{{ .Content }}" + asst_suf
+        + "{{ end }}{{ end }}" + gen_prompt
+    )
+    stops = sorted({s for s in (asst_suf.strip(), ct.eos_token or "") if s})
+    return go, system, stops
+
+
+def write_modelfile(folder: Path, gguf_path: Path) -> Path:
+    """``Modelfile`` next to ``gguf_path`` for ``ollama create NAME -f Modelfile``."""
+    from ladle.paths import atomic_write_text
+
+    go, system, stops = ollama_template(folder)
+    lines = [f"FROM ./{gguf_path.name}", f'TEMPLATE """{go}"""']
+    if system is not None:
+        lines.append(f'SYSTEM """{system}"""')
+    lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
+    # Greedy, like Ladle's evaluation, so `ollama run` answers as the report measured.
+    lines.append("PARAMETER temperature 0")
+    path = gguf_path.with_name("Modelfile")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def export_gguf(run_dir: str | Path, out: str | Path, *, quant: str = "f16",
                 ollama: bool = False, overwrite: bool = False) -> Path:
     """Merge a finished run (``ladle.train.export_run``) and write it as GGUF ``out``;
@@ -297,7 +382,5 @@ def export_gguf(run_dir: str | Path, out: str | Path, *, quant: str = "f16",
         merged = export_run(run_dir, tmp / "merged", dtype="float32")
         write_gguf(merged, out, quant=quant, overwrite=overwrite, name=Path(run_dir).name)
         if ollama:
-            from ladle.ollama import write_modelfile
-
             write_modelfile(merged, out)
     return out

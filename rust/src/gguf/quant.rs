@@ -57,6 +57,19 @@ fn roundf(n: f32) -> f32 {
     }
 }
 
+/// numpy's float-to-int cast as x86 performs it: a non-finite value (a block whose
+/// scale is subnormal has an infinite reciprocal, so its codes are inf or NaN) becomes
+/// 0. Such a block holds values below 1e-37, so any code is harmless; 0 keeps the bytes
+/// identical to the reference on x86 (ggml's C code leaves this case undefined).
+#[inline]
+fn x86_cast(v: f32) -> i32 {
+    if v.is_finite() {
+        v as i32
+    } else {
+        0
+    }
+}
+
 /// The reciprocal the reference uses: 0 for a zero scale (an all-zero block).
 #[inline]
 fn inverse(d: f32) -> f32 {
@@ -73,7 +86,7 @@ fn q8_0_block(x: &[f32], out: &mut [u8]) {
     let id = inverse(d);
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        *o = (roundf(v * id) as i8) as u8;
+        *o = (x86_cast(roundf(v * id)) as i8) as u8;
     }
 }
 
@@ -91,7 +104,7 @@ fn q4_0_block(x: &[f32], out: &mut [u8]) {
     let id = inverse(d);
     out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
     // trunc, then the cast to uint8, then the clip to 15, in that order.
-    let code = |v: f32| ((v * id + 8.5).trunc() as u8).min(15);
+    let code = |v: f32| (x86_cast((v * id + 8.5).trunc()) as u8).min(15);
     let half = BLOCK / 2;
     for j in 0..half {
         out[2 + j] = code(x[j]) | (code(x[half + j]) << 4);
@@ -171,6 +184,16 @@ mod tests {
         assert_eq!(scale(&q), 0.5); // -4 / -8
         assert_eq!(q[2 + 2] & 0x0f, 0); // -4 * 2 + 8.5 -> 0
         assert_eq!(q[2 + 5] & 0x0f, 15); // 4 * 2 + 8.5 = 16.5 -> 16 -> clipped to 15
+    }
+
+    #[test]
+    fn subnormal_scales_give_zero_codes_like_numpy_on_x86() {
+        let mut x = [3.864_264e-39f32; 32];
+        x[0] = -1.401_298e-45;
+        let q4 = quantize(&x, GgmlType::Q4_0).unwrap();
+        assert!(q4[2..].iter().all(|&b| b == 0));
+        let q8 = quantize(&x, GgmlType::Q8_0).unwrap();
+        assert!(q8[2..].iter().all(|&b| b == 0));
     }
 
     #[test]
