@@ -54,7 +54,7 @@ def blocks(draw: st.DrawFn) -> np.ndarray:
     x = draw(hnp.arrays(np.float32, n, elements=_value))
     if draw(st.booleans()):  # a tie for the largest magnitude, opposite signs
         m = np.float32(draw(st.sampled_from([1.0, 7.0, 1e30, 2.5e-3])))
-        x[: 32] = np.clip(x[:32], -m / 2, m / 2)
+        x[:32] = np.clip(x[:32], -m / 2, m / 2)
         x[draw(st.integers(0, 15))] = -m
         x[draw(st.integers(16, 31))] = m
     return x
@@ -260,3 +260,30 @@ def test_real_smollm2_q8_0_generates_like_the_float_model(
     want = greedy(ref, smollm2_dir, n=12)
     path = write_gguf(smollm2_dir, tmp_path / "s.q8_0.gguf", quant="q8_0")
     assert greedy(load_gguf(path), smollm2_dir, n=12) == want
+
+
+@pytest.mark.parametrize(
+    ("pre", "name"),
+    [
+        (
+            {
+                "type": "Sequence",
+                "pretokenizers": [
+                    {"type": "Digits", "individual_digits": True},
+                    {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+                ],
+            },
+            "smollm",
+        ),
+        ({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}, "gpt-2"),
+        ({"type": "Metaspace", "replacement": "_"}, None),
+    ],
+)
+def test_pre_tokenizer_names(pre: dict[str, object], name: str | None) -> None:
+    from ladle.gguf import _pre_tokenizer
+
+    if name is None:
+        with pytest.raises(ModelError, match=r"no llama\.cpp name"):
+            _pre_tokenizer({"pre_tokenizer": pre})
+    else:
+        assert _pre_tokenizer({"pre_tokenizer": pre}) == name

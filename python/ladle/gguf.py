@@ -44,7 +44,7 @@ SUPPORTED = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA}
 # byte-level split): llama.cpp calls it "smollm" and needs the name to split the same way.
 _SMOLLM_PRE = [
     {"type": "Digits", "individual_digits": True},
-    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
 ]
 
 
@@ -106,7 +106,11 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str) -> Any:
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     # HF stores Q/K rows as [first halves of all rotary pairs | second halves] per head;
     # llama.cpp's RoPE rotates adjacent pairs, so each head's rows are interleaved.
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def encode_tensor(data: np.ndarray, qtype: Any) -> np.ndarray:
@@ -159,12 +163,16 @@ def _load(shard: Path, key: str, gname: str, cfg: dict[str, Any]) -> np.ndarray:
 
 
 def _pre_tokenizer(tok_json: dict[str, Any]) -> str:
+    """llama.cpp's name for how this tokenizer splits text before BPE."""
     pre = tok_json.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-    if [{k: s.get(k) for k in want} for s, want in zip(steps, _SMOLLM_PRE)] == _SMOLLM_PRE:
-        if len(steps) == len(_SMOLLM_PRE):
-            return "smollm"
-    if steps == [_SMOLLM_PRE[1]] or (len(steps) == 1 and steps[0].get("type") == "ByteLevel"):
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+
+    def same(step: dict[str, Any], want: dict[str, Any]) -> bool:
+        return {k: step.get(k) for k in want} == want
+
+    if len(steps) == 2 and all(map(same, steps, _SMOLLM_PRE)):
+        return "smollm"
+    if len(steps) == 1 and same(steps[0], _SMOLLM_PRE[1]):
         return "gpt-2"
     raise ModelError(
         "tokenizer.json: this byte-level BPE pre-tokenizer has no llama.cpp name Ladle knows "
@@ -222,8 +230,14 @@ def _check_out(out: Path, overwrite: bool) -> None:
     raise ModelError(f"{out} is not a GGUF file, so --overwrite does not replace it")
 
 
-def write_gguf(folder: str | Path, out: str | Path, *, quant: str = "f16",
-               overwrite: bool = False, name: str | None = None) -> Path:
+def write_gguf(
+    folder: str | Path,
+    out: str | Path,
+    *,
+    quant: str = "f16",
+    overwrite: bool = False,
+    name: str | None = None,
+) -> Path:
     """Write the model in ``folder`` (merged HF safetensors + tokenizer) to ``out``."""
     folder, out = Path(folder), Path(out)
     if quant not in QUANTS:
@@ -264,7 +278,9 @@ def write_gguf(folder: str | Path, out: str | Path, *, quant: str = "f16",
             size, bytes_per_block = gguf.GGML_QUANT_SIZES[qtype]
             nbytes = int(np.prod(shape)) // size * bytes_per_block
             np_dtype = {Q.F32: np.float32, Q.F16: np.float16}.get(qtype, np.uint8)
-            byte_shape = shape if np_dtype != np.uint8 else gguf.quant_shape_to_byte_shape(shape, qtype)
+            byte_shape = (
+                shape if np_dtype != np.uint8 else gguf.quant_shape_to_byte_shape(shape, qtype)
+            )
             w.add_tensor_info(gname, byte_shape, np.dtype(np_dtype), nbytes, raw_dtype=qtype)
             plan.append((key, gname, shard, qtype))
         w.write_header_to_file()
@@ -310,7 +326,11 @@ def ollama_template(folder: Path) -> tuple[str, str | None, list[str]]:
     try:
         full = render([("system", _S), *turns], True)
         sys_pre, p1 = full.split(_S)[0], full.split(_S)[1].split(_U)[0]
-        p2, p3, p4 = full.split(_U)[1].split(_A)[0], full.split(_A)[1].split(_U2)[0], full.split(_U2)[1]
+        p2, p3, p4 = (
+            full.split(_U)[1].split(_A)[0],
+            full.split(_A)[1].split(_U2)[0],
+            full.split(_U2)[1],
+        )
         head, user_suf = render([("user", _U)], False).split(_U)
         asst_pre = cut(p2, user_suf, "user suffix")
         gen_prompt = cut(p4, user_suf, "user suffix")
@@ -320,7 +340,9 @@ def ollama_template(folder: Path) -> tuple[str, str | None, list[str]]:
             raise ValueError("the user prefix is not the same in every turn")
         sys_suf = p1[: len(p1) - len(user_pre)]
         default = head[: len(head) - len(user_pre)]
-        system = cut(default, sys_pre, "system prefix")[: -len(sys_suf) or None] if default else None
+        system = (
+            cut(default, sys_pre, "system prefix")[: -len(sys_suf) or None] if default else None
+        )
     except ValueError as e:  # also a sentinel missing from the rendering (split unpacking)
         raise ModelError(
             f"{folder}: cannot derive an Ollama TEMPLATE from this chat template ({e}); "
@@ -342,9 +364,16 @@ def ollama_template(folder: Path) -> tuple[str, str | None, list[str]]:
     go = (
         "{{ if .System }}" + sys_pre + "{{ .System }}" + sys_suf + "{{ end }}"
         "{{ range .Messages }}"
-        '{{ if eq .Role "user" }}' + user_pre + "{{ .Content }}" + user_suf
-        + '{{ else if eq .Role "assistant" }}' + asst_pre + "{{ .Content }}" + asst_suf
-        + "{{ end }}{{ end }}" + gen_prompt
+        '{{ if eq .Role "user" }}'
+        + user_pre
+        + "{{ .Content }}"
+        + user_suf
+        + '{{ else if eq .Role "assistant" }}'
+        + asst_pre
+        + "{{ .Content }}"
+        + asst_suf
+        + "{{ end }}{{ end }}"
+        + gen_prompt
     )
     stops = sorted({s for s in (asst_suf.strip(), ct.eos_token or "") if s})
     return go, system, stops
@@ -366,8 +395,14 @@ def write_modelfile(folder: Path, gguf_path: Path) -> Path:
     return path
 
 
-def export_gguf(run_dir: str | Path, out: str | Path, *, quant: str = "f16",
-                ollama: bool = False, overwrite: bool = False) -> Path:
+def export_gguf(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    quant: str = "f16",
+    ollama: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Merge a finished run (``ladle.train.export_run``) and write it as GGUF ``out``;
     with ``ollama``, also a ``Modelfile`` next to it."""
     from ladle.train import export_run
