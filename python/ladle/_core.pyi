@@ -32,6 +32,7 @@ __all__ = [
     "dedup_run",
     "fingerprint_bytes",
     "fingerprint_files",
+    "gguf_quantize",
     "nf4_convert_checkpoint",
     "nf4_quant_state_json",
     "nf4_quantize",
@@ -290,3 +291,11 @@ def assemble_packed(
     npt.NDArray[np.int32],
     npt.NDArray[np.int64],
 ]: ...
+
+# ---- gguf
+def gguf_quantize(data: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
+    """ggml ``qtype`` (``q8_0`` / ``q4_0``) blocks of a contiguous float32 vector whose
+    length is a multiple of 32; the bytes ``gguf.quants.quantize`` returns. GIL released."""
+    ...
+
+# ---- end gguf

@@ -15,10 +15,12 @@
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
 //! - [`hashing`]: content fingerprints used by the caches.
 //! - [`pyfloat`]: Python's `repr` of a float (chat rendering and NF4 metadata).
+//! - [`gguf`]: Q8_0 / Q4_0 block quantization for GGUF export, byte-identical to `gguf`.
 
 pub mod chat;
 pub mod dedup;
 pub mod error;
+pub mod gguf;
 pub mod hashing;
 pub mod load;
 pub mod nf4;

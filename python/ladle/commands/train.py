@@ -23,6 +23,8 @@ says output.overwrite: true.
 EXPORT_EXAMPLE = """\
 ladle export runs/support-20250101-120000 --merge merged/
 ladle export runs/support-20250101-120000 adapter-copy/     # adapter + tokenizer, no merge
+ladle export runs/support-20250101-120000 --gguf support.q8_0.gguf --quant q8_0 --ollama
+ollama create support -f Modelfile    # --ollama wrote Modelfile next to the GGUF
 """
 
 
@@ -77,6 +79,21 @@ def register(sub: Any) -> None:
         action="store_true",
         help="replace OUT if it exists (only a folder `ladle export` wrote: it holds "
         "ladle_export.json)",
+    )
+    e.add_argument(
+        "--gguf",
+        type=Path,
+        metavar="OUT.gguf",
+        help="merge and write one GGUF file for llama.cpp / Ollama (Llama architecture)",
+    )
+    e.add_argument(
+        "--quant",
+        choices=["f16", "bf16", "q8_0", "q4_0"],
+        default="f16",
+        help="GGUF tensor type (norms stay f32; with q4_0 the token embedding is q8_0)",
+    )
+    e.add_argument(
+        "--ollama", action="store_true", help="with --gguf: also write a Modelfile next to it"
     )
     e.set_defaults(func=run_export)
 
@@ -145,6 +162,20 @@ def run(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from ladle.train import export_run
 
+    if args.gguf is not None:
+        if args.merge is not None or args.out is not None:
+            raise TrainError("--gguf writes one file; give it alone, without --merge or OUT")
+        from ladle.gguf import export_gguf
+
+        gguf = export_gguf(
+            args.run_dir, args.gguf, quant=args.quant, ollama=args.ollama, overwrite=args.overwrite
+        )
+        size = gguf.stat().st_size / 2**20
+        extra = f" and {gguf.with_name('Modelfile')}" if args.ollama else ""
+        print(f"wrote {gguf} ({size:.1f} MiB, {args.quant}){extra}")
+        return 0
+    if args.ollama:
+        raise TrainError("--ollama needs --gguf OUT.gguf (Ollama reads GGUF)")
     out = args.merge or args.out
     if out is None:
         raise TrainError("give an output folder: ladle export RUN --merge OUT (or RUN OUT)")

@@ -7,6 +7,7 @@ mod chat;
 mod data;
 mod dedup;
 mod errors;
+mod gguf;
 mod nf4;
 
 use std::str::FromStr;
@@ -59,6 +60,9 @@ mod _core {
 
     #[pymodule_export]
     use crate::dedup::DedupStats;
+
+    #[pymodule_export]
+    use super::gguf::gguf_quantize;
 
     #[pymodule_export]
     use super::nf4::{

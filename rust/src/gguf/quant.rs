@@ -1,0 +1,259 @@
+//! Q8_0 and Q4_0, bit for bit as `gguf.quants` (numpy) computes them.
+//!
+//! Both formats cut a row into blocks of 32 values and store one float16 scale per
+//! block followed by the codes. Each step below mirrors one numpy expression of the
+//! reference, in float32, with no fused multiply-add: reordering or fusing a single
+//! operation changes a code in a few blocks per million, which is exactly what a
+//! byte-identity test exists to catch.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{LadleError, Result};
+
+/// Values per block in both formats.
+pub const BLOCK: usize = 32;
+
+/// The ggml block formats quantized here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GgmlType {
+    Q8_0,
+    Q4_0,
+}
+
+impl std::str::FromStr for GgmlType {
+    type Err = LadleError;
+    fn from_str(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "q8_0" => Ok(Self::Q8_0),
+            "q4_0" => Ok(Self::Q4_0),
+            other => Err(crate::error::bad_choice(
+                "GGUF block type",
+                other,
+                &["q8_0", "q4_0"],
+            )),
+        }
+    }
+}
+
+impl GgmlType {
+    /// Bytes one block of 32 values takes: the f16 scale and the codes.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 2 + BLOCK,
+            Self::Q4_0 => 2 + BLOCK / 2,
+        }
+    }
+}
+
+/// `np_roundf` of `gguf.quants`: round half away from zero, as C's `roundf`, written
+/// with floors so that numpy and this code take the same float32 steps.
+#[inline]
+fn roundf(n: f32) -> f32 {
+    let a = n.abs();
+    let floored = a.floor();
+    let b = floored + (2.0 * (a - floored)).floor();
+    if n < 0.0 {
+        -b
+    } else if n > 0.0 {
+        b
+    } else {
+        0.0 // numpy's sign(0) is 0, so -0.0 and 0.0 both give a zero code
+    }
+}
+
+/// numpy's float-to-int cast as x86 performs it: a non-finite value (a block whose
+/// scale is subnormal has an infinite reciprocal, so its codes are inf or NaN) becomes
+/// 0. Such a block holds values below 1e-37, so any code is harmless; 0 keeps the bytes
+/// identical to the reference on x86 (ggml's C code leaves this case undefined).
+#[inline]
+fn x86_cast(v: f32) -> i32 {
+    if v.is_finite() {
+        v as i32
+    } else {
+        0
+    }
+}
+
+/// The reciprocal the reference uses: 0 for a zero scale (an all-zero block).
+#[inline]
+fn inverse(d: f32) -> f32 {
+    if d == 0.0 {
+        0.0
+    } else {
+        1.0 / d
+    }
+}
+
+fn q8_0_block(x: &[f32], out: &mut [u8]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    for (o, &v) in out[2..].iter_mut().zip(x) {
+        *o = (x86_cast(roundf(v * id)) as i8) as u8;
+    }
+}
+
+fn q4_0_block(x: &[f32], out: &mut [u8]) {
+    // The value of largest magnitude keeps its sign; ties go to the first (argmax).
+    let mut max = 0.0f32;
+    let mut amax = -1.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -8.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    // trunc, then the cast to uint8, then the clip to 15, in that order.
+    let code = |v: f32| (x86_cast((v * id + 8.5).trunc()) as u8).min(15);
+    let half = BLOCK / 2;
+    for j in 0..half {
+        out[2 + j] = code(x[j]) | (code(x[half + j]) << 4);
+    }
+}
+
+/// Quantize `data` (a tensor flattened row-major; its last dimension must be a multiple
+/// of 32, so blocks never straddle rows) into `ty`'s blocks, in parallel over blocks.
+///
+/// Non-finite values are refused: the reference turns them into platform-dependent
+/// codes, and a NaN weight is a broken checkpoint the user should hear about.
+pub fn quantize(data: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
+    if data.len() % BLOCK != 0 {
+        return Err(LadleError::Quant(format!(
+            "{} values do not split into blocks of {BLOCK}",
+            data.len()
+        )));
+    }
+    if let Some(i) = data.par_iter().position_any(|v| !v.is_finite()) {
+        return Err(LadleError::Quant(format!(
+            "value {} at flat index {i} is not finite; the checkpoint is damaged",
+            data[i]
+        )));
+    }
+    let nb = ty.block_bytes();
+    let mut out = vec![0u8; data.len() / BLOCK * nb];
+    // 256 blocks per task: big enough to amortise scheduling, small enough to balance.
+    out.par_chunks_mut(nb * 256)
+        .zip(data.par_chunks(BLOCK * 256))
+        .for_each(|(o, x)| {
+            for (ob, xb) in o.chunks_exact_mut(nb).zip(x.chunks_exact(BLOCK)) {
+                match ty {
+                    GgmlType::Q8_0 => q8_0_block(xb, ob),
+                    GgmlType::Q4_0 => q4_0_block(xb, ob),
+                }
+            }
+        });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scale(block: &[u8]) -> f32 {
+        f16::from_le_bytes([block[0], block[1]]).to_f32()
+    }
+
+    #[test]
+    fn zeros_give_zero_scale_and_middle_codes() {
+        let q8 = quantize(&[0.0; 32], GgmlType::Q8_0).unwrap();
+        assert_eq!(q8, vec![0u8; 34]);
+        let q4 = quantize(&[0.0; 32], GgmlType::Q4_0).unwrap();
+        // 0 / -8 is -0.0 (so is numpy's); trunc(0 * 0 + 8.5) = 8 in both nibbles
+        assert_eq!(&q4[..2], &[0x00, 0x80]);
+        assert!(q4[2..].iter().all(|&b| b == 0x88));
+    }
+
+    #[test]
+    fn q8_0_extremes_hit_plus_minus_127() {
+        let mut x = [0.5f32; 32];
+        x[3] = -2.0;
+        x[7] = 2.0;
+        let q = quantize(&x, GgmlType::Q8_0).unwrap();
+        assert_eq!(q[2 + 3] as i8, -127);
+        assert_eq!(q[2 + 7] as i8, 127);
+        assert!((scale(&q) - 2.0 / 127.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn q4_0_ties_keep_the_first_maximum_and_its_sign() {
+        let mut x = [0.0f32; 32];
+        x[2] = -4.0;
+        x[5] = 4.0; // same magnitude, later: the scale keeps the sign of x[2]
+        let q = quantize(&x, GgmlType::Q4_0).unwrap();
+        assert_eq!(scale(&q), 0.5); // -4 / -8
+        assert_eq!(q[2 + 2] & 0x0f, 0); // -4 * 2 + 8.5 -> 0
+        assert_eq!(q[2 + 5] & 0x0f, 15); // 4 * 2 + 8.5 = 16.5 -> 16 -> clipped to 15
+    }
+
+    #[test]
+    fn subnormal_scales_give_zero_codes_like_numpy_on_x86() {
+        let mut x = [3.864_264e-39f32; 32];
+        x[0] = -f32::from_bits(1); // the smallest subnormal
+        let q4 = quantize(&x, GgmlType::Q4_0).unwrap();
+        assert!(q4[2..].iter().all(|&b| b == 0));
+        let q8 = quantize(&x, GgmlType::Q8_0).unwrap();
+        assert!(q8[2..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn roundf_rounds_half_away_from_zero() {
+        for (v, r) in [
+            (0.5, 1.0),
+            (-0.5, -1.0),
+            (1.49, 1.0),
+            (2.5, 3.0),
+            (-2.5, -3.0),
+        ] {
+            assert_eq!(roundf(v), r);
+        }
+    }
+
+    #[test]
+    fn bad_lengths_and_non_finite_values_are_errors() {
+        assert!(matches!(
+            quantize(&[1.0; 31], GgmlType::Q8_0),
+            Err(LadleError::Quant(_))
+        ));
+        let mut x = [1.0f32; 64];
+        x[40] = f32::NAN;
+        let err = quantize(&x, GgmlType::Q4_0).unwrap_err().to_string();
+        assert!(err.contains("index 40"), "{err}");
+        assert!("q5_1".parse::<GgmlType>().is_err());
+    }
+
+    proptest! {
+        /// Dequantizing gives back every value within half a step of its block's scale.
+        #[test]
+        fn q8_0_round_trip_is_within_half_a_step(
+            x in proptest::collection::vec(-1.0e4f32..1.0e4, 32..=32)
+        ) {
+            let q = quantize(&x, GgmlType::Q8_0).unwrap();
+            let d = scale(&q);
+            for (i, v) in x.iter().enumerate() {
+                let back = q[2 + i] as i8 as f32 * d;
+                // half a step plus the float16 rounding of the scale (127 steps of it)
+                prop_assert!((back - v).abs() <= 0.5 * d + 127.0 * d * 1e-3 + 1e-6);
+            }
+        }
+
+        #[test]
+        fn block_count_and_parallel_split_match_one_block_at_a_time(
+            x in proptest::collection::vec(-3.0f32..3.0, (32 * 300)..=(32 * 300))
+        ) {
+            for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+                let whole = quantize(&x, ty).unwrap();
+                let nb = ty.block_bytes();
+                prop_assert_eq!(whole.len(), 300 * nb);
+                for (b, xb) in x.chunks(32).enumerate() {
+                    prop_assert_eq!(&whole[b * nb..(b + 1) * nb], &quantize(xb, ty).unwrap()[..]);
+                }
+            }
+        }
+    }
+}
