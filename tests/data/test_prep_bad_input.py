@@ -17,7 +17,7 @@ from ladle.data.prepared import MANIFEST_VERSION, PrepManifest
 from ladle.errors import DataError
 from ladle.recipe import load_recipe
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_prep import conv, jsonl, run_prep, write_recipe
 
 prep_mod = importlib.import_module("ladle.data.prep")

@@ -37,7 +37,7 @@ def grpo_recipe(**grpo: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- rewards
 
 
-def test_reward_is_the_weighted_metric_values_from_score_metric() -> None:
+def test_reward_is_the_weighted_metric_values_from_score_metric(tmp_path: Path) -> None:
     specs = [
         RewardSpec.model_validate("json_valid"),
         RewardSpec.model_validate(
@@ -65,12 +65,9 @@ def test_reward_is_the_weighted_metric_values_from_score_metric() -> None:
     expected_total = [1 + 2 * 1.0 - 0.4, 1 + 2 * 0.5 - 0.4, 1 + 0 - 0.2, -0.8]
     np.testing.assert_allclose(total, expected_total)
     assert recorder.batch is not None
-    log = Path(__file__).parent / "_grpo_completions.tmp.jsonl"
-    try:
-        write_completions(log, 3, recorder.batch, specs)
-        lines = [json.loads(x) for x in log.read_text().splitlines()]
-    finally:
-        log.unlink(missing_ok=True)
+    log = tmp_path / "completions.jsonl"
+    write_completions(log, 3, recorder.batch, specs)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["reward"] for x in lines] == pytest.approx(expected_total)
     assert lines[1]["rewards"] == {"json_valid": 1.0, "json_field_accuracy": 0.5, "length": 4.0}
 

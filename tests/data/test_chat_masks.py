@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from ladle._core import IGNORE_INDEX
 from ladle.data import ChatTokenizer
-from ladle.data.chat import BUILTIN_TEMPLATES, IGNORE_INDEX
+from ladle.data.chat import BUILTIN_TEMPLATES
 from ladle.errors import TemplateError
 
 REFERENCE_DIR = Path("reference") / "chat_templates"
@@ -167,7 +168,7 @@ def test_builtin_templates_mask(hf_tok: Any, smollm2_dir: Path, name: str) -> No
 def _reference_names() -> list[str]:
     # Collected before fixtures run; the test itself reads through `shared_dir`, which
     # skips cleanly when ../shared is absent.
-    d = Path(__file__).resolve().parents[1].parent / "shared" / REFERENCE_DIR
+    d = Path(__file__).resolve().parents[2].parent / "shared" / REFERENCE_DIR
     return sorted(p.stem for p in d.glob("*.jinja")) if d.is_dir() else []
 
 

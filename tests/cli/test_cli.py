@@ -11,7 +11,7 @@ import pytest
 
 from ladle.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:

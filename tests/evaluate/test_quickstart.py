@@ -21,7 +21,7 @@ import pytest
 
 from ladle.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 
 # The quickstart at a third of its training tokens (40 steps of one packed 512-token row

@@ -17,7 +17,7 @@ from ladle.data import ChatTokenizer
 from ladle.data.chat import BUILTIN_TEMPLATES
 from ladle.errors import DataError, TemplateError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _shared_templates() -> Path | None:

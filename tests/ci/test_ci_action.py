@@ -16,7 +16,7 @@ import yaml
 
 from ladle.ci import COMMENT_MARKER, comment_body, verdict
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "ci" / "action.sh"
 
 QUESTIONS = ["red", "green", "blue", "amber", "violet", "teal", "olive", "coral"]

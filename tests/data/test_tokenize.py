@@ -208,7 +208,7 @@ def test_mask_matches_prefix_diff_without_markers(
 
 
 def _shared_templates() -> list[Path]:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for base in (root.parent, root.parent.parent):  # ../shared, or from a worktree
         d = base / "shared" / "reference" / "chat_templates"
         if d.is_dir():

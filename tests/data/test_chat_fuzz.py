@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ladle._core import IGNORE_INDEX
 from ladle.data import ChatTokenizer
-from ladle.data.chat import IGNORE_INDEX
 from ladle.errors import LadleError
 
 ROLES = st.sampled_from(["user", "assistant", "assistant", "system", "tool", "", "ρόλος 🤖"])

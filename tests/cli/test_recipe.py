@@ -11,7 +11,7 @@ import pytest
 from ladle.errors import RecipeError
 from ladle.recipe import json_schema, load_recipe, parse_override
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 MINIMAL = """\

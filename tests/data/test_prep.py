@@ -21,7 +21,7 @@ from ladle.data import IGNORE_INDEX, load_prepared, prep
 from ladle.errors import DataError
 from ladle.recipe import load_recipe
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # `ladle.data.prep` the attribute is the function; the module is in sys.modules.
 prep_mod = importlib.import_module("ladle.data.prep")
 
