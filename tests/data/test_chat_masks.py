@@ -250,8 +250,8 @@ def test_prep_manifest_records_the_mask_method(
     ]
     manifest = prep(load_recipe(_prep_recipe(tmp_path, smollm2_dir, rows, template))).manifest
     want = "generation" if template == "chatml-generation" else "turn"
-    assert manifest["datasets"][0]["mask_method"] == want
-    assert manifest["train"]["examples"] == 8
+    assert manifest.datasets[0].mask_method == want
+    assert manifest.train.examples == 8
 
 
 def test_prep_names_the_row_no_rule_can_place(
@@ -272,8 +272,8 @@ def test_prep_names_the_row_no_rule_can_place(
     ]
     recipe = _prep_recipe(tmp_path, smollm2_dir, rows, template)
     manifest = prep(load_recipe(recipe)).manifest
-    drop = manifest["drops"]["template_error"]
-    assert drop["count"] == 1
-    assert "d.jsonl:2" in drop["first"][0] and "assistant message 1" in drop["first"][0]
+    drop = manifest.drops["template_error"]
+    assert drop.count == 1
+    assert "d.jsonl:2" in drop.first[0] and "assistant message 1" in drop.first[0]
     with pytest.raises(TemplateError, match=r"d\.jsonl:2: .*assistant message 1"):
         prep(load_recipe(recipe, ["data.strict=true"]), force=True)

@@ -425,7 +425,7 @@ def test_ray_bands_are_the_rust_pipelines(config: dict[str, Any]) -> None:
 
     rows, _ = dedup_corpus()
     res = dedup_rows(rows[:50], config)
-    assert _bands(dedup_spec(config)) == (res.stats["bands"], res.stats["rows_per_band"])
+    assert _bands(dedup_spec(config)) == (res.stats.bands, res.stats.rows_per_band)
 
 
 def test_dataset_without_usable_rows_is_the_local_error_on_cluster(

@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,19 +519,36 @@ def _prep_sft(
     for f in work.iterdir():
         f.unlink()
     work.rmdir()
-    rows = len(bins)
-    lower = -(-total // data.max_length) if total else 0
-    edges = _edges(data.max_length)
+    return packed_stats(
+        data.max_length, lens, len(bins), trained_total, shards, doc_ds, rows_out, mask_by_ds
+    )
+
+
+def packed_stats(
+    max_length: int,
+    lens: np.ndarray,
+    rows: int,
+    trained_total: int,
+    shards: list[str],
+    doc_ds: Sequence[int],
+    rows_out: dict[int, int],
+    mask_by_ds: dict[int, set[str]],
+) -> dict[str, Any]:
+    """The train split's manifest numbers from its documents' lengths and datasets (both
+    engines: the local one and ``ray_engine``)."""
+    total = int(lens.sum())
+    lower = -(-total // max_length) if total else 0
+    edges = _edges(max_length)
     counts, _ = np.histogram(lens, bins=edges) if len(lens) else (np.zeros(len(edges) - 1), None)
     tokens_by_ds: dict[int, int] = {}
-    for d, ln in zip(doc_ds, lengths, strict=True):
-        tokens_by_ds[d] = tokens_by_ds.get(d, 0) + ln
+    for d, ln in zip(doc_ds, lens.tolist(), strict=True):
+        tokens_by_ds[int(d)] = tokens_by_ds.get(int(d), 0) + ln
     return {
         "examples": len(lens),
         "rows": rows,
         "tokens": total,
         "trained_tokens": trained_total,
-        "efficiency": total / (rows * data.max_length) if rows else 0.0,
+        "efficiency": total / (rows * max_length) if rows else 0.0,
         "lower_bound_rows": lower,
         "rows_over_lower_bound": rows - lower,
         "length_histogram": {"edges": edges, "counts": [int(c) for c in counts]},

@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 
 from ladle._core import IGNORE_INDEX
-from ladle.data.chat import mask_method_summary
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
 from ladle.data.load import Drops
 from ladle.data.packing import assemble, pack
@@ -45,12 +44,12 @@ from ladle.data.prep import (
     SHARD_TOKENS,
     _apply_weights,
     _build,
-    _edges,
     _Rows,
     check_eval_split,
     dataset_stats,
     finish,
     is_preference,
+    packed_stats,
     split_off_eval,
 )
 from ladle.data.prepared import PrepManifest, write_packed
@@ -504,32 +503,21 @@ def _pack_and_write(
             )
             shards.append(name)
         gather(refs, "write", report)
-    rows = len(bins)
-    lower = -(-total // data.max_length) if total else 0
-    edges = _edges(data.max_length)
-    hist, _ = np.histogram(lens, bins=edges) if len(lens) else (np.zeros(len(edges) - 1), None)
-    tokens_by_ds: dict[int, int] = {}
-    for d, t in zip(doc_ds.tolist(), lens.tolist(), strict=True):
-        tokens_by_ds[d] = tokens_by_ds.get(d, 0) + t
     mask_by_ds: dict[int, set[str]] = {}  # as the local engine: over every encoded row
     for g in np.unique(sel).tolist():
         if (how := tok.methods.get(g)) is not None:
             mask_by_ds.setdefault(int(train.ds_of(np.asarray([g]))[0]), set()).add(how)
-    return {
-        "examples": len(lens),
-        "rows": rows,
-        "tokens": total,
-        "trained_tokens": trained_total,
-        "efficiency": total / (rows * data.max_length) if rows else 0.0,
-        "lower_bound_rows": lower,
-        "rows_over_lower_bound": rows - lower,
-        "length_histogram": {"edges": edges, "counts": [int(c) for c in hist]},
-        "shards": shards,
-        "rows_out_by_ds": rows_out,
-        "tokens_by_ds": tokens_by_ds,
-        "mask_method_by_ds": {d: mask_method_summary(m) for d, m in mask_by_ds.items()},
-        "over": vars(over),
-    }
+    stats = packed_stats(
+        data.max_length,
+        lens,
+        len(bins),
+        trained_total,
+        shards,
+        doc_ds.tolist(),
+        rows_out,
+        mask_by_ds,
+    )
+    return {**stats, "over": vars(over)}
 
 
 def _within_row_offset(

@@ -132,7 +132,7 @@ pub struct Pair {
 /// class `ladle._core.DedupStats` (read-only attributes), so the field list exists once.
 #[cfg_attr(
     feature = "python",
-    pyo3::pyclass(get_all, frozen, module = "ladle._core")
+    pyo3::pyclass(get_all, frozen, eq, module = "ladle._core")
 )]
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DedupStats {
