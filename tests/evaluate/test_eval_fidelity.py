@@ -43,14 +43,14 @@ def test_qlora_candidate_is_evaluated_as_trained(
     seen: dict[str, torch.Tensor] = {}
     save = adapters.save_trained
 
-    def spy(model: Any, out: Path, adapter: str, tokenizer: Any) -> None:
+    def spy(model: Any, out: Path, adapter: str, tokenizer: Any, state_dict: Any = None) -> None:
         # The trained model itself, in eval mode, just before its adapter is written
         # (bitsandbytes' CPU eval kernel differs from its training path by ~2e-3, so both
         # sides must be in the same mode; the adapter's weights are not touched).
         model.eval()
         with torch.no_grad():
             seen["logits"] = model(input_ids=ids, use_cache=False).logits.float()
-        save(model, out, adapter, tokenizer)
+        save(model, out, adapter, tokenizer, state_dict)
 
     monkeypatch.setattr(adapters, "save_trained", spy)
     rows = [
