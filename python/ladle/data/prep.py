@@ -494,16 +494,7 @@ def _prep_sft(
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     total = int(offsets[-1])
-    if data.packing == "none":
-        bins = [[i] for i in range(len(lens))]
-        if data.shuffle:
-            random.Random(recipe.seed).shuffle(bins)
-    else:
-        report("pack", 0, 1)
-        bins = pack(lens, data.max_length, data.packing, recipe.seed) if len(lens) else []
-        if not data.shuffle:
-            bins.sort(key=min)
-        report("pack", 1, 1)
+    bins = plan_bins(recipe, lens, report)
     shards: list[str] = []
     if total:
         ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
@@ -522,6 +513,25 @@ def _prep_sft(
     return packed_stats(
         data.max_length, lens, len(bins), trained_total, shards, doc_ds, rows_out, mask_by_ds
     )
+
+
+def plan_bins(
+    recipe: Recipe, lens: np.ndarray, report: Callable[[str, int, int], None]
+) -> list[list[int]]:
+    """Documents per packed row, in row order (both engines): global BFD/FFD over every
+    length, or one document a row; shuffled by the seed unless ``data.shuffle`` is off."""
+    data = recipe.data
+    if data.packing == "none":
+        bins = [[i] for i in range(len(lens))]
+        if data.shuffle:
+            random.Random(recipe.seed).shuffle(bins)
+        return bins
+    report("pack", 0, 1)
+    bins = pack(lens, data.max_length, data.packing, recipe.seed) if len(lens) else []
+    if not data.shuffle:
+        bins.sort(key=min)
+    report("pack", 1, 1)
+    return bins
 
 
 def packed_stats(

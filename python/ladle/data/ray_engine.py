@@ -38,7 +38,7 @@ import numpy.typing as npt
 from ladle._core import IGNORE_INDEX
 from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
 from ladle.data.load import Drops
-from ladle.data.packing import assemble, pack
+from ladle.data.packing import assemble
 from ladle.data.prep import (
     CHUNK_ROWS,
     SHARD_TOKENS,
@@ -50,6 +50,7 @@ from ladle.data.prep import (
     finish,
     is_preference,
     packed_stats,
+    plan_bins,
     split_off_eval,
 )
 from ladle.data.prepared import PrepManifest, write_packed
@@ -469,16 +470,7 @@ def _pack_and_write(
         rows_out[int(d)] = int(c)
 
     total = int(lens.sum())
-    if data.packing == "none":
-        bins = [[i] for i in range(len(lens))]
-        if data.shuffle:
-            random.Random(recipe.seed).shuffle(bins)
-    else:
-        report("pack", 0, 1)
-        bins = pack(lens, data.max_length, data.packing, recipe.seed) if len(lens) else []
-        if not data.shuffle:
-            bins.sort(key=min)
-        report("pack", 1, 1)
+    bins = plan_bins(recipe, lens, report)
     shards: list[str] = []
     if total:
         task = ray.remote(_write_shard)
