@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from ladle import __version__
 from ladle.errors import LadleError
+from ladle.ui import quiet_dependencies
 
 # Order = order in `ladle --help`. Command modules import torch and friends lazily, in
 # the function that runs the command, so `ladle --help` and `ladle validate` stay fast.
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("LADLE_DEBUG") == "1"
+    if not debug:
+        quiet_dependencies()
     try:
         code = args.func(args)
     except LadleError as e:

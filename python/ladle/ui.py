@@ -8,7 +8,9 @@ summary table live here so commands and the pipeline share one rendering.
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +18,38 @@ from rich.console import Console
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+# Dependency messages that tell a Ladle user nothing they can act on, matched exactly so
+# that anything else they say still shows.
+_NOISE_WARNINGS = (
+    # peft asks transformers 5.x for the old attribute name on every adapter load.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+)
+_NOISE_LOGS = (
+    # bitsandbytes tries to fetch an optional CPU kernel from the Hugging Face Hub (which
+    # Ladle never reaches at run time) and falls back to its own; the fallback is used.
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward"),
+)
+
+
+def quiet_dependencies() -> None:
+    """Silence the known, harmless messages of dependencies (see ``_NOISE_*``)."""
+    for category, message in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name, prefix in _NOISE_LOGS:
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "ladle_prefix", None) == prefix for f in logger.filters):
+            logger.addFilter(_DropPrefix(prefix))
+
+
+class _DropPrefix(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.ladle_prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.ladle_prefix)
 
 
 def is_tty() -> bool:

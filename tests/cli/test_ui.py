@@ -35,3 +35,27 @@ def test_prep_summary_shows_file_names_as_text(
     text = console.export_text()
     assert "b].jsonl" in text
     assert "a[/b].jsonl:2" in text  # the malformed line's location, shown as written
+
+
+def test_quiet_dependencies_drops_only_the_known_noise(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import warnings
+
+    from ladle.ui import quiet_dependencies
+
+    quiet_dependencies()
+    quiet_dependencies()  # idempotent: one filter, not two
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert len(log.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s", "x")
+        log.warning("something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        quiet_dependencies()
+        warnings.warn(
+            "`is_gradient_checkpointing` is deprecated and will go", FutureWarning, stacklevel=1
+        )
+        warnings.warn("another deprecation", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["another deprecation"]
