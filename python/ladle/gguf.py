@@ -30,6 +30,7 @@ import gguf
 import numpy as np
 
 from ladle.errors import ModelError
+from ladle.paths import created_mode
 
 QUANTS = ("f16", "bf16", "q8_0", "q4_0")
 FILE_TYPES = {
@@ -249,6 +250,7 @@ def write_gguf(
     rope = cfg.get("rope_parameters") or {}
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{out.name}-", dir=out.parent)
+    os.fchmod(fd, created_mode(directory=False))
     os.close(fd)
     tmp = Path(tmp_name)
     try:

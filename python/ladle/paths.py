@@ -24,6 +24,29 @@ def ladle_home() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "ladle"
 
 
+def _read_umask() -> int:
+    # Linux reports it without changing it; elsewhere it can only be read by setting it.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def created_mode(*, directory: bool) -> int:
+    """The mode ``open``/``mkdir`` would give a new file or folder under the umask.
+
+    ``tempfile`` creates private (0600/0700) files and folders; an output written through
+    one is given this mode before it takes its final name, so a run folder, a prep cache
+    entry or an exported model is as readable as anything else the user writes.
+    """
+    return (0o777 if directory else 0o666) & ~_read_umask()
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` only if the block succeeds.
@@ -38,6 +61,7 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
         raise FileExistsError(f"{final} already exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
+        tmp.chmod(created_mode(directory=True))
         yield tmp
         if final.exists() and replace:
             replace_dir(tmp, final)
@@ -100,6 +124,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
+        os.fchmod(fd, created_mode(directory=False))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -116,3 +116,29 @@ def test_export_overwrite_replaces_only_its_own_output(
     assert main(["export", str(run), "--merge", str(tmp_path / "broken")]) == 2
     assert "cannot load the adapter" in capsys.readouterr().err
     assert not (tmp_path / "broken").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_outputs_get_the_umask_mode_not_tempfiles_private_one(
+    tmp_path: Path, umask: int
+) -> None:
+    """A file or folder written through a temporary one is as readable as a plain
+    ``open``/``mkdir`` would make it (tempfile's are 0600/0700)."""
+    import os
+
+    from ladle.paths import atomic_dir, atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "run.json", "{}")
+        with atomic_dir(tmp_path / "entry") as d:
+            (d / "x").write_text("y")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("")
+        (tmp_path / "plain_dir").mkdir()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "entry").stat().st_mode == (tmp_path / "plain_dir").stat().st_mode
