@@ -48,6 +48,16 @@ def created_mode(*, directory: bool) -> int:
 
 
 @contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An error creating the temporary file names the output the user asked for (the
+    temporary name means nothing to them)."""
+    try:
+        yield
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(path)) from e
+
+
+@contextlib.contextmanager
 def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` only if the block succeeds.
 
@@ -59,7 +69,8 @@ def atomic_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists() and not replace:
         raise FileExistsError(f"{final} already exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    with _naming(final):
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
         tmp.chmod(created_mode(directory=True))
         yield tmp
@@ -122,7 +133,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    with _naming(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
         os.fchmod(fd, created_mode(directory=False))
         with os.fdopen(fd, "wb") as f:

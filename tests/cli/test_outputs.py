@@ -142,3 +142,16 @@ def test_atomic_outputs_get_the_umask_mode_not_tempfiles_private_one(
     assert (tmp_path / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "entry").stat().st_mode & 0o777 == 0o777 & ~umask
     assert (tmp_path / "entry").stat().st_mode == (tmp_path / "plain_dir").stat().st_mode
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_refused_output_is_named_not_its_temporary_file(tmp_path: Path) -> None:
+    from ladle.paths import atomic_dir, atomic_write_text
+
+    # /proc refuses new files: the error must name what the user asked to write.
+    with pytest.raises(OSError) as e:
+        atomic_write_text(Path("/proc/ladle-out.json"), "{}")
+    assert e.value.filename == "/proc/ladle-out.json"
+    with pytest.raises(OSError) as e, atomic_dir(Path("/proc/ladle-out")):
+        pass
+    assert e.value.filename == "/proc/ladle-out"
