@@ -5,12 +5,12 @@ Same model, same LoRA (all linear layers), same documents, one epoch each, bf16
 autocast over fp32 weights on CPU, the same torch thread count (set and printed):
 
   (a) plain       the ceiling: no framework, a hand-written loop over the same packed
-                  micro-batches (flattened rows, per-document position_ids, no mask),
-                  full logits, F.cross_entropy, AdamW, linear schedule
+                  micro-batches (rows stacked [B, L], per-document position_ids, no
+                  mask), full logits, F.cross_entropy, AdamW, linear schedule
   (b) trl-bfd     SFTTrainer, packing=True, packing_strategy="bfd" (padding-free rows)
   (c) trl-padded  SFTTrainer, packing=False: right-padded batches of `--batch` documents
-  (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), flattened
-                  into micro-batches of `--batch x --max-length` tokens
+  (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), stacked
+                  into micro-batches of at most `--batch x --max-length` tokens
 
 Data (`--data tickets`, the default): the quickstart's support tickets (natural text,
 varied phrasing and typos) rendered with SmolLM2's chat template, loss on the JSON reply
@@ -118,8 +118,10 @@ def plain_loop(
     args: argparse.Namespace, rows: list[dict[str, Any]], lora: dict[str, Any]
 ) -> tuple[Any, list[float], float]:
     """The ceiling: what a person writes by hand with transformers + peft and nothing else.
-    Micro-batches are the same `--batch` bfd rows Ladle gets, concatenated into one
-    padding-free row; the loss is the mean over trained tokens of each micro-batch."""
+    Micro-batches are the same `--batch` bfd rows Ladle gets, stacked ``[B, L]`` (padded
+    to the longest row with a dummy document), per-document position_ids and no attention
+    mask, so sdpa keeps the documents apart; full logits; the loss is the mean over
+    trained tokens of each micro-batch."""
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
@@ -145,15 +147,22 @@ def plain_loop(
     losses = []
     t0 = time.perf_counter()
     for group in batches:
-        ids = torch.tensor([t for r in group for t in r["input_ids"]])[None]
-        pos = torch.tensor([p for r in group for p in r["position_ids"]])[None]
-        labels = torch.tensor([t for r in group for t in r["labels"]])
+        width = max(len(r["input_ids"]) for r in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        pos = torch.zeros_like(ids)
+        labels = torch.full((len(group), width), -100)
+        for j, r in enumerate(group):
+            n = len(r["input_ids"])
+            ids[j, :n] = torch.tensor(r["input_ids"])
+            pos[j, :n] = torch.tensor(r["position_ids"])
+            labels[j, :n] = torch.tensor(r["labels"])
+            pos[j, n:] = torch.arange(width - n)  # the padding: a document of its own
         target = torch.full_like(labels, -100)
-        target[:-1] = labels[1:]
-        target[:-1][pos[0, 1:] == 0] = -100
+        target[:, :-1] = labels[:, 1:]
+        target[:, :-1][pos[:, 1:] == 0] = -100
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
+            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
