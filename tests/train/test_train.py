@@ -259,6 +259,23 @@ def test_packed_document_isolated(attn: str, tiny_llama_dir: Path) -> None:
         assert (cached - alone).abs().max().item() > 1e-2
 
 
+def test_rows_stacked_except_for_varlen_attention(tiny_llama_dir: Path, rows: list) -> None:
+    """sdpa/eager get packed rows stacked [B, L]; flash-attention (varlen only within one
+    flattened row) gets them concatenated, or its documents would see each other."""
+    from ladle.train.run import _objective, _plan
+    from ladle.train.sft import PackedSFT
+
+    table = pa.Table.from_pylist(rows)
+    for attn, stacked in (("sdpa", True), ("eager", True), ("flash_attention_2", False)):
+        r = recipe(tiny_llama_dir, micro_batch_tokens=4 * MAX_LEN)
+        r.model.attn_implementation = attn
+        obj = _objective(r, table, 0)
+        assert isinstance(obj, PackedSFT) and obj.stack is stacked
+        mb = _plan(r, obj, 1, training=True)[0].shards[0][0]
+        shape = obj.batch(mb.rows, torch.device("cpu"))["input_ids"].shape
+        assert shape[0] == (len(mb.rows) if stacked else 1) and len(mb.rows) > 1
+
+
 def test_leaky_attention_refused(tiny_llama_dir: Path, rows: list, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
