@@ -5,12 +5,12 @@ Same model, same LoRA (all linear layers), same documents, one epoch each, bf16
 autocast over fp32 weights on CPU, the same torch thread count (set and printed):
 
   (a) plain       the ceiling: no framework, a hand-written loop over the same packed
-                  micro-batches (flattened rows, per-document position_ids, no mask),
-                  full logits, F.cross_entropy, AdamW, linear schedule
+                  micro-batches (rows stacked [B, L], per-document position_ids, no
+                  mask), full logits, F.cross_entropy, AdamW, linear schedule
   (b) trl-bfd     SFTTrainer, packing=True, packing_strategy="bfd" (padding-free rows)
   (c) trl-padded  SFTTrainer, packing=False: right-padded batches of `--batch` documents
-  (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), flattened
-                  into micro-batches of `--batch x --max-length` tokens
+  (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), stacked
+                  into micro-batches of at most `--batch x --max-length` tokens
 
 Data (`--data tickets`, the default): the quickstart's support tickets (natural text,
 varied phrasing and typos) rendered with SmolLM2's chat template, loss on the JSON reply
@@ -29,6 +29,7 @@ function for all three) after the same number of tokens (one epoch).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +117,16 @@ def held_out_loss(model: Any, rows: list[dict[str, Any]]) -> float:
 
 
 def plain_loop(
-    args: argparse.Namespace, rows: list[dict[str, Any]], lora: dict[str, Any]
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    lora: dict[str, Any],
+    tick: Callable[[], Any] = lambda: None,
 ) -> tuple[Any, list[float], float]:
     """The ceiling: what a person writes by hand with transformers + peft and nothing else.
-    Micro-batches are the same `--batch` bfd rows Ladle gets, concatenated into one
-    padding-free row; the loss is the mean over trained tokens of each micro-batch."""
+    Micro-batches are the same `--batch` bfd rows Ladle gets, stacked ``[B, L]`` (padded
+    to the longest row with a dummy document), per-document position_ids and no attention
+    mask, so sdpa keeps the documents apart; full logits; the loss is the mean over
+    trained tokens of each micro-batch."""
     import torch
     import torch.nn.functional as F
     from peft import LoraConfig, get_peft_model
@@ -145,22 +152,47 @@ def plain_loop(
     losses = []
     t0 = time.perf_counter()
     for group in batches:
-        ids = torch.tensor([t for r in group for t in r["input_ids"]])[None]
-        pos = torch.tensor([p for r in group for p in r["position_ids"]])[None]
-        labels = torch.tensor([t for r in group for t in r["labels"]])
+        width = max(len(r["input_ids"]) for r in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        pos = torch.zeros_like(ids)
+        labels = torch.full((len(group), width), -100)
+        for j, r in enumerate(group):
+            n = len(r["input_ids"])
+            ids[j, :n] = torch.tensor(r["input_ids"])
+            pos[j, :n] = torch.tensor(r["position_ids"])
+            labels[j, :n] = torch.tensor(r["labels"])
+            pos[j, n:] = torch.arange(width - n)  # the padding: a document of its own
         target = torch.full_like(labels, -100)
-        target[:-1] = labels[1:]
-        target[:-1][pos[0, 1:] == 0] = -100
+        target[:, :-1] = labels[:, 1:]
+        target[:, :-1][pos[:, 1:] == 0] = -100
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0]
-        loss = F.cross_entropy(logits.float(), target, ignore_index=-100)
+            logits = model(input_ids=ids, position_ids=pos, use_cache=False).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss))
+        tick()
     return model, losses, time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def profiled(steps: int) -> Iterator[tuple[Callable[[], Any], dict[str, str]]]:
+    """torch.profiler over ``steps`` optimizer steps after two (model loading and the first
+    step are left out); yields the per-step tick and, afterwards, the op table."""
+    out: dict[str, str] = {}
+    if steps <= 0:
+        yield (lambda: None), out
+        return
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    with profile(
+        activities=[ProfilerActivity.CPU], schedule=schedule(wait=1, warmup=1, active=steps)
+    ) as prof:
+        yield prof.step, out
+    out["table"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
 
 
 def run_one(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,8 +208,10 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     held = bfd_rows(held_docs, args.max_length)
     tokens = sum(len(d[0]) for d in docs)
     lora = {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.0}
+    prof = profiled(args.profile if args.one in ("plain", "ladle") else 0)
     if args.one == "plain":
-        model, losses, train_s = plain_loop(args, bfd_rows(docs, args.max_length), lora)
+        with prof as (tick, table):
+            model, losses, train_s = plain_loop(args, bfd_rows(docs, args.max_length), lora, tick)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     elif args.one == "ladle":
         from ladle.recipe.schema import Recipe
@@ -204,7 +238,14 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            res = train(recipe, rows, output_dir=Path(tmp) / "run", progress=False)
+            with prof as (tick, table):
+                res = train(
+                    recipe,
+                    rows,
+                    output_dir=Path(tmp) / "run",
+                    progress=False,
+                    on_step=lambda _info: tick(),
+                )
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the reload
             from peft import PeftModel
             from transformers import AutoModelForCausalLM
@@ -263,6 +304,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
             model = trainer.model
+        table = {}
     k = max(1, len(losses) // 5)
     return {
         "variant": args.one,
@@ -274,6 +316,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mib": peak,  # after training, before the held-out evaluation
         "final_loss": float(np.mean(losses[-k:])),
         "held_out_loss": held_out_loss(model, held),
+        "profile": table.get("table"),
     }
 
 
@@ -292,6 +335,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 8))
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="torch.profiler over this many steps of plain and ladle (after two), op table "
+        "printed; profiling slows them, so take tokens/s from a run without it",
+    )
     ap.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -341,6 +391,8 @@ def main() -> None:
                 str(args.lr),
                 "--threads",
                 str(args.threads),
+                "--profile",
+                str(args.profile),
             ]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -363,6 +415,10 @@ def main() -> None:
                 f"| {ratio} | {r['peak_rss_mib']:.0f} | {r['final_loss']:.4f} "
                 f"| {r['held_out_loss']:.4f} |"
             )
+        for r in results:
+            if r.get("profile"):
+                print(f"\n{name} {r['variant']}: where {args.profile} steps' time went\n")
+                print(r["profile"])
 
 
 if __name__ == "__main__":

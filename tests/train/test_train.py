@@ -245,9 +245,35 @@ def test_packed_document_isolated(attn: str, tiny_llama_dir: Path) -> None:
         assert whole.item() == pytest.approx(
             sum(p.item() for p in parts), abs=1e-4 * len(row["input_ids"])
         )
+        # Rows stacked [B, L] (padded, sdpa/eager) score as when concatenated into one row.
+        flat = PackedSFT(obj.tt, stack=False)
+        for o in (obj, flat):
+            b = o.batch([0, 1, 2, 3], torch.device("cpu"))
+            assert b["input_ids"].shape[0] == (4 if o.stack else 1)
+            assert int(b["keep"].sum()) == int(o.units[[0, 1, 2, 3]].sum())
+        stacked = obj.loss(model, model, obj.batch([0, 1, 2, 3], torch.device("cpu")))[0]
+        joined = flat.loss(model, model, flat.batch([0, 1, 2, 3], torch.device("cpu")))[0]
+        assert stacked.item() == pytest.approx(joined.item(), abs=1e-4 * len(row["input_ids"]))
         # With the KV cache on, transformers skips the packed-sequence mask: documents leak.
         cached = model(input_ids=ids, position_ids=pos, use_cache=True).logits[0, n0 : n0 + n1]
         assert (cached - alone).abs().max().item() > 1e-2
+
+
+def test_rows_stacked_except_for_varlen_attention(tiny_llama_dir: Path, rows: list) -> None:
+    """sdpa/eager get packed rows stacked [B, L]; flash-attention (varlen only within one
+    flattened row) gets them concatenated, or its documents would see each other."""
+    from ladle.train.run import _objective, _plan
+    from ladle.train.sft import PackedSFT
+
+    table = pa.Table.from_pylist(rows)
+    for attn, stacked in (("sdpa", True), ("eager", True), ("flash_attention_2", False)):
+        r = recipe(tiny_llama_dir, micro_batch_tokens=4 * MAX_LEN)
+        r.model.attn_implementation = attn
+        obj = _objective(r, table, 0)
+        assert isinstance(obj, PackedSFT) and obj.stack is stacked
+        mb = _plan(r, obj, 1, training=True)[0].shards[0][0]
+        shape = obj.batch(mb.rows, torch.device("cpu"))["input_ids"].shape
+        assert shape[0] == (len(mb.rows) if stacked else 1) and len(mb.rows) > 1
 
 
 def test_leaky_attention_refused(tiny_llama_dir: Path, rows: list, tmp_path: Path) -> None:
@@ -505,8 +531,11 @@ def test_plan_deals_disjoint_shards() -> None:
         accum=st.integers(1, 3),
         budget=st.integers(64, 200),
         seed=st.integers(0, 5),
+        stack=st.booleans(),
     )
-    def check(lengths: list[int], world: int, accum: int, budget: int, seed: int) -> None:
+    def check(
+        lengths: list[int], world: int, accum: int, budget: int, seed: int, stack: bool
+    ) -> None:
         arr = np.asarray(lengths)
         kw = dict(
             lengths=arr,
@@ -520,6 +549,7 @@ def test_plan_deals_disjoint_shards() -> None:
             max_steps=None,
             seed=seed,
             shuffle=True,
+            stack_rows=stack,
         )
         try:
             plan = plan_steps(**kw)
@@ -536,6 +566,9 @@ def test_plan_deals_disjoint_shards() -> None:
             assert len({len(sh) for sh in s.shards}) == 1  # same backward count per rank
             assert all(len(sh) <= accum for sh in s.shards)
             assert all(mb.tokens <= budget for sh in s.shards for mb in sh)
+            for sh in s.shards:
+                if stack:  # the budget holds the padded batch: rows x the longest row
+                    assert all(len(mb.rows) * arr[list(mb.rows)].max() <= budget for mb in sh)
 
     check()
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -101,6 +102,14 @@ def test_eval_every_from_prep_eval_split(
     # threads), a third of that is asked.
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.1
     assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # The PNG draws the eval-loss curve: matplotlib's second colour (C1, the eval line)
+    # is there, next to the first (C0, the train loss).
+    from matplotlib import colors, image
+
+    pixels = image.imread(run / "loss_curve.png")[..., :3]
+    for c in ("C0", "C1"):
+        near = (abs(pixels - np.asarray(colors.to_rgb(c))) < 0.05).all(axis=-1)
+        assert near.sum() > 50, c
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tensorboard"))

@@ -64,10 +64,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if grad_h is None and grad_w is None:
                 continue
             # d(sum CE)/d logits = softmax - onehot, zero on ignored rows.
-            g = torch.exp(logits.sub_(lse[:, None]))
+            g = logits.sub_(lse[:, None]).exp_()  # in place: one chunk of logits at a time
             g[torch.arange(len(t), device=g.device), safe] -= 1.0
             g *= valid[:, None]
             gc = g.to(_compute_dtype(h))
+            del g, logits  # the fp32 chunk is not needed by the two matmuls below
             if grad_h is not None:
                 grad_h[lo : lo + chunk] = (gc @ weight.to(gc.dtype)).to(grad_h.dtype)
             if grad_w is not None:

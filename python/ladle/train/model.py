@@ -26,6 +26,11 @@ from ladle.recipe.schema import Recipe, template_kind
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
 PACKING_SAFE = {"sdpa", "eager", "flash_attention_2"}
+# Kernels that run packed documents as variable-length sequences, and only in one
+# flattened row (transformers' ``_is_packed_sequence`` wants batch size 1): packed rows are
+# concatenated for them. sdpa/eager build a block-diagonal mask per row instead, which
+# costs the row's length squared, so for them rows are stacked ``[B, L]`` (sft.PackedSFT).
+VARLEN_ATTENTION = {"flash_attention_2"}
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -180,12 +185,15 @@ def packing_leak(model: Any, device: torch.device, vocab: int | None = None) -> 
     pos = torch.cat([torch.arange(24), torch.arange(16)])[None].to(device)
     with inference_mode(model):
         packed = model(input_ids=ids, position_ids=pos, use_cache=False).logits[0, 24:]
+        # Rows stacked [B, L] (how sdpa/eager train): each row keeps its documents apart.
+        two = model(input_ids=ids.repeat(2, 1), position_ids=pos.repeat(2, 1), use_cache=False)
+        stacked = two.logits[1, 24:]
         alone = model(input_ids=b[None].to(device), use_cache=False).logits[0]
         # An all-ones 2-D mask switches the packed-sequence detection off: the leak case.
         ones = torch.ones_like(ids)
         out = model(input_ids=ids, position_ids=pos, attention_mask=ones, use_cache=False)
         leaky = out.logits[0, 24:]
-    iso = (packed.float() - alone.float()).abs().max().item()
+    iso = max((x.float() - alone.float()).abs().max().item() for x in (packed, stacked))
     leak = (leaky.float() - alone.float()).abs().max().item()
     return iso, leak
 

@@ -178,11 +178,14 @@ class Step:
         return sum(mb.tokens for shard in self.shards for mb in shard)
 
 
-def group_packed(order: np.ndarray, lengths: np.ndarray, budget: int) -> list[list[int]]:
-    """Consecutive rows concatenated while the micro-batch stays within ``budget`` tokens."""
+def group_packed(
+    order: np.ndarray, lengths: np.ndarray, budget: int, stack: bool = False
+) -> list[list[int]]:
+    """Consecutive rows grouped while the micro-batch stays within ``budget`` tokens:
+    their sum when concatenated, rows x the longest when stacked (padding is computed)."""
     groups: list[list[int]] = []
     cur: list[int] = []
-    used = 0
+    used = longest = 0
     for i in order.tolist():
         n = int(lengths[i])
         if n > budget:
@@ -190,11 +193,13 @@ def group_packed(order: np.ndarray, lengths: np.ndarray, budget: int) -> list[li
                 f"row {i} has {n} tokens, more than train.micro_batch_tokens={budget}; "
                 "raise it or re-run `ladle prep` with a smaller data.max_length"
             )
-        if cur and used + n > budget:
+        size = (len(cur) + 1) * max(longest, n) if stack else used + n
+        if cur and size > budget:
             groups.append(cur)
-            cur, used = [], 0
+            cur, used, longest = [], 0, 0
         cur.append(i)
         used += n
+        longest = max(longest, n)
     if cur:
         groups.append(cur)
     return groups
@@ -219,6 +224,7 @@ def plan_steps(
     seed: int,
     shuffle: bool,
     drop_tail: bool = True,
+    stack_rows: bool = False,
 ) -> list[Step]:
     """Every optimizer step of the run, for every rank.
 
@@ -227,6 +233,8 @@ def plan_steps(
     cannot give every rank a micro-batch is dropped (DDP ranks must run the same number of
     backward passes or they deadlock); at one process nothing is dropped. Evaluation
     (``drop_tail=False``) keeps every row: ranks may then hold unequal shares.
+    ``stack_rows``: packed rows are stacked ``[B, L]`` (see ``PackedSFT``), so the budget
+    counts the padding too.
     """
     n = len(lengths)
     if n == 0:
@@ -242,7 +250,7 @@ def plan_steps(
         if shuffle:
             order = np.random.default_rng([seed, epoch]).permutation(n)
         groups = (
-            group_packed(order, lengths, micro_batch_tokens)
+            group_packed(order, lengths, micro_batch_tokens, stack_rows)
             if packed
             else group_fixed(order, micro_batch_size)
         )

@@ -83,7 +83,9 @@ def _objective(recipe: Recipe, table: Any, pad_id: int) -> loop.Objective:
     if recipe.train.method == "dpo":
         return DPO(TokenTable(table, DPO_COLUMNS), recipe.train.dpo, recipe.data.max_length)
     tt = sft_table(table)
-    return PaddedSFT(tt, pad_id) if recipe.data.packing == "none" else PackedSFT(tt)
+    if recipe.data.packing == "none":
+        return PaddedSFT(tt, pad_id)
+    return PackedSFT(tt, stack=recipe.model.attn_implementation not in model_mod.VARLEN_ATTENTION)
 
 
 def _plan(recipe: Recipe, obj: loop.Objective, world: int, *, training: bool) -> list[Step]:
@@ -101,6 +103,7 @@ def _plan(recipe: Recipe, obj: loop.Objective, world: int, *, training: bool) ->
         seed=recipe.seed,
         shuffle=recipe.data.shuffle and training,
         drop_tail=training,
+        stack_rows=getattr(obj, "stack", False),
     )
 
 
