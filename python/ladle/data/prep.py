@@ -33,7 +33,13 @@ import ladle
 from ladle import _core
 from ladle._core import IGNORE_INDEX
 from ladle.data.chat import mask_method_summary
-from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft, text_encoder
+from ladle.data.examples import (
+    Encoder,
+    Overlong,
+    encode_preference,
+    encode_sft_flat,
+    text_encoder,
+)
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import assemble, pack
 from ladle.data.prepared import (
@@ -462,35 +468,36 @@ def _prep_sft(
     specs = data.datasets
     work = tmp / ".work"
     work.mkdir()
-    lengths: list[int] = []
-    doc_ds: list[int] = []
+    lengths: list[np.ndarray] = []
+    doc_ds: list[np.ndarray] = []
     trained_total = 0
     rows_out: dict[int, int] = {}
     mask_by_ds: dict[int, set[str]] = {}  # how each dataset's loss masks were located
     n = len(train.rows)
+    ds_all = np.asarray(train.ds, dtype=np.int64)
     with open(work / "ids.bin", "wb") as fi, open(work / "labels.bin", "wb") as fl:
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
             kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
             methods: dict[int, str] = {}
-            docs = encode_sft(enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods)
+            docs = encode_sft_flat(
+                enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods
+            )
             for i, m in methods.items():
                 mask_by_ds.setdefault(train.ds[a + i], set()).add(m)
             train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
-            seen = set()
-            for i, ids, labels in docs:
-                fi.write(ids.tobytes())
-                lab = labels.copy()
-                lab[0] = IGNORE_INDEX
-                trained_total += int(np.count_nonzero(lab != IGNORE_INDEX))
-                fl.write(lab.tobytes())
-                lengths.append(len(ids))
-                doc_ds.append(train.ds[a + i])
-                if i not in seen:
-                    seen.add(i)
-                    rows_out[train.ds[a + i]] = rows_out.get(train.ds[a + i], 0) + 1
+            fi.write(docs.ids.tobytes())
+            lab = docs.labels.copy()
+            lab[docs.offsets[:-1]] = IGNORE_INDEX  # a packed document's first label
+            trained_total += int(np.count_nonzero(lab != IGNORE_INDEX))
+            fl.write(lab.tobytes())
+            lengths.append(np.diff(docs.offsets))
+            doc_ds.append(ds_all[a + docs.rows])
+            kept_ds, counts = np.unique(ds_all[a + np.unique(docs.rows)], return_counts=True)
+            for d, c in zip(kept_ds.tolist(), counts.tolist(), strict=True):
+                rows_out[d] = rows_out.get(d, 0) + c
             report("tokenize", b, n)
-    lens = np.asarray(lengths, dtype=np.int64)
+    lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     total = int(offsets[-1])
@@ -511,7 +518,14 @@ def _prep_sft(
         f.unlink()
     work.rmdir()
     return packed_stats(
-        data.max_length, lens, len(bins), trained_total, shards, doc_ds, rows_out, mask_by_ds
+        data.max_length,
+        lens,
+        len(bins),
+        trained_total,
+        shards,
+        np.concatenate(doc_ds) if doc_ds else np.zeros(0, np.int64),
+        rows_out,
+        mask_by_ds,
     )
 
 
@@ -550,9 +564,10 @@ def packed_stats(
     lower = -(-total // max_length) if total else 0
     edges = _edges(max_length)
     counts, _ = np.histogram(lens, bins=edges) if len(lens) else (np.zeros(len(edges) - 1), None)
-    tokens_by_ds: dict[int, int] = {}
-    for d, ln in zip(doc_ds, lens.tolist(), strict=True):
-        tokens_by_ds[int(d)] = tokens_by_ds.get(int(d), 0) + ln
+    ds_arr = np.asarray(doc_ds, dtype=np.int64)
+    if len(ds_arr) != len(lens):
+        raise ValueError(f"{len(ds_arr)} dataset indices for {len(lens)} documents")
+    tokens_by_ds = {int(d): int(lens[ds_arr == d].sum()) for d in np.unique(ds_arr)}
     return {
         "examples": len(lens),
         "rows": rows,
