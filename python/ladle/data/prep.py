@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,23 @@ CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
 LOCK = ".lock"  # held (flock) by the prep filling a temporary folder
 Progress = Callable[[str, int, int], None]
+
+
+class Stages:
+    """Wall-clock seconds per prep stage (``with stages("encode"): ...``; a stage entered
+    twice adds up), recorded in the manifest and printed by ``ladle prep --verbose`` so
+    a slow prep shows where its time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 @dataclass
@@ -184,9 +201,11 @@ def prep(
         with contextlib.suppress(DataError):  # unreadable or older layout: rebuild it
             manifest = PrepManifest.read(out)
             return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
+    t_build = time.perf_counter()
     chat = (
         tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
     )
+    t_tokenizer = time.perf_counter() - t_build
     report = progress or (lambda stage, done, total: None)
     clear_stale_temp()
     lock: int | None = None
@@ -200,6 +219,11 @@ def prep(
                 from ladle.data.ray_engine import build
             manifest = build(recipe, model_dir, chat, files, tmp, report)
             manifest.fingerprint = fp
+            manifest.stages = {
+                "tokenizer": t_tokenizer,
+                **manifest.stages,
+                "total": time.perf_counter() - t_build,
+            }
             manifest.write(tmp)
     finally:
         if lock is not None:
@@ -249,8 +273,10 @@ def _build(
     report: Progress,
 ) -> PrepManifest:
     data = recipe.data
+    stages = Stages()
     report("load", 0, len(data.datasets))
-    loaded = load_all(data.datasets, strict=data.strict, as_json=True)
+    with stages("load"):
+        loaded = load_all(data.datasets, strict=data.strict, as_json=True)
     report("load", len(data.datasets), len(data.datasets))
     drops = Drops()
     per_ds: list[DatasetStats] = []
@@ -267,7 +293,8 @@ def _build(
 
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and train.rows:
-        train, evals, dedup_report = _dedup(recipe, train, evals, drops)
+        with stages("dedup"):
+            train, evals, dedup_report = _dedup(recipe, train, evals, drops)
     evals = check_eval_split(recipe, evals, drops)
 
     train = _apply_weights(recipe, train, rng)
@@ -279,11 +306,15 @@ def _build(
     over = Overlong()
     stats: dict[str, Any]
     if is_dpo:
-        stats = _prep_preference(enc, train, tmp, drops, over, report)
+        with stages("encode"):
+            stats = _prep_preference(enc, train, tmp, drops, over, report)
     else:
-        stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
+        stats = _prep_sft(recipe, enc, train, tmp, drops, over, report, stages)
     stats["overlong"] = vars(over)
-    return finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+    with stages("eval"):
+        manifest = finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+    manifest.stages = stages.seconds
+    return manifest
 
 
 def split_off_eval(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
@@ -463,7 +494,9 @@ def _prep_sft(
     drops: Drops,
     over: Overlong,
     report: Progress,
+    stages: Stages | None = None,
 ) -> dict[str, Any]:
+    stages = stages or Stages()
     data = recipe.data
     specs = data.datasets
     work = tmp / ".work"
@@ -480,9 +513,10 @@ def _prep_sft(
             b = min(n, a + CHUNK_ROWS)
             kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
             methods: dict[int, str] = {}
-            docs = encode_sft_flat(
-                enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods
-            )
+            with stages("encode"):
+                docs = encode_sft_flat(
+                    enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods
+                )
             for i, m in methods.items():
                 mask_by_ds.setdefault(train.ds[a + i], set()).add(m)
             train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
@@ -501,16 +535,18 @@ def _prep_sft(
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     total = int(offsets[-1])
-    bins = plan_bins(recipe, lens, report)
+    with stages("pack"):
+        bins = plan_bins(recipe, lens, report)
     shards: list[str] = []
     if total:
         ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
         lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
         per_shard = max(1, SHARD_TOKENS // data.max_length)
         for s, a in enumerate(range(0, len(bins), per_shard)):
-            packed = assemble(ids_mm, lab_mm, offsets, bins[a : a + per_shard])
-            name = f"train-{s:05d}.parquet"
-            write_packed(tmp / name, packed)
+            with stages("write"):
+                packed = assemble(ids_mm, lab_mm, offsets, bins[a : a + per_shard])
+                name = f"train-{s:05d}.parquet"
+                write_packed(tmp / name, packed)
             shards.append(name)
             report("write", min(len(bins), a + per_shard), len(bins))
         del ids_mm, lab_mm

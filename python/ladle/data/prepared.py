@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ladle.errors import DataError
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-stage seconds (`stages`)
 PREF_ROWS_PER_SHARD = 65_536
 # Token ids gain nothing from Parquet's dictionary pages (it doubles the write time);
 # zstd level 1 still shrinks them by about half.
@@ -200,6 +200,12 @@ class PrepManifest(_Plain):
     train: TrainStats
     eval: EvalStats
     warnings: list[str] = Field(default_factory=list)
+    stages: dict[str, float] = Field(
+        default_factory=dict,
+        description="wall-clock seconds per stage of the build that wrote the folder "
+        "(tokenizer, load, dedup, encode = render + tokenize + mask + spill, pack, write = "
+        "assemble + Parquet, eval, total); the Ray engine records tokenizer and total",
+    )
 
     @classmethod
     def read(cls, folder: Path) -> PrepManifest:
