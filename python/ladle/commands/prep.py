@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "-v",
         "--verbose",
         action="store_true",
         help="also print the seconds each stage took (as recorded in manifest.json)",
