@@ -23,6 +23,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from ladle.recipe.schema import DatasetSpec, Recipe
 
 CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at once)
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
+WRITE_THREADS = max(1, min(2, os.cpu_count() or 1))  # shards assembled and written at once
 LOCK = ".lock"  # held (flock) by the prep filling a temporary folder
 Progress = Callable[[str, int, int], None]
 
@@ -542,13 +544,20 @@ def _prep_sft(
         ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
         lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
         per_shard = max(1, SHARD_TOKENS // data.max_length)
-        for s, a in enumerate(range(0, len(bins), per_shard)):
-            with stages("write"):
-                packed = assemble(ids_mm, lab_mm, offsets, bins[a : a + per_shard])
-                name = f"train-{s:05d}.parquet"
-                write_packed(tmp / name, packed)
-            shards.append(name)
-            report("write", min(len(bins), a + per_shard), len(bins))
+        starts = list(range(0, len(bins), per_shard))
+        shards = [f"train-{s:05d}.parquet" for s in range(len(starts))]
+
+        def write_shard(s: int) -> None:
+            packed = assemble(ids_mm, lab_mm, offsets, bins[starts[s] : starts[s] + per_shard])
+            write_packed(tmp / shards[s], packed)
+
+        # Shards are independent and both steps release the GIL (Rust assembly, Arrow's
+        # Parquet writer, one thread per file), so they overlap: two in flight hold
+        # ~2 x 200 MB. Each shard is written whole, so the bytes do not depend on this.
+        workers = min(WRITE_THREADS, len(starts))
+        with stages("write"), ThreadPoolExecutor(workers) as pool:
+            for s, _ in enumerate(pool.map(write_shard, range(len(starts)))):
+                report("write", min(len(bins), starts[s] + per_shard), len(bins))
         del ids_mm, lab_mm
     for f in work.iterdir():
         f.unlink()
