@@ -599,7 +599,7 @@ def packed_stats(
     rows: int,
     trained_total: int,
     shards: list[str],
-    doc_ds: Sequence[int],
+    doc_ds: Sequence[int] | np.ndarray,
     rows_out: dict[int, int],
     mask_by_ds: dict[int, set[str]],
 ) -> dict[str, Any]:
