@@ -321,6 +321,16 @@ def test_cli_prep_and_render(
     assert "built" in out and "packing bfd" in out
     assert args.func(args) == 0
     assert "cache hit" in capsys.readouterr().out
+    # --verbose: the seconds of each stage, as the manifest records them
+    args = parser.parse_args(["prep", str(recipe), "--quiet", "--force", "--verbose"])
+    assert args.func(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("stages"))
+    manifest = json.loads(next(home.glob("prep/*/manifest.json")).read_text())
+    stages = manifest["stages"]
+    assert list(stages) == ["tokenizer", "load", "encode", "pack", "write", "eval", "total"]
+    assert all(v >= 0 for v in stages.values())
+    assert stages["total"] >= stages["encode"] + stages["write"]
+    assert all(f"{k} {v:.2f}s" in line for k, v in stages.items())
     args = parser.parse_args(["render", str(recipe), "--limit", "2", "--json"])
     assert args.func(args) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
