@@ -327,7 +327,7 @@ def test_cli_prep_and_render(
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("stages"))
     manifest = json.loads(next(home.glob("prep/*/manifest.json")).read_text())
     stages = manifest["stages"]
-    assert list(stages) == ["tokenizer", "load", "encode", "pack", "write", "eval", "total"]
+    assert list(stages) == ["load", "tokenizer", "encode", "pack", "write", "eval", "total"]
     assert all(v >= 0 for v in stages.values())
     assert stages["total"] >= stages["encode"] + stages["write"]
     assert all(f"{k} {v:.2f}s" in line for k, v in stages.items())

@@ -23,7 +23,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,10 +204,14 @@ def prep(
             manifest = PrepManifest.read(out)
             return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
     t_build = time.perf_counter()
-    chat = (
-        tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
-    )
-    t_tokenizer = time.perf_counter() - t_build
+    chat: Any = tokenizer
+    if chat is None:
+        # The tokenizer (tokenizer.json, the template, the pre-tokenizer's class table: a
+        # few tenths of a second, GIL released) loads on a thread while the data is read;
+        # the build waits for it where it first needs it (its "tokenizer" stage).
+        pool = ThreadPoolExecutor(1)
+        chat = pool.submit(load_chat_tokenizer, model_dir, recipe.data.template)
+        pool.shutdown(wait=False)
     report = progress or (lambda stage, done, total: None)
     clear_stale_temp()
     lock: int | None = None
@@ -216,21 +220,28 @@ def prep(
             # Held until the folder is renamed into place: a prep that finds this folder
             # unlocked knows its owner died (SIGKILL) and removes it at once.
             lock = _lock(tmp / LOCK)
-            build = _build
             if recipe.data.engine == "ray":
                 from ladle.data.ray_engine import build
-            manifest = build(recipe, model_dir, chat, files, tmp, report)
+
+                t_tok = time.perf_counter()
+                chat = _ready(chat)
+                t_tok = time.perf_counter() - t_tok
+                manifest = build(recipe, model_dir, chat, files, tmp, report)
+                manifest.stages = {"tokenizer": t_tok, **manifest.stages}
+            else:
+                manifest = _build(recipe, model_dir, chat, files, tmp, report)
             manifest.fingerprint = fp
-            manifest.stages = {
-                "tokenizer": t_tokenizer,
-                **manifest.stages,
-                "total": time.perf_counter() - t_build,
-            }
+            manifest.stages = {**manifest.stages, "total": time.perf_counter() - t_build}
             manifest.write(tmp)
     finally:
         if lock is not None:
             os.close(lock)
     return PrepResult(out, fp, False, manifest, time.perf_counter() - t0)
+
+
+def _ready(chat: Any) -> Any:
+    """The chat tokenizer, once its loading thread (if any) is done; its error, if any."""
+    return chat.result() if isinstance(chat, Future) else chat
 
 
 def _lock(path: Path, *, wait: bool = True) -> int | None:
@@ -301,6 +312,8 @@ def _build(
 
     train = _apply_weights(recipe, train, rng)
     is_dpo = is_preference(recipe)
+    with stages("tokenizer"):
+        chat = _ready(chat)
     enc_text, eos_id = text_encoder(chat, model_dir)
     enc = Encoder(
         chat, enc_text, eos_id, data.max_length, data.train_on, data.overlong, data.strict

@@ -203,8 +203,9 @@ class PrepManifest(_Plain):
     stages: dict[str, float] = Field(
         default_factory=dict,
         description="wall-clock seconds per stage of the build that wrote the folder "
-        "(tokenizer, load, dedup, encode = render + tokenize + mask + spill, pack, write = "
-        "assemble + Parquet, eval, total); the Ray engine records tokenizer and total",
+        "(load, dedup, tokenizer = waiting for the tokenizer, which loads while the data is "
+        "read, encode = render + tokenize + mask + spill, pack, write = assemble + Parquet, "
+        "eval, total); the Ray engine records tokenizer and total",
     )
 
     @classmethod
