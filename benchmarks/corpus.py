@@ -43,7 +43,7 @@ from typing import Any
 MAN_ROOT = Path("/usr/share/man")
 DOC_ROOT = Path("/usr/share/doc")
 LANGS = ("de", "fr", "es", "it", "pt_BR", "ru", "pl", "nl", "ja", "zh_CN", "ko", "uk", "cs")
-GENERATOR_VERSION = 1  # bump when the output for a given seed changes
+GENERATOR_VERSION = 2  # bump when the output for a given seed changes
 
 # ----------------------------------------------------------------------------- sources
 
@@ -222,6 +222,37 @@ class Pool:
         return f"{len(self.docs):,} documents ({parts}; pool {self.digest[:12]})"
 
 
+def _fill(
+    queue: list[tuple[Path, str, str]], budget: float, docs: list[Doc], seen: set[bytes]
+) -> float:
+    """Read documents off the front of ``queue`` into ``docs`` until ``budget`` bytes;
+    returns the bytes still missing when the queue ran out (0 when filled)."""
+    got = 0
+    while queue and got < budget:
+        p, kind, lang = queue.pop(0)
+        if kind == "python":
+            d = _python_doc(p)
+        elif kind == "doc":
+            d = _doc_file(p)
+        else:
+            d = _man_doc(p, kind, lang)
+        if d is None:
+            continue
+        # Drop passages seen before (boilerplate repeated across files).
+        keep = []
+        for text in d.passages:
+            h = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            if h not in seen:
+                seen.add(h)
+                keep.append(text)
+        d.passages = keep
+        if not d.passages and not d.code:
+            continue
+        docs.append(d)
+        got += sum(len(x) for x in d.passages + d.code)
+    return max(0.0, budget - got)
+
+
 def text_pool(target_bytes: int, seed: int = 0) -> Pool:
     """Documents from the machine's own text, about ``target_bytes`` in all (split by
     ``SHARES``; a source that runs out leaves its share to the others)."""
@@ -231,33 +262,18 @@ def text_pool(target_bytes: int, seed: int = 0) -> Pool:
         by_class.setdefault(cls, []).append((p, kind, lang))
     docs: list[Doc] = []
     seen: set[bytes] = set()
+    queues: dict[str, list[tuple[Path, str, str]]] = {}
+    short = 0.0  # bytes the sources that ran out could not supply
     for cls, share in SHARES.items():
-        files = by_class.get(cls, [])
-        rng.shuffle(files)
-        budget, got = target_bytes * share, 0
-        for p, kind, lang in files:
-            if got >= budget:
-                break
-            if kind == "python":
-                d = _python_doc(p)
-            elif kind == "doc":
-                d = _doc_file(p)
-            else:
-                d = _man_doc(p, kind, lang)
-            if d is None:
-                continue
-            # Drop passages seen before (boilerplate repeated across files).
-            keep = []
-            for text in d.passages:
-                h = hashlib.blake2b(text.encode(), digest_size=8).digest()
-                if h not in seen:
-                    seen.add(h)
-                    keep.append(text)
-            d.passages = keep
-            if not d.passages and not d.code:
-                continue
-            docs.append(d)
-            got += sum(len(x) for x in d.passages + d.code)
+        queues[cls] = by_class.get(cls, [])
+        rng.shuffle(queues[cls])
+        short += _fill(queues[cls], target_bytes * share, docs, seen)
+    # A second pass hands the shortfall (Python's stdlib and the translated pages run out
+    # first) to whatever still has text, so a large corpus does not repeat itself.
+    for cls in SHARES:
+        if short <= 0:
+            break
+        short = _fill(queues[cls], short, docs, seen)
     if not docs:
         sys.exit("corpus: no natural text found (no Python stdlib, man pages or /usr/share/doc)")
     h = hashlib.blake2b(digest_size=16)
