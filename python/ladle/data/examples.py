@@ -195,13 +195,20 @@ def encode_sft_flat(
     doc_lens = np.concatenate(p_len) if p_len else np.zeros(0, np.int64)
     offsets = np.zeros(len(doc_lens) + 1, np.int64)
     np.cumsum(doc_lens, out=offsets[1:])
-    empty = np.zeros(0, np.int32)
     return Docs(
-        np.concatenate(p_ids).astype(np.int32, copy=False) if p_ids else empty,
-        np.concatenate(p_lab).astype(np.int32, copy=False) if p_lab else empty,
+        _join(p_ids),
+        _join(p_lab),
         offsets,
         np.concatenate(p_row) if p_row else np.zeros(0, np.int64),
     )
+
+
+def _join(parts: list[Ids]) -> Ids:
+    """One int32 array of ``parts``; a single part (a chunk with nothing to set apart) is
+    returned as it is, not copied."""
+    if len(parts) == 1:
+        return parts[0].astype(np.int32, copy=False)
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
 
 
 def _pieces(
