@@ -554,14 +554,18 @@ def _prep_sft(
         bins = plan_bins(recipe, lens, report)
     shards: list[str] = []
     if total:
-        ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
-        lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
         per_shard = max(1, SHARD_TOKENS // data.max_length)
         starts = list(range(0, len(bins), per_shard))
         shards = [f"train-{s:05d}.parquet" for s in range(len(starts))]
 
         def write_shard(s: int) -> None:
+            # A mapping per shard, dropped when the shard is written: the pages a shard
+            # touched leave this process's RSS (they stay in the page cache), so memory
+            # is bounded by the shards in flight, not by the corpus's tokens.
+            ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
+            lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
             packed = assemble(ids_mm, lab_mm, offsets, bins[starts[s] : starts[s] + per_shard])
+            del ids_mm, lab_mm
             write_packed(tmp / shards[s], packed)
 
         # Shards are independent and both steps release the GIL (Rust assembly, Arrow's
@@ -571,7 +575,6 @@ def _prep_sft(
         with stages("write"), ThreadPoolExecutor(workers) as pool:
             for s, _ in enumerate(pool.map(write_shard, range(len(starts)))):
                 report("write", min(len(bins), starts[s] + per_shard), len(bins))
-        del ids_mm, lab_mm
     for f in work.iterdir():
         f.unlink()
     work.rmdir()
