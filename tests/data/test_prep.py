@@ -469,3 +469,16 @@ def test_real_dedup_removes_duplicates_and_eval_copies(
     assert drops["contaminated"] == {"count": 1, "first": [f"{train}:3"]}
     assert res.manifest.model_dump()["train"]["examples"] == 5
     assert res.manifest.model_dump()["dedup"]["enabled"] is True
+
+
+def test_eval_string_columns_equal_pyarrows() -> None:
+    # write_eval builds its string columns from buffers (pa.array would import pandas):
+    # the same values, nulls and type as pa.array gives.
+    import pyarrow as pa
+
+    from ladle.data.prepared import _strings
+
+    for values in (["a", None, "", "ünï 中文 😀", None], [None, None], [], ["x" * 1000]):
+        ours = _strings(values)
+        ours.validate(full=True)
+        assert ours.equals(pa.array(values, type=pa.string())), values
