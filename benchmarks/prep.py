@@ -1,17 +1,21 @@
 """Data prep benchmark: the usual Python pipeline vs the tokenizers crate vs `ladle prep`.
 
-    python benchmarks/prep.py --rows 100000      # the README figure (minutes on 2 cores)
-    python benchmarks/prep.py --rows 2000        # a quick check
+    python benchmarks/prep.py --rows 100000      # the README figures (minutes on 2 cores)
+    python benchmarks/prep.py --rows 20000 --corpus real   # a quicker check
 
-One run, one corpus (deterministic, written to benchmarks/out/corpus.jsonl, the file
-recipes/large-corpus-prep.yaml reads), the real SmolLM2 tokenizer and template:
+Two corpora, real text first (``benchmarks/corpus.py``: Python docstrings and source,
+man pages in several languages, /usr/share/doc; written to benchmarks/out/corpus.jsonl,
+the file recipes/large-corpus-prep.yaml reads), then the older synthetic one
+(~200-word vocabulary, benchmarks/out/corpus-synthetic.jsonl); each deterministic for a
+seed. The real SmolLM2 tokenizer and template, for each corpus:
 
 (a) the usual pipeline: ``datasets.map`` (num_proc=2) with ``apply_chat_template``,
     tokenization and an assistant-only mask by prefix rendering, then TRL's
     ``pack_dataset(strategy="bfd")`` at 2048;
 (b) the ``tokenizers`` crate alone: ``Tokenizer.encode_batch_fast`` on the pre-rendered
     strings, all cores (what tokenization alone costs on the default path);
-(c) ``ladle prep`` cold (empty cache) and warm (cache hit, in-process and as a CLI run).
+(c) ``ladle prep`` cold (empty cache; in-process, and as a CLI run with its peak RSS and
+    ``--verbose`` per-stage seconds) and warm (cache hit, in-process and as a CLI run).
 
 Prints rows/s, tokens/s, the ratios, packing efficiency of TRL and Ladle, and whether
 Ladle's token ids (and masks) equal (a)'s, example by example, over the whole corpus.
@@ -27,7 +31,6 @@ import hashlib
 import itertools
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -37,279 +40,33 @@ from typing import Any
 
 import numpy as np
 
+import corpus
 from ladle._core import IGNORE_INDEX
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out"
 MAX_LENGTH = 2048
 
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "that",
-    "for",
-    "it",
-    "as",
-    "with",
-    "was",
-    "on",
-    "be",
-    "by",
-    "this",
-    "are",
-    "from",
-    "at",
-    "or",
-    "an",
-    "have",
-    "not",
-    "but",
-    "they",
-    "which",
-    "one",
-    "you",
-    "all",
-    "were",
-    "her",
-    "she",
-    "there",
-    "would",
-    "their",
-    "we",
-    "him",
-    "been",
-    "has",
-    "when",
-    "who",
-    "will",
-    "more",
-    "no",
-    "if",
-    "out",
-    "so",
-    "said",
-    "what",
-    "up",
-    "its",
-    "about",
-    "into",
-    "than",
-    "them",
-    "can",
-    "only",
-    "other",
-    "new",
-    "some",
-    "could",
-    "time",
-    "these",
-    "two",
-    "may",
-    "then",
-    "do",
-    "first",
-    "any",
-    "my",
-    "now",
-    "such",
-    "like",
-    "our",
-    "over",
-    "man",
-    "me",
-    "even",
-    "most",
-    "made",
-    "after",
-    "also",
-    "did",
-    "many",
-    "before",
-    "must",
-    "through",
-    "back",
-    "years",
-    "where",
-    "much",
-    "your",
-    "way",
-    "well",
-    "down",
-    "should",
-    "because",
-    "each",
-    "just",
-    "those",
-    "people",
-    "how",
-    "too",
-    "little",
-    "state",
-    "good",
-    "very",
-    "make",
-    "world",
-    "still",
-    "own",
-    "see",
-    "men",
-    "work",
-    "long",
-    "get",
-    "here",
-    "between",
-    "both",
-    "life",
-    "being",
-    "under",
-    "never",
-    "day",
-    "same",
-    "another",
-    "know",
-    "while",
-    "last",
-    "might",
-    "us",
-    "great",
-    "old",
-    "year",
-    "off",
-    "come",
-    "since",
-    "against",
-    "go",
-    "came",
-    "right",
-    "used",
-    "take",
-    "three",
-    "data",
-    "model",
-    "training",
-    "system",
-    "memory",
-    "value",
-    "error",
-    "function",
-    "result",
-    "number",
-    "example",
-    "question",
-    "answer",
-    "customer",
-    "order",
-    "service",
-    "network",
-    "server",
-    "request",
-    "response",
-    "performance",
-    "latency",
-    "throughput",
-    "database",
-    "query",
-    "index",
-    "table",
-    "column",
-    "schema",
-    "migration",
-    "version",
-    "release",
-    "feature",
-    "bug",
-    "report",
-]
-IDENTS = [
-    "user",
-    "order",
-    "item",
-    "config",
-    "result",
-    "value",
-    "data",
-    "count",
-    "total",
-    "index",
-    "name",
-    "path",
-    "key",
-    "node",
-    "cache",
-]
-SYSTEMS = [
-    "You are a helpful assistant.",
-    "You are a senior software engineer. Answer with working code and a short explanation.",
-    "You are a concise support agent. Keep answers under five sentences.",
-    "Tu es un assistant serviable. Réponds en français quand on te parle français.",
-]
 
-
-def sentence(rng: random.Random) -> str:
-    n = max(3, int(rng.lognormvariate(2.4, 0.45)))
-    words = [rng.choice(WORDS) for _ in range(n)]
-    if rng.random() < 0.15:
-        words.insert(rng.randrange(n), str(rng.randint(0, 10_000)))
-    text = " ".join(words)
-    return text[0].upper() + text[1:] + rng.choice(".....?!")
-
-
-def paragraph(rng: random.Random, scale: float) -> str:
-    n = max(1, int(rng.lognormvariate(1.3, 0.8) * scale))
-    return " ".join(sentence(rng) for _ in range(n))
-
-
-def code(rng: random.Random) -> str:
-    lines = []
-    for _ in range(max(1, int(rng.lognormvariate(0.8, 0.7)))):
-        fn, a, b = rng.choice(IDENTS), rng.choice(IDENTS), rng.choice(IDENTS)
-        lines += [
-            f"def {fn}_{rng.randint(0, 99)}({a}, {b}={rng.randint(0, 9)}):",
-            f'    """{sentence(rng)}"""',
-            f"    if {a} is None:",
-            f'        raise ValueError(f"missing {a}: {{{b}!r}}")',
-            f"    for i in range(len({a})):",
-            f"        {b} += {a}[i] * {rng.randint(2, 64)}",
-            f"    return {{'{fn}': {b}, 'n': len({a})}}",
-            "",
-        ]
-    return "```python\n" + "\n".join(lines) + "```"
-
-
-def make_row(rng: random.Random) -> dict[str, Any]:
-    msgs: list[dict[str, str]] = []
-    if rng.random() < 0.6:
-        msgs.append({"role": "system", "content": rng.choice(SYSTEMS)})
-    for _ in range(1 + int(rng.random() < 0.35) + int(rng.random() < 0.15)):
-        msgs.append({"role": "user", "content": paragraph(rng, 0.6)})
-        reply = paragraph(rng, 1.4)
-        if rng.random() < 0.3:
-            reply = f"{sentence(rng)}\n\n{code(rng)}\n\n{sentence(rng)}"
-        if rng.random() < 0.02:
-            reply = "  " + reply  # replies that start with spaces exist in real data
-        msgs.append({"role": "assistant", "content": reply})
-    return {"messages": msgs}
-
-
-def write_corpus(rows: int, seed: int = 0) -> Path:
+def write_corpus(rows: int, seed: int = 0, kind: str = "real") -> tuple[Path, str]:
+    """The chat corpus of ``kind`` as JSONL (cached by rows/seed/kind/generator version):
+    its path and a line describing it."""
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / "corpus.jsonl"
-    meta = OUT / "corpus.meta.json"
-    want = {"rows": rows, "seed": seed, "generator": 1}
-    if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == want:
-        return path
-    rng = random.Random(seed)
+    path = OUT / ("corpus.jsonl" if kind == "real" else f"corpus-{kind}.jsonl")
+    meta = path.with_suffix(".meta.json")
+    want = {"rows": rows, "seed": seed, "kind": kind, "generator": corpus.GENERATOR_VERSION}
+    if path.is_file() and meta.is_file():
+        got = json.loads(meta.read_text())
+        if {k: got.get(k) for k in want} == want:
+            return path, str(got.get("about", kind))
+    convs, about = corpus.conversations(kind, rows, seed)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
-        for _ in range(rows):
-            f.write(json.dumps(make_row(rng), ensure_ascii=False) + "\n")
+        for row in convs:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
-    meta.write_text(json.dumps(want))
-    return path
+    meta.write_text(json.dumps({**want, "about": about}))
+    return path, about
 
 
 # ----------------------------------------------------------------------------- (a)
@@ -520,65 +277,89 @@ def compare(hf: dict[str, Any], ladle_res: Any) -> dict[str, int]:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--rows", type=int, default=100_000, help="corpus rows (default 100000)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--only-tokenizers", nargs=2, metavar=("CORPUS", "MODEL"), help=argparse.SUPPRESS
-    )
-    args = ap.parse_args()
-    if args.only_tokenizers:
-        _tokenizers_only(Path(args.only_tokenizers[0]), Path(args.only_tokenizers[1]))
-        return 0
-    cores = os.cpu_count() or 1
-    try:
-        import torch
+_CLI_WITH_PEAK = """
+import sys
+from ladle.cli import main
+rc = main()
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("peak-rss-kib", line.split()[1])
+sys.exit(rc)
+"""
 
-        torch.set_num_threads(cores)
-    except ImportError:
-        pass
-    print(f"torch threads: {cores} (unused here); rayon and tokenizers: all {cores} cores")
 
-    from ladle.models import resolve_model
-
-    model_dir = Path(resolve_model("builtin:smollm2-135m-instruct"))
+def run_cli_cold(recipe_path: Path, home: Path) -> tuple[float, float, str]:
+    """A cold ``ladle prep --force`` as its own process: (seconds, peak RSS in GB, the
+    ``--verbose`` stage line). What a user runs, interpreter start-up included. The peak
+    is the child's own VmHWM: getrusage's ru_maxrss would count this (large) process,
+    whose pages a forked child shares until it execs."""
     t0 = time.perf_counter()
-    corpus = write_corpus(args.rows, args.seed)
-    print(
-        f"corpus: {corpus} ({args.rows:,} rows, {corpus.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - t0:.1f}s)"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CLI_WITH_PEAK,
+            "prep",
+            str(recipe_path),
+            "--force",
+            "--quiet",
+            "-v",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LADLE_HOME": str(home), "COLUMNS": "300"},
     )
+    t = time.perf_counter() - t0
+    if out.returncode != 0:
+        print(out.stdout, out.stderr)
+        raise SystemExit("ladle prep failed")
+    lines = out.stdout.splitlines()
+    stages = next((ln for ln in lines if ln.startswith("stages")), "")
+    peak = next((int(ln.split()[1]) for ln in lines if ln.startswith("peak-rss-kib")), 0)
+    return t, peak * 1024 / 1e9, stages
 
+
+def bench(kind: str, rows_n: int, seed: int, model_dir: Path) -> None:
+    t0 = time.perf_counter()
+    corpus_path, about = write_corpus(rows_n, seed, kind)
+    print(
+        f"\n## corpus: {kind} ({rows_n:,} rows, {corpus_path.stat().st_size / 1e6:.0f} MB, "
+        f"{time.perf_counter() - t0:.1f}s to build)\n{about}",
+        flush=True,
+    )
     print(
         "(a) datasets.map + apply_chat_template + mask (num_proc=2) + trl pack_dataset bfd ...",
         flush=True,
     )
-    hf = run_hf(corpus, model_dir)
+    hf = run_hf(corpus_path, model_dir)
     print("(b) tokenizers encode_batch_fast on pre-rendered text ...", flush=True)
-    tk = run_tokenizers(corpus, model_dir)
+    tk = run_tokenizers(corpus_path, model_dir)
     print("(c) ladle prep cold / warm ...", flush=True)
-    la = run_ladle(corpus, model_dir)
+    la = run_ladle(corpus_path, model_dir)
+    t_cli_cold, rss, stage_line = run_cli_cold(OUT / "bench-recipe.yaml", OUT / "ladle-home")
     cmp = compare(hf, la["result"])
 
     m = la["result"].manifest.train.model_dump()
-    n = args.rows
+    n = rows_n
     t_a = hf["t_map"] + hf["t_pack"]
-    rows = [
+    table = [
         ("(a) datasets.map + TRL bfd", t_a, hf["tokens"]),
         ("    of which TRL pack_dataset", hf["t_pack"], hf["tokens"]),
         ("(b) tokenizers encode_batch_fast", tk["t"], tk["tokens"]),
-        ("(c) ladle prep, cold", la["t_cold"], m["tokens"]),
+        ("(c) ladle prep, cold (in-process)", la["t_cold"], m["tokens"]),
+        ("(c) ladle prep, cold (CLI, with startup)", t_cli_cold, m["tokens"]),
         ("(c) ladle prep, warm (in-process)", la["t_warm"], m["tokens"]),
         ("(c) ladle prep, warm (CLI, with startup)", la["t_cli"], m["tokens"]),
     ]
     print()
-    print("| step | seconds | rows/s | tokens/s | (a) / this |")
+    print(f"| {kind} corpus | seconds | rows/s | tokens/s | (a) / this |")
     print("|---|---:|---:|---:|---:|")
-    for name, t, tokens in rows:
+    for name, t, tokens in table:
         print(f"| {name} | {t:.2f} | {n / t:,.0f} | {tokens / t:,.0f} | {t_a / t:.1f}x |")
     print()
+    stages = la["result"].manifest.stages
+    print("ladle prep cold, in-process, " + ", ".join(f"{k} {v:.2f}s" for k, v in stages.items()))
+    print(f"ladle prep cold, CLI: peak RSS {rss:.2f} GB; {stage_line}")
     print(
         f"(b) / ladle cold: {tk['t'] / la['t_cold']:.2f}x   (ladle prep does render + tokenize + mask + pack + write)"
     )
@@ -595,6 +376,46 @@ def main() -> int:
         f"id equality ladle vs (a): {cmp['ids_equal']:,} / {cmp['examples']:,} examples "
         f"(ladle documents {cmp['ladle_docs']:,}); masks equal: {cmp['masks_equal']:,}"
     )
+    print(f"RATIO prep {kind}: (a) / ladle cold in-process = {t_a / la['t_cold']:.1f}x", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=100_000, help="corpus rows (default 100000)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--corpus",
+        choices=["real", "synthetic", "both"],
+        default="both",
+        help="real: natural text from the machine (benchmarks/corpus.py), reported first; "
+        "synthetic: the older ~200-word corpus (default: both)",
+    )
+    ap.add_argument(
+        "--only-tokenizers", nargs=2, metavar=("CORPUS", "MODEL"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.only_tokenizers:
+        _tokenizers_only(Path(args.only_tokenizers[0]), Path(args.only_tokenizers[1]))
+        return 0
+    cores = os.cpu_count() or 1
+    try:
+        import torch
+
+        torch.set_num_threads(cores)
+    except ImportError:
+        pass
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {corpus.machine()}")
+    print(f"torch threads: {cores} (unused here); rayon and tokenizers: all {cores} cores")
+
+    from ladle.models import resolve_model
+
+    model_dir = Path(resolve_model("builtin:smollm2-135m-instruct"))
+    kinds = ["real", "synthetic"] if args.corpus == "both" else [args.corpus]
+    for kind in kinds:
+        bench(kind, args.rows, args.seed, model_dir)
+    print(f"\nload average at the end: {corpus.load_average()}")
     return 0
 
 

@@ -10,7 +10,10 @@ For each model, in one run on the same machine:
 (c) ``ladle quantize`` of the same folder: time and peak RSS (subprocess);
 (d) a plain read+write copy of the same bytes (16 MiB buffers, fsync like (c)): the
     memory/disk bound;
-(e) loading (c)'s pre-quantized output vs (b)'s quantize-on-load.
+(e) loading (c)'s pre-quantized output vs (b)'s quantize-on-load;
+(f) one 256 MiB float32 tensor in memory, ``quantize_nf4`` vs ``quantize_4bit``: the
+    kernel's own speed (parallel across the blocks of one tensor, no per-tensor
+    overhead), printed beside this machine's measured memory-copy bandwidth.
 
 Models: SmolLM2-135M (builtin, float32 on disk) and a synthetic Llama with random bf16
 weights (``--big-params``, default 1.1B; use e.g. ``--big-params 2e8`` for a quick run).
@@ -31,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import corpus
 
 CHILD_PRELUDE = """
 import json, os, resource, sys, time
@@ -197,6 +202,58 @@ def bench_in_memory(src: Path, threads: int) -> dict:
     return {"bytes": nbytes, "bnb": t_bnb, "ladle": t_ladle, "largest": largest}
 
 
+def copy_bandwidth(threads: int, mb: int = 256) -> float:
+    """In-memory copy speed (bytes copied per second; numpy's memcpy of ``mb`` MiB, best
+    of 5, ``threads`` slices copied in parallel): the bound an in-memory quantizer that
+    reads every byte once is held against."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    src = np.ones(mb << 18, dtype=np.float32)
+    dst = np.empty_like(src)
+    parts = np.array_split(np.arange(len(src)), threads)
+    bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if len(p)]
+
+    def part(ab: tuple[int, int]) -> None:
+        np.copyto(dst[ab[0] : ab[1]], src[ab[0] : ab[1]])  # releases the GIL
+
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(5):
+            t0 = time.perf_counter()
+            list(pool.map(part, bounds))
+            best = min(best, time.perf_counter() - t0)
+    return src.nbytes / best
+
+
+def big_tensor(threads: int, mb: int = 256) -> dict[str, float]:
+    """One large tensor, in memory: the kernel's own speed (parallel across the blocks of
+    one tensor), with no per-tensor overhead. Bytes of input per second, best of 3."""
+    import bitsandbytes.functional as F
+    import torch
+
+    from ladle.quant import quantize_nf4
+
+    torch.set_num_threads(threads)
+    t = torch.randn(mb << 18, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for name, fn in (
+        ("ladle", lambda: quantize_nf4(t, blocksize=64, double_quant=True)),
+        (
+            "bnb",
+            lambda: F.quantize_4bit(t, blocksize=64, quant_type="nf4", compress_statistics=True),
+        ),
+    ):
+        best = float("inf")
+        for _ in range(3 if name == "ladle" else 1):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        out[name] = t.numel() * 4 / best
+    return out
+
+
 def plain_copy(src: Path, dst: Path) -> float:
     """(d): read + write the checkpoint's bytes, 16 MiB at a time, fsync per file."""
     dst.mkdir()
@@ -239,15 +296,17 @@ def run_model(name: str, src: Path, work: Path, threads: int) -> dict:
     return {"name": name, "total": total, "a": a, "b": b, "c": c, "d": d, "e": e}
 
 
-def report(results: list[dict], threads: int) -> str:
+def report(results: list[dict], threads: int, copy_bw: float) -> str:
     gb = 1e9
     lines = [
         f"threads: torch.set_num_threads({threads}), RAYON_NUM_THREADS={threads}; "
         "sources in page cache; double quant, blocksize 64",
+        f"in-memory copy bandwidth on this machine ({threads} threads): "
+        f"{copy_bw / gb:.1f} GB/s copied",
         "",
         "| model | input | (a) bnb quantize_4bit | (a') ladle quantize_nf4 | (b) bnb load+save "
-        "| (c) ladle quantize | (d) read+write copy | c/a | c/d |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| (c) ladle quantize | (d) read+write copy | c/a | c/d | a'/a | a' / memory copy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         a, b, c = r["a"], r["b"], r["c"]
@@ -260,7 +319,7 @@ def report(results: list[dict], threads: int) -> str:
             f"| {r['name']} | {r['total'] / gb:.2f} GB | {ga:.3f} GB/s ({a['bnb']:.1f} s) "
             f"| {ga2:.2f} GB/s ({a['ladle']:.1f} s) | {gbb:.3f} GB/s ({b['load'] + b['save']:.1f} s) "
             f"| {gc:.2f} GB/s ({c['time']:.1f} s) | {gd:.2f} GB/s ({r['d']:.1f} s) "
-            f"| {gc / ga:.1f}x | {gc / gd:.0%} |"
+            f"| {gc / ga:.1f}x | {gc / gd:.0%} | {ga2 / ga:.1f}x | {ga2 * gb / copy_bw:.0%} |"
         )
     lines += [
         "",
@@ -304,8 +363,20 @@ def main() -> None:
             results.append(run_model(label, src, work, args.threads))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    copy_bw = copy_bandwidth(args.threads)
     print()
-    print(report(results, args.threads))
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {corpus.machine()}")
+    print(report(results, args.threads, copy_bw))
+    big = big_tensor(args.threads)
+    print(
+        f"one 256 MiB float32 tensor in memory: ladle quantize_nf4 {big['ladle'] / 1e9:.2f} GB/s, "
+        f"bnb quantize_4bit {big['bnb'] / 1e9:.3f} GB/s ({big['ladle'] / big['bnb']:.1f}x); "
+        f"{big['ladle'] / copy_bw:.0%} of the {copy_bw / 1e9:.1f} GB/s memory copy"
+    )
+    print(
+        f"RATIO nf4 in-memory: ladle / bnb = {big['ladle'] / big['bnb']:.1f}x, "
+        f"{big['ladle'] / copy_bw:.0%} of memory copy"
+    )
 
 
 if __name__ == "__main__":

@@ -321,6 +321,16 @@ def test_cli_prep_and_render(
     assert "built" in out and "packing bfd" in out
     assert args.func(args) == 0
     assert "cache hit" in capsys.readouterr().out
+    # --verbose: the seconds of each stage, as the manifest records them
+    args = parser.parse_args(["prep", str(recipe), "--quiet", "--force", "--verbose"])
+    assert args.func(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("stages"))
+    manifest = json.loads(next(home.glob("prep/*/manifest.json")).read_text())
+    stages = manifest["stages"]
+    assert list(stages) == ["load", "tokenizer", "encode", "pack", "write", "eval", "total"]
+    assert all(v >= 0 for v in stages.values())
+    assert stages["total"] >= stages["encode"] + stages["write"]
+    assert all(f"{k} {v:.2f}s" in line for k, v in stages.items())
     args = parser.parse_args(["render", str(recipe), "--limit", "2", "--json"])
     assert args.func(args) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -459,3 +469,16 @@ def test_real_dedup_removes_duplicates_and_eval_copies(
     assert drops["contaminated"] == {"count": 1, "first": [f"{train}:3"]}
     assert res.manifest.model_dump()["train"]["examples"] == 5
     assert res.manifest.model_dump()["dedup"]["enabled"] is True
+
+
+def test_eval_string_columns_equal_pyarrows() -> None:
+    # write_eval builds its string columns from buffers (pa.array would import pandas):
+    # the same values, nulls and type as pa.array gives.
+    import pyarrow as pa
+
+    from ladle.data.prepared import _strings
+
+    for values in (["a", None, "", "ünï 中文 😀", None], [None, None], [], ["x" * 1000]):
+        ours = _strings(values)
+        ours.validate(full=True)
+        assert ours.equals(pa.array(values, type=pa.string())), values

@@ -377,3 +377,24 @@ def test_pickles_for_worker_processes(tok: ChatTokenizer) -> None:
 
     clone = pickle.loads(pickle.dumps(tok))
     assert clone.is_fast and clone.encode(CONVS[1]) == tok.encode(CONVS[1])
+
+
+def test_fast_path_equals_crate_on_natural_text(tok: ChatTokenizer, smollm2_dir: Path) -> None:
+    # Natural text has a long tail of words the word cache has not seen, so nearly every
+    # word runs the fast path's own merges (words over 64 bytes go to the crate's): the
+    # standard library's docstrings and source, a few hundred KB, against the crate.
+    import inspect
+    import json as json_mod
+    import textwrap
+
+    from tokenizers import Tokenizer
+
+    texts = []
+    for mod in (json_mod, textwrap, inspect, random):
+        texts.append(inspect.getsource(mod))
+        texts += [inspect.getdoc(getattr(mod, n)) or "" for n in dir(mod) if not n.startswith("_")]
+    texts.append("x" * 200 + " " + "é" * 70 + " 1234567890" * 10)  # over-long words
+    ids, offsets = tok.tokenize_batch(texts)
+    crate = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    for i, enc in enumerate(crate.encode_batch(texts, add_special_tokens=False)):
+        assert ids[offsets[i] : offsets[i + 1]].tolist() == enc.ids, texts[i][:80]

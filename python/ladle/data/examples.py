@@ -107,6 +107,29 @@ def _trained(labels: Ids) -> int:
     return int(np.count_nonzero(labels[1:] != IGNORE_INDEX))
 
 
+@dataclass
+class Docs:
+    """A chunk's documents in one flat layout: document ``k`` is
+    ``ids[offsets[k]:offsets[k + 1]]`` (labels alike, first label as encoded) and came
+    from row ``rows[k]``. Flat, so a chunk is written, counted and masked with a few
+    numpy calls instead of a Python loop per document."""
+
+    ids: Ids
+    labels: Ids
+    offsets: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def as_list(self) -> list[tuple[int, Ids, Ids]]:
+        o = self.offsets
+        return [
+            (int(r), self.ids[o[k] : o[k + 1]], self.labels[o[k] : o[k + 1]])
+            for k, r in enumerate(self.rows.tolist())
+        ]
+
+
 def encode_sft(
     enc: Encoder,
     rows: list[str],
@@ -116,13 +139,129 @@ def encode_sft(
     over: Overlong,
     mask_methods: dict[int, str] | None = None,
 ) -> list[tuple[int, Ids, Ids]]:
-    """Tokenize a chunk of rows (JSON text; ``kinds`` "chat" or "text") into
-    ``(row index, ids, labels)`` documents.
+    """:func:`encode_sft_flat` as ``(row index, ids, labels)`` per document."""
+    return encode_sft_flat(enc, rows, kinds, locations, drops, over, mask_methods).as_list()
+
+
+def encode_sft_flat(
+    enc: Encoder,
+    rows: list[str],
+    kinds: list[str],
+    locations: list[str],
+    drops: Drops,
+    over: Overlong,
+    mask_methods: dict[int, str] | None = None,
+) -> Docs:
+    """Tokenize a chunk of rows (JSON text; ``kinds`` "chat" or "text") into documents.
 
     One row can give several documents (``split``) or none (a counted drop).
     ``mask_methods``, when given, receives how each encoded chat row's loss mask was
     located (``ChatTokenizer``'s ``EncodedBatch.mask_methods``), by row index.
+
+    Rows that fit, encoded and have a trained token past the first (nearly all of them)
+    are kept as they are, decided for the whole chunk at once; only the others (errors,
+    over-long rows, rows with nothing to learn) go through the per-row rules.
     """
+    n = len(rows)
+    ids, labels, off, ok = _encode_rows(enc, rows, kinds, locations, drops, mask_methods)
+    lens = np.diff(off)
+    trained_cum = np.zeros(len(labels) + 1, np.int64)
+    np.cumsum(labels != IGNORE_INDEX, out=trained_cum[1:])
+    n_trained = trained_cum[off[1:]] - trained_cum[off[:-1]]
+    first_trained = np.zeros(n, bool)
+    has = lens > 0
+    first_trained[has] = labels[off[:-1][has]] != IGNORE_INDEX
+    simple = ok & (lens <= enc.max_length) & (n_trained - first_trained > 0)
+    p_ids: list[Ids] = []
+    p_lab: list[Ids] = []
+    p_len: list[npt.NDArray[np.int64]] = []
+    p_row: list[npt.NDArray[np.int64]] = []
+    start = 0
+    for s in [*np.flatnonzero(~simple).tolist(), n]:
+        if s > start:  # a run of rows kept as they are: one slice of the flat arrays
+            p_ids.append(ids[off[start] : off[s]])
+            p_lab.append(labels[off[start] : off[s]])
+            p_len.append(lens[start:s])
+            p_row.append(np.arange(start, s, dtype=np.int64))
+        start = s + 1
+        if s == n or not ok[s]:
+            continue
+        row_ids, row_lab = ids[off[s] : off[s + 1]], labels[off[s] : off[s + 1]]
+        for a, b in _pieces(enc, row_ids, row_lab, kinds[s] == "text", locations[s], drops, over):
+            p_ids.append(a)
+            p_lab.append(b)
+            p_len.append(np.array([len(a)], np.int64))
+            p_row.append(np.array([s], np.int64))
+    doc_lens = np.concatenate(p_len) if p_len else np.zeros(0, np.int64)
+    offsets = np.zeros(len(doc_lens) + 1, np.int64)
+    np.cumsum(doc_lens, out=offsets[1:])
+    return Docs(
+        _join(p_ids),
+        _join(p_lab),
+        offsets,
+        np.concatenate(p_row) if p_row else np.zeros(0, np.int64),
+    )
+
+
+def _join(parts: list[Ids]) -> Ids:
+    """One int32 array of ``parts``; a single part (a chunk with nothing to set apart) is
+    returned as it is, not copied."""
+    if len(parts) == 1:
+        return parts[0].astype(np.int32, copy=False)
+    return np.concatenate(parts).astype(np.int32, copy=False) if parts else np.zeros(0, np.int32)
+
+
+def _pieces(
+    enc: Encoder,
+    ids: Ids,
+    labels: Ids,
+    is_text: bool,
+    location: str,
+    drops: Drops,
+    over: Overlong,
+) -> list[tuple[Ids, Ids]]:
+    """One encoded row's documents under the over-long policy; those with nothing to
+    learn are counted drops."""
+    pieces = [(ids, labels)]
+    if len(ids) > enc.max_length:
+        policy = enc.policy(is_text)
+        if policy == "drop":
+            over.dropped += 1
+            drops.add("overlong", f"{location}: {len(ids)} tokens > {enc.max_length}")
+            return []
+        if policy == "truncate":
+            over.truncated += 1
+            pieces = [(ids[: enc.max_length], labels[: enc.max_length])]
+        else:
+            over.split += 1
+            m = enc.max_length
+            pieces = [(ids[a : a + m], labels[a : a + m]) for a in range(0, len(ids), m)]
+            over.pieces += len(pieces)
+    kept = [(a, b) for a, b in pieces if _trained(b) > 0]
+    if not kept:
+        drops.add("no_trained_tokens", location)
+        return []
+    if len(kept) < len(pieces):  # split pieces with nothing to learn: counted, not lost
+        drops.add(
+            "split_piece_no_trained_tokens",
+            f"{location}: {len(pieces) - len(kept)} of {len(pieces)} pieces",
+            len(pieces) - len(kept),
+        )
+    return kept
+
+
+def _encode_rows(
+    enc: Encoder,
+    rows: list[str],
+    kinds: list[str],
+    locations: list[str],
+    drops: Drops,
+    mask_methods: dict[int, str] | None,
+) -> tuple[Ids, Ids, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Every row's ids and labels, flat in row order, with row offsets and whether the
+    row encoded (a template error is a counted drop here, or raises with ``strict``)."""
+    n = len(rows)
+    ok = np.ones(n, bool)
     chat_idx = [i for i, k in enumerate(kinds) if k == "chat"]
     text_idx = [i for i, k in enumerate(kinds) if k == "text"]
     encoded: dict[int, tuple[Ids, Ids]] = {}
@@ -131,16 +270,24 @@ def encode_sft(
         # dicts, no per-token Python objects), and a row whose template raises is a
         # counted drop instead of a failed batch. A row is {"messages", "tools"?}.
         b = enc.chat.encode_json([rows[i] for i in chat_idx], train_on=enc.train_on)
+        for k, err in enumerate(b.errors):
+            if err is None:
+                continue
+            i = chat_idx[k]
+            if enc.strict:  # same class, naming the row (file:line)
+                raise type(err)(f"{locations[i]}: {err}") from err
+            drops.add("template_error", f"{locations[i]}: {err}")
+            ok[i] = False
+        if mask_methods is not None:
+            for k, i in enumerate(chat_idx):
+                if ok[i]:
+                    mask_methods[i] = b.mask_methods[k]
+        if len(chat_idx) == n:  # all chat: the batch is already the flat layout
+            off = np.asarray(b.offsets, np.int64)
+            return b.input_ids, b.labels, off, ok
         off = b.offsets
         for k, i in enumerate(chat_idx):
-            if (err := b.errors[k]) is not None:
-                if enc.strict:  # same class, naming the row (file:line)
-                    raise type(err)(f"{locations[i]}: {err}") from err
-                drops.add("template_error", f"{locations[i]}: {b.errors[k]}")
-                continue
             encoded[i] = (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
-            if mask_methods is not None:
-                mask_methods[i] = b.mask_methods[k]
     elif chat_idx:  # any object with ChatTokenizer's encode/encode_batch signature
         parsed = {i: json.loads(rows[i]) for i in chat_idx}
         plain = [i for i in chat_idx if not parsed[i].get("tools")]
@@ -166,37 +313,17 @@ def encode_sft(
             if enc.eos_id is not None:
                 arr = np.append(arr, np.int32(enc.eos_id))
             encoded[i] = (arr, arr.copy())
-
-    docs: list[tuple[int, Ids, Ids]] = []
-    for i in sorted(encoded):
-        ids, labels = encoded[i]
-        pieces = [(ids, labels)]
-        if len(ids) > enc.max_length:
-            policy = enc.policy(kinds[i] == "text")
-            if policy == "drop":
-                over.dropped += 1
-                drops.add("overlong", f"{locations[i]}: {len(ids)} tokens > {enc.max_length}")
-                continue
-            if policy == "truncate":
-                over.truncated += 1
-                pieces = [(ids[: enc.max_length], labels[: enc.max_length])]
-            else:
-                over.split += 1
-                m = enc.max_length
-                pieces = [(ids[a : a + m], labels[a : a + m]) for a in range(0, len(ids), m)]
-                over.pieces += len(pieces)
-        kept = [(a, b) for a, b in pieces if _trained(b) > 0]
-        if not kept:
-            drops.add("no_trained_tokens", locations[i])
-            continue
-        if len(kept) < len(pieces):  # split pieces with nothing to learn: counted, not lost
-            drops.add(
-                "split_piece_no_trained_tokens",
-                f"{locations[i]}: {len(pieces) - len(kept)} of {len(pieces)} pieces",
-                len(pieces) - len(kept),
-            )
-        docs.extend((i, a, b) for a, b in kept)
-    return docs
+    empty = np.zeros(0, np.int32)
+    per_row = [encoded.get(i, (empty, empty)) for i in range(n)]
+    for i in range(n):
+        ok[i] &= i in encoded
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum([len(r[0]) for r in per_row], out=offsets[1:])
+    if not per_row:
+        return empty, empty, offsets, ok
+    ids = np.concatenate([r[0] for r in per_row]).astype(np.int32, copy=False)
+    labels = np.concatenate([r[1] for r in per_row]).astype(np.int32, copy=False)
+    return ids, labels, offsets, ok
 
 
 def encode_preference(

@@ -22,7 +22,8 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,13 @@ import ladle
 from ladle import _core
 from ladle._core import IGNORE_INDEX
 from ladle.data.chat import mask_method_summary
-from ladle.data.examples import Encoder, Overlong, encode_preference, encode_sft, text_encoder
+from ladle.data.examples import (
+    Encoder,
+    Overlong,
+    encode_preference,
+    encode_sft_flat,
+    text_encoder,
+)
 from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
 from ladle.data.packing import assemble, pack
 from ladle.data.prepared import (
@@ -54,8 +61,26 @@ from ladle.recipe.schema import DatasetSpec, Recipe
 
 CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at once)
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
+WRITE_THREADS = max(1, min(2, os.cpu_count() or 1))  # shards assembled and written at once
 LOCK = ".lock"  # held (flock) by the prep filling a temporary folder
 Progress = Callable[[str, int, int], None]
+
+
+class Stages:
+    """Wall-clock seconds per prep stage (``with stages("encode"): ...``; a stage entered
+    twice adds up), recorded in the manifest and printed by ``ladle prep --verbose`` so
+    a slow prep shows where its time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
 @dataclass
@@ -178,9 +203,15 @@ def prep(
         with contextlib.suppress(DataError):  # unreadable or older layout: rebuild it
             manifest = PrepManifest.read(out)
             return PrepResult(out, fp, True, manifest, time.perf_counter() - t0)
-    chat = (
-        tokenizer if tokenizer is not None else load_chat_tokenizer(model_dir, recipe.data.template)
-    )
+    t_build = time.perf_counter()
+    chat: Any = tokenizer
+    if chat is None:
+        # The tokenizer (tokenizer.json, the template, the pre-tokenizer's class table: a
+        # few tenths of a second, GIL released) loads on a thread while the data is read;
+        # the build waits for it where it first needs it (its "tokenizer" stage).
+        pool = ThreadPoolExecutor(1)
+        chat = pool.submit(load_chat_tokenizer, model_dir, recipe.data.template)
+        pool.shutdown(wait=False)
     report = progress or (lambda stage, done, total: None)
     clear_stale_temp()
     lock: int | None = None
@@ -189,16 +220,28 @@ def prep(
             # Held until the folder is renamed into place: a prep that finds this folder
             # unlocked knows its owner died (SIGKILL) and removes it at once.
             lock = _lock(tmp / LOCK)
-            build = _build
             if recipe.data.engine == "ray":
                 from ladle.data.ray_engine import build
-            manifest = build(recipe, model_dir, chat, files, tmp, report)
+
+                t_tok = time.perf_counter()
+                chat = _ready(chat)
+                t_tok = time.perf_counter() - t_tok
+                manifest = build(recipe, model_dir, chat, files, tmp, report)
+                manifest.stages = {"tokenizer": t_tok, **manifest.stages}
+            else:
+                manifest = _build(recipe, model_dir, chat, files, tmp, report)
             manifest.fingerprint = fp
+            manifest.stages = {**manifest.stages, "total": time.perf_counter() - t_build}
             manifest.write(tmp)
     finally:
         if lock is not None:
             os.close(lock)
     return PrepResult(out, fp, False, manifest, time.perf_counter() - t0)
+
+
+def _ready(chat: Any) -> Any:
+    """The chat tokenizer, once its loading thread (if any) is done; its error, if any."""
+    return chat.result() if isinstance(chat, Future) else chat
 
 
 def _lock(path: Path, *, wait: bool = True) -> int | None:
@@ -243,8 +286,10 @@ def _build(
     report: Progress,
 ) -> PrepManifest:
     data = recipe.data
+    stages = Stages()
     report("load", 0, len(data.datasets))
-    loaded = load_all(data.datasets, strict=data.strict, as_json=True)
+    with stages("load"):
+        loaded = load_all(data.datasets, strict=data.strict, as_json=True)
     report("load", len(data.datasets), len(data.datasets))
     drops = Drops()
     per_ds: list[DatasetStats] = []
@@ -261,11 +306,14 @@ def _build(
 
     dedup_report: dict[str, Any] | None = None
     if data.dedup.enabled and train.rows:
-        train, evals, dedup_report = _dedup(recipe, train, evals, drops)
+        with stages("dedup"):
+            train, evals, dedup_report = _dedup(recipe, train, evals, drops)
     evals = check_eval_split(recipe, evals, drops)
 
     train = _apply_weights(recipe, train, rng)
     is_dpo = is_preference(recipe)
+    with stages("tokenizer"):
+        chat = _ready(chat)
     enc_text, eos_id = text_encoder(chat, model_dir)
     enc = Encoder(
         chat, enc_text, eos_id, data.max_length, data.train_on, data.overlong, data.strict
@@ -273,11 +321,15 @@ def _build(
     over = Overlong()
     stats: dict[str, Any]
     if is_dpo:
-        stats = _prep_preference(enc, train, tmp, drops, over, report)
+        with stages("encode"):
+            stats = _prep_preference(enc, train, tmp, drops, over, report)
     else:
-        stats = _prep_sft(recipe, enc, train, tmp, drops, over, report)
+        stats = _prep_sft(recipe, enc, train, tmp, drops, over, report, stages)
     stats["overlong"] = vars(over)
-    return finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+    with stages("eval"):
+        manifest = finish(recipe, model_dir, tmp, per_ds, drops, dedup_report, stats, evals)
+    manifest.stages = stages.seconds
+    return manifest
 
 
 def split_off_eval(n: int, fraction: float, rng: random.Random) -> tuple[list[int], list[int]]:
@@ -457,61 +509,84 @@ def _prep_sft(
     drops: Drops,
     over: Overlong,
     report: Progress,
+    stages: Stages | None = None,
 ) -> dict[str, Any]:
+    stages = stages or Stages()
     data = recipe.data
     specs = data.datasets
     work = tmp / ".work"
     work.mkdir()
-    lengths: list[int] = []
-    doc_ds: list[int] = []
+    lengths: list[np.ndarray] = []
+    doc_ds: list[np.ndarray] = []
     trained_total = 0
     rows_out: dict[int, int] = {}
     mask_by_ds: dict[int, set[str]] = {}  # how each dataset's loss masks were located
     n = len(train.rows)
+    ds_all = np.asarray(train.ds, dtype=np.int64)
     with open(work / "ids.bin", "wb") as fi, open(work / "labels.bin", "wb") as fl:
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
             kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
             methods: dict[int, str] = {}
-            docs = encode_sft(enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods)
+            with stages("encode"):
+                docs = encode_sft_flat(
+                    enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods
+                )
             for i, m in methods.items():
                 mask_by_ds.setdefault(train.ds[a + i], set()).add(m)
             train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
-            seen = set()
-            for i, ids, labels in docs:
-                fi.write(ids.tobytes())
-                lab = labels.copy()
-                lab[0] = IGNORE_INDEX
-                trained_total += int(np.count_nonzero(lab != IGNORE_INDEX))
-                fl.write(lab.tobytes())
-                lengths.append(len(ids))
-                doc_ds.append(train.ds[a + i])
-                if i not in seen:
-                    seen.add(i)
-                    rows_out[train.ds[a + i]] = rows_out.get(train.ds[a + i], 0) + 1
+            fi.write(docs.ids.tobytes())
+            lab = docs.labels.copy()
+            lab[docs.offsets[:-1]] = IGNORE_INDEX  # a packed document's first label
+            trained_total += int(np.count_nonzero(lab != IGNORE_INDEX))
+            fl.write(lab.tobytes())
+            lengths.append(np.diff(docs.offsets))
+            doc_ds.append(ds_all[a + docs.rows])
+            kept_ds, counts = np.unique(ds_all[a + np.unique(docs.rows)], return_counts=True)
+            for d, c in zip(kept_ds.tolist(), counts.tolist(), strict=True):
+                rows_out[d] = rows_out.get(d, 0) + c
             report("tokenize", b, n)
-    lens = np.asarray(lengths, dtype=np.int64)
+    lens = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
     total = int(offsets[-1])
-    bins = plan_bins(recipe, lens, report)
+    with stages("pack"):
+        bins = plan_bins(recipe, lens, report)
     shards: list[str] = []
     if total:
-        ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
-        lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
         per_shard = max(1, SHARD_TOKENS // data.max_length)
-        for s, a in enumerate(range(0, len(bins), per_shard)):
-            packed = assemble(ids_mm, lab_mm, offsets, bins[a : a + per_shard])
-            name = f"train-{s:05d}.parquet"
-            write_packed(tmp / name, packed)
-            shards.append(name)
-            report("write", min(len(bins), a + per_shard), len(bins))
-        del ids_mm, lab_mm
+        starts = list(range(0, len(bins), per_shard))
+        shards = [f"train-{s:05d}.parquet" for s in range(len(starts))]
+
+        def write_shard(s: int) -> None:
+            # A mapping per shard, dropped when the shard is written: the pages a shard
+            # touched leave this process's RSS (they stay in the page cache), so memory
+            # is bounded by the shards in flight, not by the corpus's tokens.
+            ids_mm = np.memmap(work / "ids.bin", dtype=np.int32, mode="r", shape=(total,))
+            lab_mm = np.memmap(work / "labels.bin", dtype=np.int32, mode="r", shape=(total,))
+            packed = assemble(ids_mm, lab_mm, offsets, bins[starts[s] : starts[s] + per_shard])
+            del ids_mm, lab_mm
+            write_packed(tmp / shards[s], packed)
+
+        # Shards are independent and both steps release the GIL (Rust assembly, Arrow's
+        # Parquet writer, one thread per file), so they overlap: two in flight hold
+        # ~2 x 200 MB. Each shard is written whole, so the bytes do not depend on this.
+        workers = min(WRITE_THREADS, len(starts))
+        with stages("write"), ThreadPoolExecutor(workers) as pool:
+            for s, _ in enumerate(pool.map(write_shard, range(len(starts)))):
+                report("write", min(len(bins), starts[s] + per_shard), len(bins))
     for f in work.iterdir():
         f.unlink()
     work.rmdir()
     return packed_stats(
-        data.max_length, lens, len(bins), trained_total, shards, doc_ds, rows_out, mask_by_ds
+        data.max_length,
+        lens,
+        len(bins),
+        trained_total,
+        shards,
+        np.concatenate(doc_ds) if doc_ds else np.zeros(0, np.int64),
+        rows_out,
+        mask_by_ds,
     )
 
 
@@ -540,7 +615,7 @@ def packed_stats(
     rows: int,
     trained_total: int,
     shards: list[str],
-    doc_ds: Sequence[int],
+    doc_ds: Sequence[int] | np.ndarray,
     rows_out: dict[int, int],
     mask_by_ds: dict[int, set[str]],
 ) -> dict[str, Any]:
@@ -550,9 +625,10 @@ def packed_stats(
     lower = -(-total // max_length) if total else 0
     edges = _edges(max_length)
     counts, _ = np.histogram(lens, bins=edges) if len(lens) else (np.zeros(len(edges) - 1), None)
-    tokens_by_ds: dict[int, int] = {}
-    for d, ln in zip(doc_ds, lens.tolist(), strict=True):
-        tokens_by_ds[int(d)] = tokens_by_ds.get(int(d), 0) + ln
+    ds_arr = np.asarray(doc_ds, dtype=np.int64)
+    if len(ds_arr) != len(lens):
+        raise ValueError(f"{len(ds_arr)} dataset indices for {len(lens)} documents")
+    tokens_by_ds = {int(d): int(lens[ds_arr == d].sum()) for d in np.unique(ds_arr)}
     return {
         "examples": len(lens),
         "rows": rows,

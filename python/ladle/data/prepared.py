@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ladle.errors import DataError
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-stage seconds (`stages`)
 PREF_ROWS_PER_SHARD = 65_536
 # Token ids gain nothing from Parquet's dictionary pages (it doubles the write time);
 # zstd level 1 still shrinks them by about half.
@@ -43,6 +43,24 @@ def _arrow(values: npt.NDArray[Any]) -> Any:
     values = np.ascontiguousarray(values)
     typ = {np.dtype(np.int32): pa.int32(), np.dtype(np.int64): pa.int64()}[values.dtype]
     return pa.Array.from_buffers(typ, len(values), [None, pa.py_buffer(values)])
+
+
+def _strings(values: list[str | None]) -> Any:
+    """A string column built from its buffers, like ``_arrow`` (``pa.array`` would import
+    pandas for its probe: half a second of every cold prep with an eval split)."""
+    import pyarrow as pa
+
+    data = [v.encode("utf-8") if v is not None else b"" for v in values]
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in data], out=offsets[1:])
+    valid = np.array([v is not None for v in values], dtype=bool)
+    nulls = int(len(values) - valid.sum())
+    mask = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    small = offsets[-1] < 2**31
+    typ = pa.string() if small else pa.large_string()
+    offs = pa.py_buffer(offsets.astype(np.int32) if small else offsets)
+    buffers = [mask, offs, pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(typ, len(values), buffers, null_count=nulls)
 
 
 def _lists(offsets: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> Any:
@@ -128,10 +146,10 @@ def write_eval(folder: Path, rows: list[dict[str, Any]], datasets: list[int]) ->
 
     recs = [eval_record(r) for r in rows]
     cols = {
-        k: pa.array([r.get(k) for r in recs], type=pa.string())
+        k: _strings([r.get(k) for r in recs])
         for k in ("messages", "prompt", "reference", "text", "tools")
     }
-    cols["dataset"] = pa.array(datasets, type=pa.int32())
+    cols["dataset"] = _arrow(np.asarray(datasets, dtype=np.int32))
     pq.write_table(pa.table(cols), folder / "eval-00000.parquet", **_PARQUET)
     return ["eval-00000.parquet"]
 
@@ -200,6 +218,13 @@ class PrepManifest(_Plain):
     train: TrainStats
     eval: EvalStats
     warnings: list[str] = Field(default_factory=list)
+    stages: dict[str, float] = Field(
+        default_factory=dict,
+        description="wall-clock seconds per stage of the build that wrote the folder "
+        "(load, dedup, tokenizer = waiting for the tokenizer, which loads while the data is "
+        "read, encode = render + tokenize + mask + spill, pack, write = assemble + Parquet, "
+        "eval, total); the Ray engine records tokenizer and total",
+    )
 
     @classmethod
     def read(cls, folder: Path) -> PrepManifest:

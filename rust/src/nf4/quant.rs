@@ -284,6 +284,12 @@ unsafe fn quantize_chunk_avx2(
     quantize_chunk_generic(ctx, src, out, absmax, partial)
 }
 
+/// Elements per step of the full-block loop: 32 codes make 16 whole bytes, and 32 f32
+/// lanes are two AVX-512 (four AVX2) registers, so every loop below has a fixed trip
+/// count that LLVM turns into straight vector code (compares, blends, a byte shuffle)
+/// with no remainder handling per 64-element block.
+const STEP: usize = 32;
+
 #[inline(always)]
 fn quantize_chunk_generic(
     ctx: &Ctx,
@@ -296,58 +302,86 @@ fn quantize_chunk_generic(
     let esize = ctx.dtype.size();
     let n = src.len() / esize;
     let mut vals = [0f32; 4096];
-    let mut codes = [0u32; 4096];
     let nblocks = absmax.len();
-    let pad = ctx.order[bucket(&ctx.bounds, 0.0) as usize];
     for (b, absmax_b) in absmax.iter_mut().enumerate() {
         let start = b * bs;
         let len = bs.min(n - start);
         let x = &mut vals[..len];
         decode_into(ctx.dtype, &src[start * esize..(start + len) * esize], x);
         let am = block_absmax(x);
+        let o = &mut out[start / 2..(start + len).div_ceil(2)];
         if partial && b == nblocks - 1 {
             // Partial last block: torch divides by the clamped absmax and stores it.
             let am = clamp_min(am, 1e-38);
             *absmax_b = am;
-            for (c, &v) in codes[..len].iter_mut().zip(x.iter()) {
-                *c = bucket(&ctx.bounds, clamp1(v / am));
-            }
-        } else {
-            *absmax_b = am;
-            let scale = 1.0f32 / clamp_min(am, 1e-38);
-            for (c, &v) in codes[..len].iter_mut().zip(x.iter()) {
+            quantize_tail(ctx, x, am, o);
+            continue;
+        }
+        *absmax_b = am;
+        // Every allowed blocksize is a multiple of STEP, so a full block has no tail.
+        let scale = 1.0f32 / clamp_min(am, 1e-38);
+        for (xs, os) in x.chunks_exact(STEP).zip(o.chunks_exact_mut(STEP / 2)) {
+            let mut codes = [0u32; STEP];
+            for (c, &v) in codes.iter_mut().zip(xs) {
                 *c = bucket(&ctx.bounds, clamp1(v * scale));
             }
-        }
-        if ctx.order != NF4_ORDER {
-            for c in codes[..len].iter_mut() {
-                *c = ctx.order[*c as usize] as u32;
+            if ctx.order != NF4_ORDER {
+                for c in codes.iter_mut() {
+                    *c = ctx.order[*c as usize] as u32;
+                }
             }
-        }
-        let o = &mut out[start / 2..(start + len).div_ceil(2)];
-        let pairs = len / 2;
-        for (j, byte) in o[..pairs].iter_mut().enumerate() {
-            *byte = ((codes[2 * j] << 4) | codes[2 * j + 1]) as u8;
-        }
-        if len % 2 == 1 {
-            o[pairs] = ((codes[len - 1] as u8) << 4) | pad;
+            for (j, byte) in os.iter_mut().enumerate() {
+                *byte = ((codes[2 * j] << 4) | codes[2 * j + 1]) as u8;
+            }
         }
     }
 }
 
+/// The partial last block (a division, not a reciprocal multiply, as torch does it),
+/// an odd tail padded with the code of 0.0.
+fn quantize_tail(ctx: &Ctx, x: &[f32], am: f32, o: &mut [u8]) {
+    let code = |v: f32| ctx.order[bucket(&ctx.bounds, clamp1(v / am)) as usize];
+    let pad = ctx.order[bucket(&ctx.bounds, 0.0) as usize];
+    for (j, byte) in o.iter_mut().enumerate() {
+        let hi = code(x[2 * j]);
+        let lo = x.get(2 * j + 1).map_or(pad, |&v| code(v));
+        *byte = (hi << 4) | lo;
+    }
+}
+
 /// Max |x|, propagating NaN like `torch.max` (which bitsandbytes' torch path uses).
+/// Sixteen running maxima by a plain compare-and-select (one `vmaxps`; `f32::max`'s NaN
+/// rule would cost a blend per step and kept LLVM scalar), folded in halves so the fold
+/// is vector code too; NaN is counted in a separate, also vectorized, pass.
 #[inline(always)]
 fn block_absmax(x: &[f32]) -> f32 {
-    let mut m = 0f32;
-    let mut nan = false;
-    for &v in x {
-        m = m.max(v.abs());
-        nan |= v.is_nan();
+    const LANES: usize = 16;
+    let mut m = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for i in 0..LANES {
+            let a = ch[i].abs();
+            m[i] = if a > m[i] { a } else { m[i] };
+        }
     }
-    if nan {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            m[i] = if m[i + w] > m[i] { m[i + w] } else { m[i] };
+        }
+    }
+    let mut best = m[0];
+    for &v in rest {
+        let a = v.abs();
+        best = if a > best { a } else { best };
+    }
+    let nans: u32 = x.iter().map(|v| u32::from(v.is_nan())).sum();
+    if nans > 0 {
         f32::NAN
     } else {
-        m
+        best
     }
 }
 
@@ -420,6 +454,68 @@ mod tests {
         xs[1] = mid;
         let (p, _) = q(&xs, 32);
         assert_eq!(p[0], 0xF8);
+    }
+
+    /// The vector kernel against the rule written out one element at a time, on every
+    /// blocksize, both code tables, with NaN, infinities, zeros and a partial last block.
+    #[test]
+    fn kernel_equals_the_scalar_rule() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for qt in [QuantType::Nf4, QuantType::Fp4] {
+            for &bs in &BLOCKSIZES {
+                let n = bs * 5 + 7;
+                let mut xs: Vec<f32> = (0..n)
+                    .map(|_| ((next() % 2_000_001) as f32 / 1e6 - 1.0) * 3.0)
+                    .collect();
+                xs[3] = f32::NAN;
+                xs[bs + 1] = f32::INFINITY;
+                xs[2 * bs..3 * bs].fill(0.0);
+                let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let mut p = vec![0; packed_len(n)];
+                let mut a = vec![0.0; num_blocks(n, bs)];
+                quantize_4bit(FloatDtype::F32, &bytes, bs, qt, &mut p, &mut a).unwrap();
+                let (bounds, order) = (qt.bounds(), qt.order());
+                let mut codes = Vec::with_capacity(n + 1);
+                for (b, block) in xs.chunks(bs).enumerate() {
+                    let mut am = 0f32;
+                    for &v in block {
+                        am = if v.is_nan() || am.is_nan() {
+                            f32::NAN
+                        } else {
+                            am.max(v.abs())
+                        };
+                    }
+                    let last_partial = block.len() < bs;
+                    let want_am = if last_partial {
+                        clamp_min(am, 1e-38)
+                    } else {
+                        am
+                    };
+                    assert_eq!(
+                        a[b].to_bits(),
+                        want_am.to_bits(),
+                        "{qt:?} bs {bs} block {b}"
+                    );
+                    for &v in block {
+                        let y = if last_partial {
+                            v / clamp_min(am, 1e-38)
+                        } else {
+                            v * (1.0 / clamp_min(am, 1e-38))
+                        };
+                        codes.push(order[bucket(&bounds, clamp1(y)) as usize]);
+                    }
+                }
+                codes.push(order[bucket(&bounds, 0.0) as usize]);
+                let want: Vec<u8> = codes.chunks_exact(2).map(|c| (c[0] << 4) | c[1]).collect();
+                assert_eq!(p, want, "{qt:?} bs {bs}");
+            }
+        }
     }
 
     #[test]

@@ -10,8 +10,13 @@
 //!   is built once from onig itself, so `\p{L}`, `\p{N}` and `\s` mean exactly what
 //!   they mean to the crate;
 //! - each pre-token ("word") is looked up in a per-thread word->ids cache (no locks,
-//!   bounded, reset when full); only misses run the crate's own BPE merges, so ids cannot
-//!   drift from the crate's;
+//!   bounded, reset when full);
+//! - a miss (on natural text, with its long tail of words, most of the cost) runs the
+//!   merges here, on ids, with no allocation per token: the crate's `BPE::tokenize` builds
+//!   a `String` per token and goes through its own locked cache. The rule is the crate's
+//!   (`Word::merge_all`): repeatedly merge the adjacent pair of lowest rank, the leftmost
+//!   on a tie; words longer than [`MAX_SCAN_WORD`] bytes, and anything unusual (a byte
+//!   missing from the vocab), still go to the crate;
 //! - offsets come for free: a token's byte length is its vocab string's char count.
 //!
 //! Equality with the crate is proven on generated corpora in the tests.
@@ -173,11 +178,50 @@ pub fn split_gpt2(text: &str, mut f: impl FnMut(usize, usize)) {
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-/// Per-thread word cache: word bytes -> (start, len) in an id arena.
+/// Per-thread word cache: word bytes -> (start, len) in an id arena. Words of up to 15
+/// bytes (nearly all of them) are keyed by their bytes packed into a `u128`, so a hit is
+/// one probe with no pointer to chase and no `memcmp`; longer words by their bytes.
 #[derive(Default)]
 struct WordCache {
+    small: AHashMap<u128, (u32, u32)>,
     map: AHashMap<Box<[u8]>, (u32, u32)>,
     arena: Vec<u32>,
+}
+
+/// `word` packed with its length in the top byte (distinct for distinct words).
+#[inline]
+fn small_key(word: &[u8]) -> Option<u128> {
+    if word.len() > 15 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    buf[..word.len()].copy_from_slice(word);
+    buf[15] = word.len() as u8;
+    Some(u128::from_le_bytes(buf))
+}
+
+impl WordCache {
+    #[inline]
+    fn get(&self, word: &[u8]) -> Option<(u32, u32)> {
+        match small_key(word) {
+            Some(k) => self.small.get(&k).copied(),
+            None => self.map.get(word).copied(),
+        }
+    }
+
+    fn insert(&mut self, word: &[u8], ids: &[u32]) {
+        if self.small.len() + self.map.len() >= CACHE_MAX_WORDS {
+            self.small.clear();
+            self.map.clear();
+            self.arena.clear();
+        }
+        let v = (self.arena.len() as u32, ids.len() as u32);
+        self.arena.extend_from_slice(ids);
+        match small_key(word) {
+            Some(k) => self.small.insert(k, v),
+            None => self.map.insert(word.into(), v),
+        };
+    }
 }
 
 /// Words per thread cache before it is reset: SmolLM2 on English+code hits >99% well
@@ -191,9 +235,119 @@ thread_local! {
     static CACHES: RefCell<Vec<(usize, WordCache)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Words up to this many bytes are merged by a scan per merge (quadratic, but with no
+/// heap); longer ones go through the crate's heap-based merge.
+const MAX_SCAN_WORD: usize = 64;
+/// Marks a byte whose char is not in the vocab.
+const NO_ID: u32 = u32::MAX;
+
+/// The merge table on ids: `(left, right) -> (rank, merged id)`, as the crate builds it
+/// from `model.merges`.
+struct Merges {
+    pairs: AHashMap<(u32, u32), (u32, u32)>,
+    /// Id of each byte's char.
+    byte_ids: [u32; 256],
+    /// `model.ignore_merges` (Llama-3): a word that is itself a token is that token.
+    whole_words: Option<AHashMap<Vec<u8>, u32>>,
+}
+
+impl Merges {
+    fn from_model(model: &Json, bytes: &[char; 256]) -> Option<Self> {
+        let vocab: AHashMap<&str, u32> = model
+            .get("vocab")?
+            .as_object()?
+            .iter()
+            .map(|(k, v)| Some((k.as_str(), u32::try_from(v.as_u64()?).ok()?)))
+            .collect::<Option<_>>()?;
+        let mut pairs = AHashMap::new();
+        for (rank, m) in model.get("merges")?.as_array()?.iter().enumerate() {
+            // "a b" (older files) or ["a", "b"] (tokenizers >= 0.20)
+            let (a, b) = match m {
+                Json::String(s) => s.split_once(' ')?,
+                Json::Array(ab) if ab.len() == 2 => (ab[0].as_str()?, ab[1].as_str()?),
+                _ => return None,
+            };
+            let merged = vocab.get(format!("{a}{b}").as_str())?;
+            let key = (*vocab.get(a)?, *vocab.get(b)?);
+            // a pair listed twice keeps its last rank, as the crate's collect() does
+            pairs.insert(key, (rank as u32, *merged));
+        }
+        let mut byte_ids = [NO_ID; 256];
+        let mut buf = [0u8; 4];
+        for (b, c) in bytes.iter().enumerate() {
+            if let Some(&id) = vocab.get(&*c.encode_utf8(&mut buf)) {
+                byte_ids[b] = id;
+            }
+        }
+        let whole_words = if json_is(model, "ignore_merges", &true.into()) {
+            let byte_of: AHashMap<char, u8> = bytes
+                .iter()
+                .enumerate()
+                .map(|(b, &c)| (c, b as u8))
+                .collect();
+            let words = vocab
+                .iter()
+                .map(|(tok, &id)| {
+                    let raw: Option<Vec<u8>> =
+                        tok.chars().map(|c| byte_of.get(&c).copied()).collect();
+                    raw.map(|r| (r, id))
+                })
+                .collect::<Option<_>>()?;
+            Some(words)
+        } else {
+            None
+        };
+        Some(Merges {
+            pairs,
+            byte_ids,
+            whole_words,
+        })
+    }
+
+    /// Appends the ids of `word` to `out`; false (and nothing appended) when the crate
+    /// must do it.
+    fn merge(&self, word: &[u8], out: &mut Vec<u32>) -> bool {
+        if word.len() > MAX_SCAN_WORD {
+            return false;
+        }
+        if let Some(id) = self.whole_words.as_ref().and_then(|w| w.get(word)) {
+            out.push(*id);
+            return true;
+        }
+        let mut syms = [0u32; MAX_SCAN_WORD];
+        for (s, &b) in syms.iter_mut().zip(word) {
+            *s = self.byte_ids[b as usize];
+            if *s == NO_ID {
+                return false;
+            }
+        }
+        let mut n = word.len();
+        while n > 1 {
+            let mut best = (u32::MAX, 0usize, 0u32);
+            for i in 0..n - 1 {
+                if let Some(&(rank, merged)) = self.pairs.get(&(syms[i], syms[i + 1])) {
+                    if rank < best.0 {
+                        best = (rank, i, merged);
+                    }
+                }
+            }
+            if best.0 == u32::MAX {
+                break;
+            }
+            let (_, i, merged) = best;
+            syms[i] = merged;
+            syms.copy_within(i + 2..n, i + 1);
+            n -= 1;
+        }
+        out.extend_from_slice(&syms[..n]);
+        true
+    }
+}
+
 pub struct ByteLevelBpe {
     id: usize,
     bpe: BPE,
+    merges: Option<Merges>,
     added: Option<(AhoCorasick, Vec<u32>)>,
     bytes: [char; 256],
     /// Byte length of each model token (its byte-level string's char count).
@@ -277,11 +431,13 @@ impl ByteLevelBpe {
         for (s, &id) in &vocab {
             tok_len[id as usize] = s.chars().count() as u32;
         }
+        let bytes = byte_chars();
         Some(ByteLevelBpe {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            merges: Merges::from_model(model, &bytes),
             bpe: bpe.clone(),
             added,
-            bytes: byte_chars(),
+            bytes,
             tok_len,
         })
     }
@@ -304,6 +460,9 @@ impl ByteLevelBpe {
     }
 
     fn bpe_word(&self, word: &[u8], out: &mut Vec<u32>) {
+        if self.merges.as_ref().is_some_and(|m| m.merge(word, out)) {
+            return;
+        }
         let mapped: String = word.iter().map(|&b| self.bytes[b as usize]).collect();
         // Byte-level words always map into the vocab; an error here would mean a corrupt
         // tokenizer.json, which loading already rejected.
@@ -324,7 +483,7 @@ impl ByteLevelBpe {
     ) {
         split_gpt2(piece, |s, e| {
             let w = &piece.as_bytes()[s..e];
-            if let Some(&(a, l)) = cache.map.get(w) {
+            if let Some((a, l)) = cache.get(w) {
                 emit(
                     &cache.arena[a as usize..(a + l) as usize],
                     piece_start + s,
@@ -335,13 +494,7 @@ impl ByteLevelBpe {
             scratch.clear();
             self.bpe_word(w, scratch);
             emit(scratch, piece_start + s, piece_start + e);
-            if cache.map.len() >= CACHE_MAX_WORDS {
-                cache.map.clear();
-                cache.arena.clear();
-            }
-            let a = cache.arena.len() as u32;
-            cache.arena.extend_from_slice(scratch);
-            cache.map.insert(w.into(), (a, scratch.len() as u32));
+            cache.insert(w, scratch);
         });
     }
 
