@@ -162,6 +162,16 @@ JSON = st.recursive(
 )
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_csv_header_not_utf8_is_a_data_error(tmp_path: Path, suffix: str) -> None:
+    # Found by the fuzz test below: pyarrow decodes CSV column names itself and raised a
+    # bare UnicodeDecodeError.
+    path = tmp_path / f"f{suffix}"
+    path.write_bytes(b"\x80\r")
+    with pytest.raises(DataError, match="not UTF-8"):
+        _load(path, format="messages")
+
+
 @settings(
     max_examples=30,
     deadline=None,

@@ -182,6 +182,12 @@ def _record_batches(path: Path, k: str) -> Iterator[Any]:
                 yield from reader
     except pa.ArrowException as e:
         raise DataError(f"{path}: cannot read {k}: {e}") from e
+    except UnicodeDecodeError as e:
+        # pyarrow decodes CSV column names (and some messages) itself, outside its errors.
+        raise DataError(
+            f"{path}: cannot read {k}: not UTF-8 text ({e.reason} at byte {e.start}); "
+            "re-encode the file as UTF-8"
+        ) from None
 
 
 def _text_columns(batch: Any) -> Any:
