@@ -50,3 +50,49 @@ def reference_logps(model: Any, prompt: list[int], cont: list[int]) -> float:
         logits = model(input_ids=ids, use_cache=False).logits[0].float()
     logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
     return float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum())
+
+
+def write_preference_file(path: Any, n: int, labelled: int = 0) -> Any:
+    """A ``format: preference`` JSONL file of ticket-style text: ``n`` pairs (the right
+    JSON record against a wrong label) and ``labelled`` single completions with
+    ``label: true/false`` (KTO's form), alternating."""
+    import json
+
+    rng = np.random.default_rng(n)
+    cats = ["billing", "refund", "shipping"]
+    with open(path, "w") as f:
+        for i in range(n + labelled):
+            k = int(rng.integers(0, 3))
+            prompt = f"Ticket {i}: my {cats[k]} problem {int(rng.integers(0, 10**6))}."
+            good = json.dumps({"category": cats[k]})
+            bad = json.dumps({"category": cats[(k + 1) % 3]})
+            if i < n:
+                row = {"prompt": prompt, "chosen": good, "rejected": bad}
+            else:
+                label = i % 2 == 0
+                row = {"prompt": prompt, "completion": good if label else bad, "label": label}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def smoke_recipe(model_dir: Any, data: Any, method: str) -> dict[str, Any]:
+    """A 2-step preference recipe on the tiny model that prepares ``data`` itself."""
+    return {
+        "name": f"{method}-smoke",
+        "seed": 3,
+        "model": {"base": str(model_dir)},
+        "data": {
+            "datasets": [{"path": str(data), "format": "preference"}],
+            "max_length": 96,
+            "dedup": {"enabled": False},
+        },
+        "train": {
+            "method": method,
+            "lr": 1e-3,
+            "max_steps": 2,
+            "micro_batch_size": 2,
+            "threads": 1,
+            "save_every": 0,
+            "report_to": ["none"],
+        },
+    }

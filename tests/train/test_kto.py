@@ -152,3 +152,23 @@ def test_kto_rows_without_labels_are_a_one_line_error(tiny_llama_dir: Path, tmp_
     rows = [{k: v for k, v in r.items() if k != "label"} for r in labelled_rows(2)]
     with pytest.raises(TrainError, match="boolean `label` column"):
         train(kto_recipe(tiny_llama_dir), rows, output_dir=tmp_path / "run")
+
+
+def test_kto_recipe_two_steps_from_a_preference_file(
+    tiny_llama_dir: Path, tmp_path: Path, home: Path
+) -> None:
+    """Recipe level: one preference JSONL with pairs and labelled completions is prepared
+    into KTO examples (a pair gives two) and trained 2 steps into an ordinary run folder."""
+    from _preference import smoke_recipe, write_preference_file
+    from ladle.data import prep
+
+    data = write_preference_file(tmp_path / "prefs.jsonl", 3, labelled=4)
+    recipe = Recipe.model_validate(smoke_recipe(tiny_llama_dir, data, "kto"))
+    res = train(recipe, prep(recipe), output_dir=tmp_path / "run", progress=False)
+    assert res.steps == 2 and res.losses[0] == pytest.approx(0.5, abs=1e-4)
+    man = json.loads((res.run_dir / "manifest.json").read_text())
+    assert man["training"]["method"] == "kto" and man["data"]["rows"] == 3 * 2 + 4
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all("kl" in r and "rewards_signed" in r for r in rows)
+    assert (res.run_dir / "adapter" / "adapter_model.safetensors").is_file()

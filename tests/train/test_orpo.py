@@ -122,3 +122,23 @@ def test_orpo_learns_its_preferences_with_a_margin(tiny_llama_dir: Path, tmp_pat
     assert res.eval["eval_accuracy"] >= 0.75, res.eval
     assert res.eval["eval_nll_chosen"] < rows[0]["nll_chosen"] - 0.15, (res.eval, rows[0])
     assert res.manifest["training"]["method"] == "orpo"
+
+
+def test_orpo_recipe_two_steps_from_a_preference_file(
+    tiny_llama_dir: Path, tmp_path: Path, home: Path
+) -> None:
+    """Recipe level: a preference JSONL is prepared (labelled single completions are
+    counted skips for ORPO) and trained 2 steps into an ordinary run folder."""
+    from _preference import smoke_recipe, write_preference_file
+    from ladle.data import prep
+
+    data = write_preference_file(tmp_path / "prefs.jsonl", 6, labelled=2)
+    recipe = Recipe.model_validate(smoke_recipe(tiny_llama_dir, data, "orpo"))
+    res = train(recipe, prep(recipe), output_dir=tmp_path / "run", progress=False)
+    assert res.steps == 2 and all(math.isfinite(x) for x in res.losses)
+    man = json.loads((res.run_dir / "manifest.json").read_text())
+    assert man["training"]["method"] == "orpo" and man["data"]["rows"] == 6
+    rows = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all("odds_ratio_loss" in r and "nll_chosen" in r for r in rows)
+    assert (res.run_dir / "adapter" / "adapter_model.safetensors").is_file()
