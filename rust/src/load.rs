@@ -325,7 +325,9 @@ pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
         Format::Preference if obj.contains_key(opts.col("label")) => {
             // One completion labelled desirable (true) or undesirable (false).
             let label = label(get(obj, opts.col("label"))?, opts.col("label"))?;
-            let key = if obj.contains_key(opts.col("prompt")) || !obj.contains_key(opts.col("messages")) {
+            let key = if obj.contains_key(opts.col("prompt"))
+                || !obj.contains_key(opts.col("messages"))
+            {
                 "prompt"
             } else {
                 "messages"
@@ -420,11 +422,8 @@ fn string(v: &Value, field: &str) -> std::result::Result<String, Bad> {
 fn label(v: &Value, field: &str) -> std::result::Result<bool, Bad> {
     let parsed = match v {
         Value::Bool(b) => Some(*b),
-        Value::Number(n) => match n.as_f64() {
-            Some(x) if x == 1.0 => Some(true),
-            Some(x) if x == 0.0 => Some(false),
-            _ => None,
-        },
+        Value::Number(n) if n.as_f64() == Some(1.0) => Some(true),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Some(false),
         Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" => Some(true),
             "false" | "0" => Some(false),
@@ -690,7 +689,10 @@ not json
         assert_eq!(normalize_row(&row, &o).unwrap()["label"], Value::Bool(true));
         // Detected without a format; a label that is not a boolean is a bad row.
         let row = serde_json::json!({"prompt": "p", "completion": "c", "label": true});
-        assert!(normalize_row(&row, &opts("auto")).unwrap().get("label").is_some());
+        assert!(normalize_row(&row, &opts("auto"))
+            .unwrap()
+            .get("label")
+            .is_some());
         let row = serde_json::json!({"prompt": "p", "completion": "c", "label": "maybe"});
         let b = normalize_row(&row, &o).unwrap_err();
         assert_eq!((b.reason, b.field.as_str()), ("wrong_type", "label"));
