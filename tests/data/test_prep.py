@@ -315,6 +315,22 @@ def test_kto_examples_from_labelled_rows_and_split_pairs(
     assert "train.method: kto" in dpo["drops"]["unpaired"]["first"][0]
 
 
+def test_labelled_eval_rows_reference_only_desirable_completions() -> None:
+    """An eval row labelled desirable is a prompt with its reference; an undesirable
+    completion is no reference to score against."""
+    from ladle.data.prepared import eval_record
+
+    prompt = [{"role": "user", "content": "q"}]
+    good = eval_record(
+        {"prompt": prompt, "completion": [{"role": "assistant", "content": "a"}], "label": True}
+    )
+    assert good["reference"] == "a" and json.loads(good["prompt"]) == prompt
+    bad = eval_record(
+        {"prompt": prompt, "completion": [{"role": "assistant", "content": "x"}], "label": False}
+    )
+    assert bad["reference"] is None and json.loads(bad["messages"]) == prompt
+
+
 def test_strict_prep_fails_on_bad_row(
     tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
 ) -> None:
