@@ -5,8 +5,8 @@ Run folder::
     RUN/
       run.json            resolved recipe + data fingerprint, written first (resume checks it)
       checkpoints/        step-NNNNNNNN/ (weights, optimizer, scheduler, RNG, position)
-      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO rewards;
-                          GRPO: reward components, KL, completion length, clip fraction)
+      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO/ORPO/KTO
+                          rewards and log-probs; GRPO: reward components, KL, completion length, clip fraction)
       completions.jsonl   GRPO only: sampled completions with their rewards every N steps
       tensorboard/        when train.report_to has tensorboard (the default)
       adapter/ | model/   peft adapter (or full weights) + tokenizer + chat template
