@@ -99,7 +99,8 @@ class DatasetSpec(Section):
         "messages",
         description="Row layout: `messages` (OpenAI roles), `sharegpt` (from/value), `alpaca` "
         "(instruction/input/output), `prompt_completion`, `text` (raw), `preference` "
-        "(prompt/chosen/rejected, for DPO).",
+        "(prompt/chosen/rejected pairs for DPO, ORPO and KTO; for KTO also single "
+        "prompt/completion/label rows, label true = desirable).",
     )
     split: Literal["train", "eval"] = Field("train", description="Which split these rows feed.")
     columns: dict[str, str] = Field(
