@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ladle import _core
+from ladle.data.load import is_preference_row, replies
 from ladle.errors import DataError
 from ladle.recipe.schema import DedupFields, DedupSpec, NormalizeSpec
 
@@ -297,9 +298,9 @@ def example_text(row: Mapping[str, Any], fields: Fields = "conversation") -> str
     if "messages" in row:
         roles = {"conversation": None, "user": _USER, "prompt": _USER, "assistant": _BOT}[fields]
         return "\n".join(_contents(row["messages"], roles))
-    if "chosen" in row:
+    if is_preference_row(row):
         prompt = _contents(row["prompt"], None if fields == "conversation" else _USER)
-        answers = _contents(row["chosen"], _BOT) + _contents(row["rejected"], _BOT)
+        answers = [a for reply in replies(row) for a in _contents(reply, _BOT)]
         parts = {
             "conversation": prompt + answers,
             "user": prompt,

@@ -4,7 +4,9 @@
 //!
 //! - chat: `{"messages": [{"role", "content", ...}], "tools"?: [...]}`
 //! - text: `{"text": "..."}`
-//! - preference: `{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}`
+//! - preference: `{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}`, or one
+//!   labelled completion (KTO's thumbs up/down, TRL's unpaired preference format):
+//!   `{"prompt": [msgs], "completion": [msgs], "label": bool}`
 //!
 //! Bad rows are data, not crashes: each is classified by reason (malformed JSON, missing
 //! field, wrong type, unknown role, empty content) and counted with the first few
@@ -76,7 +78,7 @@ impl Format {
             Format::Messages
         } else if has("conversations") {
             Format::ShareGpt
-        } else if has("chosen") || has("rejected") {
+        } else if has("chosen") || has("rejected") || (has("completion") && has("label")) {
             Format::Preference
         } else if has("completion") {
             Format::PromptCompletion
@@ -320,6 +322,22 @@ pub fn normalize_row(row: &Value, opts: &Options) -> RowResult {
             let text = string(get(obj, opts.col("text"))?, opts.col("text"))?;
             out.insert("text".into(), Value::String(text));
         }
+        Format::Preference if obj.contains_key(opts.col("label")) => {
+            // One completion labelled desirable (true) or undesirable (false).
+            let label = label(get(obj, opts.col("label"))?, opts.col("label"))?;
+            let key = if obj.contains_key(opts.col("prompt"))
+                || !obj.contains_key(opts.col("messages"))
+            {
+                "prompt"
+            } else {
+                "messages"
+            };
+            let prompt = turns(obj, key, "user", opts)?;
+            let completion = turns(obj, "completion", "assistant", opts)?;
+            out.insert("prompt".into(), Value::Array(with_system(prompt, opts)));
+            out.insert("completion".into(), Value::Array(completion));
+            out.insert("label".into(), Value::Bool(label));
+        }
         Format::Preference => {
             let mut chosen = turns(obj, "chosen", "assistant", opts)?;
             let mut rejected = turns(obj, "rejected", "assistant", opts)?;
@@ -397,6 +415,29 @@ fn string(v: &Value, field: &str) -> std::result::Result<String, Bad> {
         return Err(bad("empty_content", field, format!("{field:?} is empty")));
     }
     Ok(s)
+}
+
+/// A KTO label: a JSON boolean, or (tables store them as text or numbers) `true`/`false`
+/// in any case, `1`/`0`.
+fn label(v: &Value, field: &str) -> std::result::Result<bool, Bad> {
+    let parsed = match v {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) if n.as_f64() == Some(1.0) => Some(true),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Some(false),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        bad(
+            "wrong_type",
+            field,
+            format!("{field:?} must be true (desirable) or false (undesirable), got {v}"),
+        )
+    })
 }
 
 fn message(role: &str, content: &str) -> Value {
@@ -627,6 +668,37 @@ not json
         strict.strict = true;
         let err = normalize_jsonl(data, &strict).unwrap_err().to_string();
         assert!(err.starts_with("f.jsonl:2:"), "{err}");
+    }
+
+    #[test]
+    fn labelled_completions() {
+        let o = opts("preference");
+        let row = serde_json::json!({"prompt": "p", "completion": "c", "label": false});
+        let v = normalize_row(&row, &o).unwrap();
+        assert_eq!(v["prompt"][0]["role"], "user");
+        assert_eq!(v["completion"][0]["role"], "assistant");
+        assert_eq!(v["label"], Value::Bool(false));
+        assert!(v.get("chosen").is_none());
+        // Tables: labels as text or numbers; the prompt as a messages list.
+        let row = serde_json::json!({
+            "messages": [{"role": "user", "content": "q"}], "completion": "c", "label": "True"});
+        let v = normalize_row(&row, &o).unwrap();
+        assert_eq!(v["prompt"][0]["content"], "q");
+        assert_eq!(v["label"], Value::Bool(true));
+        let row = serde_json::json!({"prompt": "p", "completion": "c", "label": 1});
+        assert_eq!(normalize_row(&row, &o).unwrap()["label"], Value::Bool(true));
+        // Detected without a format; a label that is not a boolean is a bad row.
+        let row = serde_json::json!({"prompt": "p", "completion": "c", "label": true});
+        assert!(normalize_row(&row, &opts("auto"))
+            .unwrap()
+            .get("label")
+            .is_some());
+        let row = serde_json::json!({"prompt": "p", "completion": "c", "label": "maybe"});
+        let b = normalize_row(&row, &o).unwrap_err();
+        assert_eq!((b.reason, b.field.as_str()), ("wrong_type", "label"));
+        assert!(b.message.contains("true (desirable)"), "{}", b.message);
+        let row = serde_json::json!({"prompt": "p", "label": true});
+        assert_eq!(normalize_row(&row, &o).unwrap_err().field, "completion");
     }
 
     #[test]

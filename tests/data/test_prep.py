@@ -264,6 +264,73 @@ def test_dpo_triples(tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokeniz
         assert r["chosen_input_ids"] != r["rejected_input_ids"]
 
 
+def test_kto_examples_from_labelled_rows_and_split_pairs(
+    tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
+) -> None:
+    """KTO reads the same preference files: a labelled completion is one example, a pair
+    two (chosen desirable, rejected undesirable). DPO counts a labelled row as a skip."""
+    rows = [
+        {"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome."},
+        {"prompt": "Capital of Spain?", "completion": "Madrid.", "label": True},
+        {"prompt": "Capital of Italy?", "completion": "Oslo.", "label": False},
+    ]
+    data = jsonl(tmp_path / "p.jsonl", rows)
+    out = {}
+    for method in ("kto", "dpo"):
+        path = tmp_path / f"{method}.yaml"
+        recipe = {
+            "name": method,
+            "model": {"base": str(smollm2_dir)},
+            "train": {"method": method},
+            "data": {
+                "datasets": [{"path": data, "format": "preference"}],
+                "dedup": {"enabled": False},
+            },
+        }
+        path.write_text(json.dumps(recipe))
+        out[method] = run_prep(path, chat_tokenizer)
+    kto = out["kto"].manifest.model_dump()
+    assert kto["method"] == "kto" and kto["train"]["examples"] == 4
+    got = rows_of(out["kto"])
+    assert [r["label"] for r in got] == [True, False, True, False]
+
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(smollm2_dir)
+
+    def text(ids: list[int]) -> str:
+        return str(hf.decode(ids))
+
+    assert [text(r["completion_input_ids"]).split("<")[0] for r in got] == [
+        "Paris.",
+        "Rome.",
+        "Madrid.",
+        "Oslo.",
+    ]
+    assert got[0]["prompt_input_ids"] == got[1]["prompt_input_ids"]
+    assert "Capital of Italy?" in text(got[3]["prompt_input_ids"])
+    dpo = out["dpo"].manifest.model_dump()
+    assert dpo["train"]["examples"] == 1
+    assert dpo["drops"]["unpaired"]["count"] == 2
+    assert "train.method: kto" in dpo["drops"]["unpaired"]["first"][0]
+
+
+def test_labelled_eval_rows_reference_only_desirable_completions() -> None:
+    """An eval row labelled desirable is a prompt with its reference; an undesirable
+    completion is no reference to score against."""
+    from ladle.data.prepared import eval_record
+
+    prompt = [{"role": "user", "content": "q"}]
+    good = eval_record(
+        {"prompt": prompt, "completion": [{"role": "assistant", "content": "a"}], "label": True}
+    )
+    assert good["reference"] == "a" and json.loads(good["prompt"]) == prompt
+    bad = eval_record(
+        {"prompt": prompt, "completion": [{"role": "assistant", "content": "x"}], "label": False}
+    )
+    assert bad["reference"] is None and json.loads(bad["messages"]) == prompt
+
+
 def test_strict_prep_fails_on_bad_row(
     tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
 ) -> None:

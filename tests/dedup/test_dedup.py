@@ -431,6 +431,14 @@ def test_example_text_fields() -> None:
     assert example_text(p) == "p?\ngood\nbad"
     assert example_text(p, "prompt") == "p?"
     assert example_text(p, "assistant") == "good\nbad"
+    # A KTO row (one labelled completion) is a preference row with one reply.
+    k = {
+        "prompt": [{"role": "user", "content": "p?"}],
+        "completion": [{"role": "assistant", "content": "good"}],
+        "label": False,
+    }
+    assert example_text(k) == "p?\ngood"
+    assert example_text(k, "prompt") == "p?"
     # Raw text is all content: its identity is the text, whatever `fields` asks for.
     assert example_text({"text": "plain"}) == example_text({"text": "plain"}, "prompt") == "plain"
 

@@ -12,29 +12,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _preference import pref_rows, reference_logps  # noqa: E402
 from ladle.errors import TrainError  # noqa: E402
 from ladle.recipe.schema import DpoSpec, Recipe  # noqa: E402
 from ladle.train import train  # noqa: E402
 
 MAX_LEN = 64
 LOG2 = float(np.log(2))
-
-
-def pref_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Token-id preference pairs: the chosen reply continues the prompt's arithmetic run
-    (next = current + 3, learnable), the rejected one is random."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        start = int(rng.integers(0, 200))
-        prompt = [(start + 3 * k) % 300 + 10 for k in range(int(rng.integers(3, 10)))]
-        nxt = prompt[-1] + 3
-        chosen = [(nxt + 3 * k - 10) % 300 + 10 for k in range(int(rng.integers(2, 8)))] + [2]
-        rejected = [int(x) for x in rng.integers(10, 310, size=int(rng.integers(2, 8)))] + [2]
-        rows.append(
-            {"prompt_input_ids": prompt, "chosen_input_ids": chosen, "rejected_input_ids": rejected}
-        )
-    return rows
 
 
 def dpo_recipe(model_dir: Path, *, model: dict[str, Any] | None = None, **train: Any) -> Recipe:
@@ -103,15 +87,6 @@ def test_dpo_loss_types() -> None:
     assert ipo.item() == pytest.approx((1.0 / 2 - (-1.0) / 2 - 5.0) ** 2)
 
 
-def _reference_logps(model: Any, prompt: list[int], cont: list[int]) -> float:
-    """Summed log-prob of ``cont`` after ``prompt``: one plain forward pass, no packing."""
-    ids = torch.tensor([prompt + cont])
-    with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[0].float()
-    logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
-    return float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum())
-
-
 def test_sft_weight_adds_the_chosen_nll(tiny_llama_dir: Path) -> None:
     """``sft_weight`` adds w x (per-token NLL of the chosen reply) per pair (RPO), checked
     against plain per-sequence forward passes of the same model."""
@@ -134,14 +109,14 @@ def test_sft_weight_adds_the_chosen_nll(tiny_llama_dir: Path) -> None:
         loss0, extras0 = plain.loss(core, core, batch)
         loss1, extras1 = rpo.loss(core, core, batch)
     nll = [
-        -_reference_logps(core, r["prompt_input_ids"], r["chosen_input_ids"])
+        -reference_logps(core, r["prompt_input_ids"], r["chosen_input_ids"])
         / len(r["chosen_input_ids"])
         for r in rows
     ]
     assert float(loss1 - loss0) == pytest.approx(w * sum(nll), rel=1e-4)
     assert extras1["nll_chosen"] == pytest.approx(sum(nll), rel=1e-4)
     assert "nll_chosen" not in extras0
-    chosen = sum(_reference_logps(core, r["prompt_input_ids"], r["chosen_input_ids"]) for r in rows)
+    chosen = sum(reference_logps(core, r["prompt_input_ids"], r["chosen_input_ids"]) for r in rows)
     assert extras0["logps_chosen"] == pytest.approx(chosen, rel=1e-4)
     # A fresh adapter is the identity: policy == reference, so each pair's loss is log 2.
     assert float(loss0) == pytest.approx(3 * LOG2, abs=1e-4)

@@ -13,6 +13,7 @@ TRAIN_EXAMPLE = """\
 ladle train recipes/support.yaml
 ladle train recipes/support.yaml train.lr=1e-4 train.max_steps=200 --output runs/try1
 ladle train recipes/support.yaml --output runs/try1 --resume      # after a crash or kill -9
+ladle train recipes/dpo.yaml train.method=kto     # preference data: dpo | orpo | kto
 torchrun --nproc_per_node 2 -m ladle.cli train recipes/support.yaml   # DDP (gloo on CPU)
 
 The run folder holds adapter/ (or model/), manifest.json, metrics.jsonl, loss_curve.png,
@@ -32,11 +33,14 @@ def register(sub: Any) -> None:
     p = subparser(
         sub,
         "train",
-        help="fine-tune a model as a recipe says (SFT or DPO; LoRA, QLoRA, DoRA, full)",
+        help="fine-tune a model as a recipe says (SFT, DPO, ORPO, KTO or GRPO; LoRA, QLoRA, "
+        "DoRA, full)",
         description="Train on the recipe's prepared data and write one run folder. Packed SFT "
         "rows train padding-free (per-document position_ids, no KV cache, so documents never "
         "see each other); checkpoints are atomic and --resume continues exactly where a "
-        "killed run stopped.",
+        "killed run stopped. train.method: sft, dpo or orpo (preference pairs), kto "
+        "(completions labelled desirable/undesirable: {prompt, completion, label}; pairs "
+        "count as one of each) or grpo (rewards from the recipe's metrics).",
         example=TRAIN_EXAMPLE,
     )
     add_recipe_args(p)

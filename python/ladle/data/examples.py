@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ladle._core import IGNORE_INDEX
-from ladle.data.load import Drops
+from ladle.data.load import Drops, replies
 
 Ids = npt.NDArray[np.int32]
 
@@ -326,23 +326,29 @@ def _encode_rows(
     return ids, labels, offsets, ok
 
 
-def encode_preference(
-    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
-) -> list[tuple[int, Ids, Ids, Ids]]:
-    """Tokenize preference rows into ``(row index, prompt, chosen, rejected)`` id triples.
+def _encode_replies(
+    enc: Encoder,
+    rows: list[dict[str, Any]],
+    locations: list[str],
+    drops: Drops,
+    over: Overlong,
+) -> list[tuple[int, Ids, list[Ids]]]:
+    """Tokenize each row's replies after its prompt: ``(row index, prompt, [reply, ...])``.
 
     The prompt is the conversation rendered up to the reply with the generation prompt
-    (the tokens before the first trained one); chosen and rejected are the reply tokens
-    up to and including the end-of-turn token, so the pair shares one exact prefix.
+    (the tokens before the first trained one); each reply is its tokens up to and
+    including the end-of-turn token, so the replies of a row share one exact prefix.
     """
     convs: list[list[dict[str, Any]]] = []
-    for r in rows:
+    owner: list[int] = []
+    for i, r in enumerate(rows):
         pmsgs = [{**m, "train": False} for m in r["prompt"]]
-        convs.append(pmsgs + r["chosen"])
-        convs.append(pmsgs + r["rejected"])
+        for reply in replies(r):
+            convs.append(pmsgs + reply)
+            owner.append(i)
     failed: dict[int, BaseException] = {}
     if hasattr(enc.chat, "encode_json"):
-        # Per-conversation errors: one pair the template refuses is a counted drop, not
+        # Per-conversation errors: one row the template refuses is a counted drop, not
         # the end of the whole prep.
         b = enc.chat.encode_json([json.dumps({"messages": c}) for c in convs], "assistant")
         off = b.offsets
@@ -350,10 +356,13 @@ def encode_preference(
             (b.input_ids[off[k] : off[k + 1]], b.labels[off[k] : off[k + 1]])
             for k in range(len(convs))
         ]
-        failed = {k // 2: e for k, e in enumerate(b.errors) if e is not None}
+        failed = {owner[k]: e for k, e in enumerate(b.errors) if e is not None}
     else:
         pairs = _pairs(enc.chat.encode_batch(convs, train_on="assistant"))
-    out: list[tuple[int, Ids, Ids, Ids]] = []
+    by_row: dict[int, list[tuple[Any, Any]]] = {}
+    for k, i in enumerate(owner):
+        by_row.setdefault(i, []).append(pairs[k])
+    out: list[tuple[int, Ids, list[Ids]]] = []
     for i in range(len(rows)):
         if i in failed:
             if enc.strict:
@@ -361,29 +370,61 @@ def encode_preference(
             drops.add("template_error", f"{locations[i]}: {failed[i]}")
             continue
         spans = []
-        for ids, labels in pairs[2 * i : 2 * i + 2]:
+        for ids, labels in by_row.get(i, []):
             lab = np.asarray(labels, np.int32)
             trained = np.flatnonzero(lab != IGNORE_INDEX)
             if len(trained) == 0:
                 break
             arr = np.asarray(ids, np.int32)
             spans.append((arr[: trained[0]], arr[trained[0] : trained[-1] + 1]))
-        if len(spans) < 2:
+        if len(spans) < len(by_row.get(i, [])) or not spans:
             drops.add("no_trained_tokens", locations[i])
             continue
-        (prompt, chosen), (prompt2, rejected) = spans
-        if not np.array_equal(prompt, prompt2):
+        prompt = spans[0][0]
+        if any(not np.array_equal(prompt, p) for p, _ in spans[1:]):
             drops.add("prompt_mismatch", locations[i])
             continue
-        if len(prompt) + max(len(chosen), len(rejected)) > enc.max_length:
+        conts = [c for _, c in spans]
+        longest = max(len(c) for c in conts)
+        if len(prompt) + longest > enc.max_length:
             if enc.overlong != "truncate":
                 over.dropped += 1
                 drops.add("overlong", locations[i])
                 continue
             over.truncated += 1
-            keep = max(enc.max_length // 2, enc.max_length - max(len(chosen), len(rejected)))
+            keep = max(enc.max_length // 2, enc.max_length - longest)
             prompt = prompt[-keep:]  # keep the end of the prompt, nearest the reply
             room = enc.max_length - len(prompt)
-            chosen, rejected = chosen[:room], rejected[:room]
-        out.append((i, prompt, chosen, rejected))
+            conts = [c[:room] for c in conts]
+        out.append((i, prompt, conts))
+    return out
+
+
+def encode_preference(
+    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+) -> list[tuple[int, Ids, Ids, Ids]]:
+    """Tokenize preference pairs into ``(row index, prompt, chosen, rejected)`` id triples
+    (DPO, ORPO). A labelled single completion is no pair: a counted drop (``unpaired``)."""
+    pairs, where = [], []
+    for r, loc in zip(rows, locations, strict=True):
+        if "label" in r:
+            drops.add("unpaired", f"{loc}: a completion/label row trains with train.method: kto")
+            continue
+        pairs.append(r)
+        where.append(loc)
+    index = [i for i, r in enumerate(rows) if "label" not in r]
+    return [(index[j], p, c, r) for j, p, (c, r) in _encode_replies(enc, pairs, where, drops, over)]
+
+
+def encode_labelled(
+    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+) -> list[tuple[int, Ids, Ids, bool]]:
+    """Tokenize preference rows into KTO's ``(row index, prompt, completion, desirable)``
+    examples: a labelled row gives one, a pair gives two (chosen desirable, rejected not)."""
+    out: list[tuple[int, Ids, Ids, bool]] = []
+    for i, p, conts in _encode_replies(enc, rows, locations, drops, over):
+        if "label" in rows[i]:
+            out.append((i, p, conts[0], bool(rows[i]["label"])))
+        else:
+            out += [(i, p, conts[0], True), (i, p, conts[1], False)]
     return out

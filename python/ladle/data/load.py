@@ -9,13 +9,15 @@ Internal forms (what :func:`load_dataset` returns in ``rows``):
 
 - chat: ``{"messages": [{"role", "content", "train"?, ...}], "tools"?: [...]}``
 - text: ``{"text": str}``
-- preference: ``{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}``
+- preference: ``{"prompt": [msgs], "chosen": [msgs], "rejected": [msgs]}``, or one
+  labelled completion (KTO): ``{"prompt": [msgs], "completion": [msgs], "label": bool}``
 """
 
 from __future__ import annotations
 
 import glob
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,24 @@ from ladle.recipe.schema import DatasetSpec
 
 FIRST_BAD = 5  # locations kept per drop reason (the Rust side keeps the same number)
 EVAL_SPLITS = ("eval", "validation", "valid", "test")  # DatasetDict names of an eval split
+
+
+def is_preference_row(row: Mapping[str, Any]) -> bool:
+    """A pair (chosen/rejected) or a labelled completion, in the normalised form."""
+    return "chosen" in row or "label" in row
+
+
+def replies(row: Mapping[str, Any]) -> list[Any]:
+    """A preference row's replies: chosen and rejected, or a labelled row's completion."""
+    return [row["completion"]] if "label" in row else [row["chosen"], row["rejected"]]
+
+
+def good_reply(row: Mapping[str, Any]) -> Any:
+    """The reply a preference row holds up as right (the reference answer, a few-shot
+    example): chosen, or a completion labelled desirable; None for an undesirable one."""
+    if "label" in row:
+        return row["completion"] if row["label"] else None
+    return row["chosen"]
 
 
 @dataclass

@@ -37,6 +37,7 @@ from ladle.data.chat import mask_method_summary
 from ladle.data.examples import (
     Encoder,
     Overlong,
+    encode_labelled,
     encode_preference,
     encode_sft_flat,
     text_encoder,
@@ -51,13 +52,14 @@ from ladle.data.prepared import (
     TrainStats,
     eval_record,
     write_eval,
+    write_labelled,
     write_packed,
     write_preference,
 )
 from ladle.errors import DataError
 from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
-from ladle.recipe.schema import DatasetSpec, Recipe
+from ladle.recipe.schema import PREFERENCE_METHODS, DatasetSpec, Recipe
 
 CHUNK_ROWS = 8192  # rows tokenized per call (bounds the Python objects alive at once)
 SHARD_TOKENS = 1 << 24  # packed tokens per train shard (~16M tokens, ~200 MB in memory)
@@ -322,7 +324,7 @@ def _build(
     stats: dict[str, Any]
     if is_dpo:
         with stages("encode"):
-            stats = _prep_preference(enc, train, tmp, drops, over, report)
+            stats = _prep_preference(enc, train, tmp, drops, over, report, recipe.train.method)
     else:
         stats = _prep_sft(recipe, enc, train, tmp, drops, over, report, stages)
     stats["overlong"] = vars(over)
@@ -341,8 +343,9 @@ def split_off_eval(n: int, fraction: float, rng: random.Random) -> tuple[list[in
 
 
 def is_preference(recipe: Recipe) -> bool:
-    """Whether the train split is preference pairs (DPO), not SFT documents."""
-    return recipe.train.method == "dpo" or any(
+    """Whether the train split is preference data (DPO/ORPO pairs, KTO labelled
+    completions), not SFT documents."""
+    return recipe.train.method in PREFERENCE_METHODS or any(
         d.format == "preference" for d in recipe.data.datasets if d.split == "train"
     )
 
@@ -416,7 +419,7 @@ def finish(
         ladle_version=ladle.__version__,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         model=str(model_dir),
-        method="dpo" if is_dpo else "sft",
+        method=recipe.train.method if is_dpo else "sft",
         max_length=data.max_length,
         packing="none" if is_dpo else data.packing,
         train_on=data.train_on,
@@ -656,24 +659,37 @@ def _edges(max_length: int) -> list[int]:
 
 
 def _prep_preference(
-    enc: Encoder, train: _Rows, tmp: Path, drops: Drops, over: Overlong, report: Progress
+    enc: Encoder,
+    train: _Rows,
+    tmp: Path,
+    drops: Drops,
+    over: Overlong,
+    report: Progress,
+    method: str,
 ) -> dict[str, Any]:
-    triples = []
+    """Pairs for DPO/ORPO; for KTO, labelled examples (a pair gives two)."""
+    kto = method == "kto"
+    examples: list[tuple[Any, ...]] = []
     n = len(train.rows)
     rows_out: dict[int, int] = {}
     for a in range(0, n, CHUNK_ROWS):
         b = min(n, a + CHUNK_ROWS)
         chunk = [json.loads(r) for r in train.rows[a:b]]
-        for i, p, c, r in encode_preference(enc, chunk, train.loc[a:b], drops, over):
-            triples.append((p, c, r))
+        encode = encode_labelled if kto else encode_preference
+        for i, *example in encode(enc, chunk, train.loc[a:b], drops, over):
+            examples.append(tuple(example))
             rows_out[train.ds[a + i]] = rows_out.get(train.ds[a + i], 0) + 1
         report("tokenize", b, n)
-    shards = write_preference(tmp, triples)
-    tokens = sum(len(p) + len(c) + len(r) for p, c, r in triples)
-    trained = sum(len(c) + len(r) for _, c, r in triples)
+    if kto:
+        shards = write_labelled(tmp, examples)
+        trained = sum(len(e[1]) for e in examples)
+    else:
+        shards = write_preference(tmp, examples)
+        trained = sum(len(e[1]) + len(e[2]) for e in examples)
+    tokens = trained + sum(len(e[0]) for e in examples)
     return {
-        "examples": len(triples),
-        "rows": len(triples),
+        "examples": len(examples),
+        "rows": len(examples),
         "tokens": tokens,
         "trained_tokens": trained,
         "efficiency": None,

@@ -5,8 +5,9 @@ A prep folder holds:
 - ``train-NNNNN.parquet``: SFT rows, each ``input_ids``, ``labels``, ``position_ids``
   and ``seq_lengths`` (list<int32>) plus ``num_tokens``; a packed row holds several
   documents, told apart by ``position_ids`` restarting at 0 (transformers' padding-free
-  layout). DPO data instead has ``prompt_input_ids``, ``chosen_input_ids`` and
-  ``rejected_input_ids``, one preference pair per row, never packed together.
+  layout). DPO and ORPO data instead has ``prompt_input_ids``, ``chosen_input_ids`` and
+  ``rejected_input_ids``, one preference pair per row, never packed together; KTO data
+  has ``prompt_input_ids``, ``completion_input_ids`` and ``label``, one example per row.
 - ``eval-00000.parquet``: eval rows kept as conversations for the evaluator:
   ``messages`` (JSON), ``prompt`` (JSON: the messages before the final assistant
   turn), ``reference`` (that turn's text), ``text`` (raw-text rows) and ``dataset``.
@@ -25,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ladle.data.load import good_reply, is_preference_row
 from ladle.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -117,13 +119,36 @@ def write_preference(folder: Path, triples: list[tuple[Any, Any, Any]]) -> list[
     return names
 
 
+def write_labelled(folder: Path, examples: list[tuple[Any, Any, bool]]) -> list[str]:
+    """KTO examples as shards of ``prompt_input_ids``, ``completion_input_ids`` and
+    ``label`` (true: desirable)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = []
+    for s, a in enumerate(range(0, max(1, len(examples)), PREF_ROWS_PER_SHARD)):
+        part = examples[a : a + PREF_ROWS_PER_SHARD]
+        table = pa.table(
+            {
+                "prompt_input_ids": _ragged([t[0] for t in part]),
+                "completion_input_ids": _ragged([t[1] for t in part]),
+                "label": pa.array([t[2] for t in part], type=pa.bool_()),
+            }
+        )
+        name = f"train-{s:05d}.parquet"
+        pq.write_table(table, folder / name, **_PARQUET)
+        names.append(name)
+    return names
+
+
 def eval_record(row: dict[str, Any]) -> dict[str, Any]:
     """A normalised row as the evaluator needs it: prompt messages and reference answer."""
     if "text" in row:
         return {"messages": None, "prompt": None, "reference": None, "text": row["text"]}
-    if "chosen" in row:
-        msgs = row["prompt"] + row["chosen"]
-        prompt, ref_msgs = row["prompt"], row["chosen"]
+    if is_preference_row(row):
+        good = good_reply(row) or []  # an undesirable completion is no reference
+        msgs = row["prompt"] + good
+        prompt, ref_msgs = row["prompt"], good
     else:
         msgs = row["messages"]
         last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=len(msgs))

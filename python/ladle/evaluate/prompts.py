@@ -118,10 +118,12 @@ def read_split(recipe: Recipe, split: str) -> list[dict[str, Any]]:
     """Conversations of one split, through the data engine's loader (every format), each
     with its ``id`` (``file:line``).
 
-    Preference rows become their prompt plus the chosen reply, so a DPO recipe's
-    baseline gets few-shot examples of the answers it should prefer.
+    Preference rows become their prompt plus the chosen reply (or a completion labelled
+    desirable), so a preference recipe's baseline gets few-shot examples of the answers
+    it should prefer.
     """
     from ladle.data import load_dataset
+    from ladle.data.load import good_reply, is_preference_row
 
     rows: list[dict[str, Any]] = []
     for i, ds in enumerate(recipe.data.datasets):
@@ -131,10 +133,10 @@ def read_split(recipe: Recipe, split: str) -> list[dict[str, Any]]:
         for row, loc in zip(loaded.rows, loaded.locations, strict=True):
             if "messages" in row:
                 conv = {"messages": row["messages"]}
-            elif "chosen" in row:
-                conv = {"messages": list(row.get("prompt") or []) + list(row["chosen"])}
+            elif is_preference_row(row) and (good := good_reply(row)) is not None:
+                conv = {"messages": list(row.get("prompt") or []) + list(good)}
             else:
-                continue
+                continue  # text, or a completion labelled undesirable: no reference
             conv.update({k: row[k] for k in TEMPLATE_FIELDS if row.get(k) is not None})
             rows.append({**conv, "id": loc})
     return rows

@@ -99,7 +99,8 @@ class DatasetSpec(Section):
         "messages",
         description="Row layout: `messages` (OpenAI roles), `sharegpt` (from/value), `alpaca` "
         "(instruction/input/output), `prompt_completion`, `text` (raw), `preference` "
-        "(prompt/chosen/rejected, for DPO).",
+        "(prompt/chosen/rejected pairs for DPO, ORPO and KTO; for KTO also single "
+        "prompt/completion/label rows, label true = desirable).",
     )
     split: Literal["train", "eval"] = Field("train", description="Which split these rows feed.")
     columns: dict[str, str] = Field(
@@ -255,12 +256,21 @@ class LoraSpec(Section):
     )
 
 
-class DpoSpec(Section):
-    beta: float = Field(0.1, gt=0, description="KL strength: lower lets the policy drift further.")
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss.")
+# Methods that train on preference data (format: preference), through Ladle's own loop.
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")
+
+
+class PreferenceSpec(Section):
+    """What every preference objective shares."""
+
     max_prompt_length: int | None = Field(
         None, ge=1, description="Truncate prompts to this many tokens (from the left)."
     )
+
+
+class DpoSpec(PreferenceSpec):
+    beta: float = Field(0.1, gt=0, description="KL strength: lower lets the policy drift further.")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field("sigmoid", description="DPO loss.")
     sft_weight: float = Field(
         0.0,
         ge=0,
@@ -268,6 +278,29 @@ class DpoSpec(Section):
         "(RPO; TRL's `rpo_alpha`). Keeps the chosen answers likely while the margin grows: "
         "without it DPO on pairs that share most tokens can push both answers down "
         "(likelihood displacement). 0 = plain DPO.",
+    )
+
+
+class OrpoSpec(PreferenceSpec):
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="Weight of the odds-ratio term added to the chosen answers' NLL (the "
+        "paper's lambda; TRL's `beta`). No reference model: ORPO needs no SFT start.",
+    )
+
+
+class KtoSpec(PreferenceSpec):
+    beta: float = Field(0.1, gt=0, description="KL strength: lower lets the policy drift further.")
+    desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="Loss weight of desirable examples (label true). With unbalanced data keep "
+        "desirable_weight x #desirable / (undesirable_weight x #undesirable) in [1, 4/3] "
+        "(the KTO paper's advice).",
+    )
+    undesirable_weight: float = Field(
+        1.0, gt=0, description="Loss weight of undesirable examples (label false)."
     )
 
 
@@ -284,10 +317,12 @@ class EarlyStopping(Section):
 
 
 class TrainSection(Section):
-    method: Literal["sft", "dpo", "grpo"] = Field(
+    method: Literal["sft", "dpo", "orpo", "kto", "grpo"] = Field(
         "sft",
-        description="Supervised fine-tuning, DPO on preference pairs, or GRPO: reinforcement "
-        "from programmatic rewards (train.grpo.rewards) on the train split's prompts.",
+        description="Supervised fine-tuning; DPO or ORPO (reference-free) on preference pairs; "
+        "KTO on completions labelled desirable/undesirable (`label: true/false`; a pair "
+        "counts as one of each); or GRPO: reinforcement from programmatic rewards "
+        "(train.grpo.rewards) on the train split's prompts.",
     )
     adapter: Literal["lora", "qlora", "dora", "full"] = Field(
         "lora",
@@ -296,6 +331,8 @@ class TrainSection(Section):
     )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA/QLoRA/DoRA settings.")
     dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO settings (method: dpo).")
+    orpo: OrpoSpec = Field(default_factory=OrpoSpec, description="ORPO settings (method: orpo).")
+    kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO settings (method: kto).")
     grpo: GrpoSpec = Field(
         default_factory=lambda: GrpoSpec(),  # defined below, next to the metrics
         description="GRPO settings (method: grpo).",
@@ -319,7 +356,11 @@ class TrainSection(Section):
         description="Packed data: tokens per micro-batch (default data.max_length, one row).",
     )
     micro_batch_size: int = Field(
-        8, ge=1, description="Examples per micro-batch for padded SFT and DPO."
+        8,
+        ge=1,
+        description="Examples per micro-batch for padded SFT and preference methods (pairs; "
+        "KTO: labelled completions, at least 2: its KL estimate pairs each prompt with "
+        "another example's completion).",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -890,13 +931,19 @@ class Recipe(Section):
     def _combinations(self) -> Recipe:
         problems: list[str] = []
         formats = {d.format for d in self.data.datasets if d.split == "train"}
-        if self.train.method == "dpo" and formats - {"preference"}:
+        method = self.train.method
+        if method in PREFERENCE_METHODS and formats - {"preference"}:
             problems.append(
-                "train.method: dpo needs `format: preference` train datasets "
+                f"train.method: {method} needs `format: preference` train datasets "
                 f"(found {sorted(formats)})"
             )
-        if self.train.method == "sft" and "preference" in formats:
-            problems.append("preference data trains with train.method: dpo, not sft")
+        if method == "sft" and "preference" in formats:
+            problems.append("preference data trains with train.method: dpo, orpo or kto, not sft")
+        if method == "kto" and self.train.micro_batch_size < 2:
+            problems.append(
+                "train.method: kto needs train.micro_batch_size >= 2 (its KL estimate pairs "
+                "each prompt with another example's completion in the micro-batch)"
+            )
         if self.train.method == "grpo":
             problems += self._grpo_problems(formats)
         if self.model.quantize == "nf4" and self.train.adapter != "qlora":
@@ -907,9 +954,10 @@ class Recipe(Section):
             problems.append(
                 "model.adapter continues a peft adapter: use train.adapter lora, qlora or dora"
             )
-        if self.train.adapter == "full" and self.train.method == "dpo":
+        if self.train.adapter == "full" and self.train.method in ("dpo", "kto"):
             problems.append(
-                "full-weight DPO needs a second model copy as reference; use a LoRA adapter"
+                f"full-weight {self.train.method.upper()} needs a second model copy as "
+                "reference; use a LoRA adapter (or method: orpo, which has no reference)"
             )
         if (
             self.train.micro_batch_tokens is not None
@@ -942,7 +990,9 @@ class Recipe(Section):
         if self.train.eval_every:
             # A held-out loss means nothing for a policy-gradient objective; the
             # before/after evaluation (evaluate:) is how a GRPO run is judged.
-            out.append("train.eval_every (held-out loss) is for sft/dpo; set it to 0 for grpo")
+            out.append(
+                "train.eval_every (held-out loss) is for sft/dpo/orpo/kto; set it to 0 for grpo"
+            )
         return out
 
     def has_eval_split(self) -> bool:

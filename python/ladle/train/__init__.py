@@ -1,5 +1,6 @@
-"""Training from recipes: SFT (packed, padding-free) and DPO with LoRA, QLoRA, DoRA or full
-fine-tuning, with atomic checkpoints, exact resume and a manifest of what produced the run.
+"""Training from recipes: SFT (packed, padding-free), DPO, ORPO and KTO (preferences) and
+GRPO (rewards, through TRL) with LoRA, QLoRA, DoRA or full fine-tuning, with atomic
+checkpoints, exact resume and a manifest of what produced the run.
 
 Public API::
 
@@ -8,9 +9,10 @@ Public API::
     export_run(result.run_dir, "merged/", merge=True)
 
 Modules: ``rows`` (prepared rows -> deterministic step plan), ``model`` (base loading,
-packing isolation), ``adapters`` (peft), ``sft``/``dpo`` (objectives), ``loss`` (chunked
-cross-entropy over the vocabulary), ``heldout`` (eval-split rows for the held-out loss),
-``loop``, ``checkpoint``, ``manifest``, ``distributed`` (DDP, FSDP2), ``export``.
+packing isolation), ``adapters`` (peft), ``sft``/``dpo``/``orpo``/``kto`` (objectives;
+``preference`` holds what the preference ones share), ``grpo`` (TRL's trainer), ``loss``
+(chunked cross-entropy over the vocabulary), ``heldout`` (eval-split rows for the held-out
+loss), ``loop``, ``checkpoint``, ``manifest``, ``distributed`` (DDP, FSDP2), ``export``.
 """
 
 from ladle.train.export import export_run

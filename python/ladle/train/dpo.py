@@ -9,7 +9,8 @@ callbacks. The loss itself is ten lines; this module computes exactly TRL's ``si
 
 - flattens the 2 x B sequences (prompt+chosen, prompt+rejected) of a micro-batch into ONE
   padding-free row with per-sequence ``position_ids``, like packed SFT, so no pad token
-  is computed and lm_head runs only on continuation positions;
+  is computed and lm_head runs only on continuation positions (``preference``, shared
+  with ORPO and KTO);
 - takes the reference log-probs from the same weights with the adapter disabled
   (``PeftModel.disable_adapter()``), or with the frozen copy of the starting adapter
   when training continues one (``model.adapter``), so there is no second model copy;
@@ -34,19 +35,8 @@ import torch.nn.functional as F
 from ladle.errors import TrainError
 from ladle.recipe.schema import DpoSpec
 from ladle.train.adapters import reference_model
+from ladle.train.preference import PAIR_REPLIES, Replies, pack, sequence_logps
 from ladle.train.rows import TokenTable
-from ladle.train.sft import forward_packed
-
-
-def truncate_pair(
-    prompt: np.ndarray, cont: np.ndarray, max_length: int, max_prompt: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt cut from the left to ``max_prompt``; then prompt+continuation cut at the end
-    to ``max_length`` (TRL's ``keep_start``)."""
-    if max_prompt is not None and len(prompt) > max_prompt:
-        prompt = prompt[-max_prompt:]
-    room = max(0, max_length - len(prompt))
-    return prompt[:max_length], cont[:room]
 
 
 class DPO:
@@ -56,70 +46,21 @@ class DPO:
     def __init__(self, tt: TokenTable, spec: DpoSpec, max_length: int) -> None:
         self.tt = tt
         self.spec = spec
-        self.max_length = max_length
-        n = tt.n
-        lengths = np.zeros(n, dtype=np.int64)
-        self.dropped: list[int] = []
-        for i in range(n):
-            p = tt.get("prompt_input_ids", i)
-            if len(p) == 0:
-                raise TrainError(f"preference row {i} has an empty prompt")
-            total = 0
-            ok = True
-            for col in ("chosen_input_ids", "rejected_input_ids"):
-                pp, c = truncate_pair(p, tt.get(col, i), max_length, spec.max_prompt_length)
-                ok &= len(c) > 0
-                total += len(pp) + len(c)
-            lengths[i] = total
-            if not ok:
-                self.dropped.append(i)
-        self.lengths = lengths
-        # Pairs whose continuation is truncated away carry no preference: they weigh 0.
-        self.units = np.ones(n, dtype=np.int64)
-        self.units[self.dropped] = 0
+        self.replies = Replies(tt, PAIR_REPLIES, max_length, spec.max_prompt_length, "dpo")
+        self.lengths, self.units = self.replies.lengths, self.replies.units
         self.displacement = Displacement()
-        if n and len(self.dropped) == n:
-            raise TrainError(
-                "every preference pair loses its continuation to data.max_length/"
-                "train.dpo.max_prompt_length truncation"
-            )
 
     def batch(self, rows: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
-        ids, pos, keep, targets, seg, counts, valid = [], [], [], [], [], [], []
-        offset = 0
-        for j, i in enumerate(rows):
-            p = self.tt.get("prompt_input_ids", i)
-            for k, col in enumerate(("chosen_input_ids", "rejected_input_ids")):
-                pp, c = truncate_pair(
-                    p, self.tt.get(col, i), self.max_length, self.spec.max_prompt_length
-                )
-                seq = np.concatenate([pp, c])
-                ids.append(seq)
-                pos.append(np.arange(len(seq)))
-                # Continuation token t is predicted by the logits at t - 1.
-                start = offset + len(pp) - 1
-                keep.append(np.arange(start, start + len(c)))
-                targets.append(c)
-                seg.append(np.full(len(c), 2 * j + k))
-                counts.append(len(c))
-                offset += len(seq)
-            valid.append(self.units[i])
-        return {
-            "input_ids": torch.from_numpy(np.concatenate(ids))[None].to(device),
-            "position_ids": torch.from_numpy(np.concatenate(pos))[None].to(device),
-            "keep": torch.from_numpy(np.concatenate(keep)).to(device),
-            "targets": torch.from_numpy(np.concatenate(targets)).to(device),
-            "seg": torch.from_numpy(np.concatenate(seg)).to(device),
-            "counts": torch.tensor(counts, dtype=torch.float32, device=device),
-            "valid": torch.tensor(valid, dtype=torch.float32, device=device),
-        }
+        """Chosen and rejected interleaved: sequence 2j is row j's chosen reply."""
+        batch = pack([s for i in rows for s in self.replies.row(i)], device)
+        batch["valid"] = torch.tensor(
+            [self.units[i] for i in rows], dtype=torch.float32, device=device
+        )
+        return batch
 
     def sequence_logps(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Summed log-prob of each continuation, ``[2B]`` (chosen, rejected interleaved)."""
-        logits = forward_packed(model, batch["input_ids"], batch["position_ids"], batch["keep"])
-        token_logps = -F.cross_entropy(logits.float(), batch["targets"], reduction="none")
-        out = torch.zeros(len(batch["counts"]), device=token_logps.device, dtype=token_logps.dtype)
-        return out.index_add(0, batch["seg"], token_logps)
+        return sequence_logps(model, batch)
 
     def loss(
         self, model: Any, core: Any, batch: dict[str, torch.Tensor]

@@ -46,7 +46,7 @@ StepHook = Callable[[StepInfo], None]
 
 
 class Objective(Protocol):
-    """What the loop trains: SFT (packed or padded) or DPO."""
+    """What the loop trains: SFT (packed or padded), DPO, ORPO or KTO."""
 
     packed: bool
     name: str

@@ -21,7 +21,7 @@ from ladle import models
 from ladle.device import has_bf16
 from ladle.errors import TrainError
 from ladle.models import load_causal_lm
-from ladle.recipe.schema import Recipe, template_kind
+from ladle.recipe.schema import PREFERENCE_METHODS, Recipe, template_kind
 
 # Kernels that isolate packed documents given position_ids (flash-attention through
 # cu_seqlens, sdpa/eager through transformers' packed-sequence mask).
@@ -96,8 +96,10 @@ def bnb_config(compute: torch.dtype) -> Any:
 def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
     """The base model, ready for an adapter: cache off, attention as the recipe says."""
     attn = recipe.model.attn_implementation
-    if recipe.data.packing != "none" or recipe.train.method == "dpo":
-        check_packing_attention(attn, device)  # DPO flattens chosen/rejected the same way
+    # Preference methods flatten their sequences into one row, like packing.
+    flattened = recipe.data.packing != "none" or recipe.train.method in PREFERENCE_METHODS
+    if flattened:
+        check_packing_attention(attn, device)
     kwargs: dict[str, Any] = {
         "dtype": weight_dtype(recipe, device),
         "attn_implementation": attn,
@@ -119,7 +121,7 @@ def load_base(recipe: Recipe, model_dir: Path, device: torch.device) -> Any:
         model.to(device)
     model.config.use_cache = False
     actual = getattr(model.config, "_attn_implementation", attn)
-    if actual != attn and (recipe.data.packing != "none" or recipe.train.method == "dpo"):
+    if actual != attn and flattened:
         check_packing_attention(actual, device)
     return model
 

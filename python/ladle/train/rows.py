@@ -26,7 +26,8 @@ from ladle._core import IGNORE_INDEX
 from ladle.errors import TrainError
 
 SFT_COLUMNS = ("input_ids", "labels")
-DPO_COLUMNS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
+DPO_COLUMNS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")  # and ORPO
+KTO_COLUMNS = ("prompt_input_ids", "completion_input_ids")  # plus a boolean `label`
 
 
 def to_table(rows: Any) -> pa.Table:

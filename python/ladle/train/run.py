@@ -5,8 +5,8 @@ Run folder::
     RUN/
       run.json            resolved recipe + data fingerprint, written first (resume checks it)
       checkpoints/        step-NNNNNNNN/ (weights, optimizer, scheduler, RNG, position)
-      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO rewards;
-                          GRPO: reward components, KL, completion length, clip fraction)
+      metrics.jsonl       step, loss, lr, grad_norm, tokens, tokens_per_s (+ DPO/ORPO/KTO
+                          rewards and log-probs; GRPO: reward components, KL, completion length, clip fraction)
       completions.jsonl   GRPO only: sampled completions with their rewards every N steps
       tensorboard/        when train.report_to has tensorboard (the default)
       adapter/ | model/   peft adapter (or full weights) + tokenizer + chat template
@@ -37,13 +37,27 @@ from ladle.device import pick_device
 from ladle.errors import TrainError
 from ladle.models import TOKENIZER_FILES, resolve_model
 from ladle.paths import atomic_dir, atomic_write_text
-from ladle.recipe.schema import Recipe
+from ladle.recipe.schema import PREFERENCE_METHODS, Recipe
 from ladle.train import adapters, checkpoint, distributed, heldout, loop, manifest
 from ladle.train import model as model_mod
 from ladle.train.dpo import DPO
 from ladle.train.folder import open_run_folder
-from ladle.train.rows import DPO_COLUMNS, Step, TokenTable, plan_steps, sft_table, to_table
+from ladle.train.kto import KTO
+from ladle.train.orpo import ORPO
+from ladle.train.rows import (
+    DPO_COLUMNS,
+    KTO_COLUMNS,
+    Step,
+    TokenTable,
+    plan_steps,
+    sft_table,
+    to_table,
+)
 from ladle.train.sft import PackedSFT, PaddedSFT
+
+# Methods whose loss compares the policy with a reference (the base with the adapter
+# switched off, or a frozen copy of model.adapter). ORPO needs none.
+REFERENCED = ("dpo", "kto")
 
 
 @dataclass
@@ -80,12 +94,34 @@ def _snapshot(recipe: Recipe) -> dict[str, Any]:
 
 
 def _objective(recipe: Recipe, table: Any, pad_id: int) -> loop.Objective:
-    if recipe.train.method == "dpo":
-        return DPO(TokenTable(table, DPO_COLUMNS), recipe.train.dpo, recipe.data.max_length)
+    t, max_length = recipe.train, recipe.data.max_length
+    if t.method == "dpo":
+        return DPO(TokenTable(table, DPO_COLUMNS), t.dpo, max_length)
+    if t.method == "orpo":
+        return ORPO(TokenTable(table, DPO_COLUMNS), t.orpo, max_length)
+    if t.method == "kto":
+        tt = TokenTable(table, KTO_COLUMNS)
+        labels = kto_labels(table)
+        # The labels are part of the data: the fingerprint (resume's check) must see them.
+        tt.add("label", labels.astype(np.int64), np.arange(len(labels) + 1, dtype=np.int64))
+        return KTO(tt, labels, t.kto, max_length)
     tt = sft_table(table)
     if recipe.data.packing == "none":
         return PaddedSFT(tt, pad_id)
     return PackedSFT(tt, stack=recipe.model.attn_implementation not in model_mod.VARLEN_ATTENTION)
+
+
+def kto_labels(table: Any) -> np.ndarray:
+    """The ``label`` column (true: desirable) of KTO rows, as booleans."""
+    if "label" not in table.column_names:
+        raise TrainError(
+            "train.method: kto needs a boolean `label` column (true: desirable); found "
+            f"{table.column_names}. Prepare the data with this recipe (`ladle prep`)"
+        )
+    col = table.column("label")
+    if col.null_count:
+        raise TrainError(f"column 'label' has {col.null_count} null rows")
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _plan(recipe: Recipe, obj: loop.Objective, world: int, *, training: bool) -> list[Step]:
@@ -223,9 +259,9 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
     seed_everything(recipe.seed)
     base = model_mod.load_base(recipe, model_dir, device)
     core = adapters.attach(
-        base, recipe.train, recipe.model.adapter, reference=recipe.train.method == "dpo"
+        base, recipe.train, recipe.model.adapter, reference=recipe.train.method in REFERENCED
     )
-    packed = recipe.data.packing != "none" or recipe.train.method == "dpo"
+    packed = recipe.data.packing != "none" or recipe.train.method in PREFERENCE_METHODS
     isolation = model_mod.verify_packing_isolation(core, device) if packed else None
 
     plan = _plan(recipe, obj, d.world, training=True)
@@ -398,9 +434,11 @@ def _manifest(ctx: RunContext, r: Trained) -> dict[str, Any]:
             "fingerprint": r.data_fp,
             "rows": len(r.objective.lengths),
             "tokens_per_epoch": int(r.objective.lengths.sum()),
-            "dropped_pairs": len(getattr(r.objective, "dropped", [])),
+            # Preference rows whose reply truncation removed (they weigh 0).
+            "dropped_pairs": len(getattr(getattr(r.objective, "replies", None), "dropped", [])),
         },
         "training": {
+            "method": recipe.train.method,
             "steps": len(r.plan),
             "steps_done": result.stopped_early_at or len(r.plan),
             "stopped_early_at": result.stopped_early_at,
