@@ -171,6 +171,14 @@ impl<'de> Deserializer<'de> for Value {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        // Ladle patch: a walk too deep or too long is an error.
+        let _level = match self.0 {
+            ValueRepr::Object(_) => match crate::value::guard::enter() {
+                Some(level) => Some(level),
+                None => return Err(crate::value::guard::limit_error()),
+            },
+            _ => None,
+        };
         match self.0 {
             ValueRepr::Invalid(ref error) => Err(de::Error::custom(error)),
             ValueRepr::Bool(v) => visitor.visit_bool(v),

@@ -227,6 +227,7 @@ mod type_erase;
 mod argtypes;
 #[cfg(feature = "deserialization")]
 mod deserialize;
+pub(crate) mod guard;
 pub(crate) mod merge_object;
 pub(crate) mod namespace_object;
 mod object;
@@ -485,8 +486,11 @@ impl fmt::Debug for ValueRepr {
             ValueRepr::Invalid(ref val) => write!(f, "<invalid value: {val}>"),
             ValueRepr::U128(val) => fmt::Debug::fmt(&{ val.0 }, f),
             ValueRepr::I128(val) => fmt::Debug::fmt(&{ val.0 }, f),
+            // Ladle patch: strings inside objects count against the walk's text budget.
+            ValueRepr::String(ref val, _) if !guard::text_fits(val.len()) => Ok(()),
             ValueRepr::String(ref val, _) => fmt::Debug::fmt(val, f),
             ValueRepr::SmallStr(ref val) => fmt::Debug::fmt(val.as_str(), f),
+            ValueRepr::Bytes(ref val) if !guard::text_fits(val.len()) => Ok(()),
             ValueRepr::Bytes(ref val) => {
                 write!(f, "b'")?;
                 for &b in val.iter() {
@@ -498,7 +502,8 @@ impl fmt::Debug for ValueRepr {
                 }
                 write!(f, "'")
             }
-            ValueRepr::Object(ref val) => val.render(f),
+            // Ladle patch: the same depth guard as Display (see DynObject's Display).
+            ValueRepr::Object(ref val) => fmt::Display::fmt(val, f),
         }
     }
 }
@@ -548,7 +553,12 @@ impl PartialEq for Value {
                     if let (Some(a), Some(b)) = (self.as_object(), other.as_object()) {
                         if a.is_same_object(b) {
                             return true;
-                        } else if a.is_same_object_type(b) {
+                        }
+                        // Ladle patch: a walk too deep or too long stops (and trips).
+                        let Some(_level) = guard::enter() else {
+                            return false;
+                        };
+                        if a.is_same_object_type(b) {
                             if let Some(rv) = a.custom_cmp(b) {
                                 return rv == Ordering::Equal;
                             }
@@ -740,6 +750,11 @@ impl Ord for Value {
                     let a = self.as_object().unwrap();
                     let b = other.as_object().unwrap();
 
+                    // Ladle patch: a walk too deep or too long stops (and trips).
+                    let _level = match guard::enter() {
+                        Some(level) => level,
+                        None => return Ordering::Equal,
+                    };
                     if a.is_same_object(b) {
                         Ordering::Equal
                     } else {
@@ -810,8 +825,11 @@ impl fmt::Display for Value {
             ValueRepr::None => f.write_str("None"),
             ValueRepr::Invalid(ref val) => write!(f, "<invalid value: {val}>"),
             ValueRepr::I128(val) => write!(f, "{}", { val.0 }),
+            // Ladle patch: strings inside objects count against the walk's text budget.
+            ValueRepr::String(ref val, _) if !guard::text_fits(val.len()) => Ok(()),
             ValueRepr::String(ref val, _) => write!(f, "{val}"),
             ValueRepr::SmallStr(ref val) => write!(f, "{}", val.as_str()),
+            ValueRepr::Bytes(ref val) if !guard::text_fits(val.len()) => Ok(()),
             ValueRepr::Bytes(ref val) => write!(f, "{}", String::from_utf8_lossy(val)),
             ValueRepr::U128(val) => write!(f, "{}", { val.0 }),
             ValueRepr::Object(ref x) => write!(f, "{x}"),
@@ -1851,6 +1869,14 @@ impl Serialize for Value {
             return s.end();
         }
 
+        // Ladle patch: a walk too deep or too long is an error.
+        let _level = match self.0 {
+            ValueRepr::Object(_) => match guard::enter() {
+                Some(level) => Some(level),
+                None => return Err(serde::ser::Error::custom(guard::limit_error())),
+            },
+            _ => None,
+        };
         match self.0 {
             ValueRepr::Bool(b) => serializer.serialize_bool(b),
             ValueRepr::U64(u) => serializer.serialize_u64(u),

@@ -30,3 +30,35 @@ impl Namespace {
         self.data.lock().unwrap().insert(key.into(), value);
     }
 }
+
+/// Ladle patch: cycle breaker for namespaces, like `ClosureTracker` for closures.
+///
+/// `{% set ns.me = ns %}` (or any chain of namespaces and containers leading back) is
+/// a reference cycle that would never be freed. Every namespace that is assigned an
+/// object is registered with the state's tracker, which empties it when the state is
+/// dropped. (Walking the assigned value to refuse the cycle instead would cost the size
+/// of the value on every assignment, quadratic for `{% set ns.l = [ns.l] %}` in a loop;
+/// jinja2 allows the cycle too.)
+#[derive(Default)]
+pub(crate) struct NamespaceTracker {
+    namespaces: Mutex<BTreeMap<usize, Arc<Namespace>>>,
+}
+
+impl NamespaceTracker {
+    /// Registers a namespace that was assigned an object (each namespace once).
+    pub(crate) fn track(&self, ns: Arc<Namespace>) {
+        let key = Arc::as_ptr(&ns) as usize;
+        self.namespaces.lock().unwrap().entry(key).or_insert(ns);
+    }
+}
+
+impl Drop for NamespaceTracker {
+    fn drop(&mut self) {
+        let namespaces = std::mem::take(&mut *self.namespaces.lock().unwrap());
+        for ns in namespaces.values() {
+            // Taken out of the lock first: dropping the values may drop other namespaces.
+            let data = std::mem::take(&mut *ns.data.lock().unwrap());
+            drop(data);
+        }
+    }
+}

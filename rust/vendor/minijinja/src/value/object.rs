@@ -877,6 +877,10 @@ impl DynObject {
 
 impl Hash for DynObject {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Ladle patch: a walk too deep or too long stops (and trips).
+        let Some(_level) = crate::value::guard::enter() else {
+            return;
+        };
         if let Some(iter) = self.try_iter_pairs() {
             for (key, value) in iter {
                 key.hash(state);
@@ -888,7 +892,12 @@ impl Hash for DynObject {
 
 impl fmt::Display for DynObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.render(f)
+        // Ladle patch: a walk too deep or too long prints `...` (and trips). Returning
+        // an error instead would make `to_string()` panic.
+        match crate::value::guard::enter() {
+            Some(_level) => self.render(f),
+            None => f.write_str("..."),
+        }
     }
 }
 

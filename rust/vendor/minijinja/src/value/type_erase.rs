@@ -128,7 +128,13 @@ macro_rules! type_erase {
 
             impl Drop for $erased_t_name {
                 fn drop(&mut self) {
-                    (vt(self).__decref)(self.ptr);
+                    // Ladle patch: nested drops are bounded (see value/guard.rs). The
+                    // bitwise copy takes over this reference.
+                    let this = std::mem::ManuallyDrop::new(Self {
+                        ptr: self.ptr,
+                        vtable: self.vtable,
+                    });
+                    crate::value::guard::drop_object(this, |obj| (vt(obj).__decref)(obj.ptr));
                 }
             }
 

@@ -12,6 +12,7 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind};
 use crate::output::{CaptureMode, Output};
 use crate::utils::{untrusted_size_hint, write_escaped, AutoEscape, UndefinedBehavior};
+use crate::value::guard;
 use crate::value::namespace_object::Namespace;
 use crate::value::{
     ops, value_map_with_capacity, Kwargs, ObjectRepr, UndefinedType, Value, ValueMap, ValueRepr,
@@ -149,6 +150,7 @@ impl<'env> Vm<'env> {
                 closure_tracker: state.closure_tracker.clone(),
                 #[cfg(feature = "fuel")]
                 fuel_tracker: state.fuel_tracker.clone(),
+                namespace_tracker: state.namespace_tracker.clone(),
             },
             out,
             Stack::from(args),
@@ -204,6 +206,18 @@ impl<'env> Vm<'env> {
         let mut next_loop_recursion_jump = None;
         let mut loaded_filters = [None; MAX_LOCALS];
         let mut loaded_tests = [None; MAX_LOCALS];
+        // Ladle patch: walks of values cut short by value::guard fail their instruction.
+        let _vm_scope = guard::vm_scope();
+        let mut last_pc = pc;
+        macro_rules! check_walks {
+            () => {
+                if guard::end_instruction() {
+                    let mut err = guard::limit_error();
+                    process_err(&mut err, last_pc, state);
+                    return Err(err);
+                }
+            };
+        }
 
         // If we are extending we are holding the instructions of the target parent
         // template here.  This is used to detect multiple extends and the evaluation
@@ -289,6 +303,11 @@ impl<'env> Vm<'env> {
             macro_rules! bail {
                 ($err:expr) => {{
                     err = $err;
+                    // Ladle patch: an error that follows a walk cut short is reported
+                    // as that (its message may hold the cut-short text).
+                    if guard::end_instruction() {
+                        err = guard::limit_error();
+                    }
                     process_err(&mut err, pc, state);
                     return Err(err);
                 }};
@@ -312,6 +331,9 @@ impl<'env> Vm<'env> {
                     }
                 }};
             }
+
+            check_walks!();
+            last_pc = pc;
 
             // if the fuel consumption feature is enabled, track the fuel
             // consumption here.
@@ -368,7 +390,11 @@ impl<'env> Vm<'env> {
                 Instruction::SetAttr(name) => {
                     b = stack.pop();
                     a = stack.pop();
-                    if let Some(ns) = b.downcast_object_ref::<Namespace>() {
+                    if let Some(ns) = b.downcast_object::<Namespace>() {
+                        // Ladle patch: an object may lead back to `ns` (a cycle).
+                        if matches!(a.0, ValueRepr::Object(_)) {
+                            state.namespace_tracker.track(ns.clone());
+                        }
                         ns.set_value(name, a);
                     } else {
                         bail!(Error::new(
@@ -800,6 +826,7 @@ impl<'env> Vm<'env> {
             pc += 1;
         }
 
+        check_walks!();
         Ok(stack.try_pop())
     }
 
