@@ -6,20 +6,25 @@
 //! (100 MB). Ladle adds:
 //! - an instruction budget per render ([`FUEL`], minijinja's `fuel`), so nested loops end;
 //! - a bound on the nesting and size of a value before it is printed or `tojson`ed
-//!   ([`check_printable`]): a namespace that holds itself is infinitely deep, and the
-//!   printer would otherwise recurse until the stack overflows (SIGSEGV);
+//!   ([`check_printable`]): a namespace that holds itself is infinitely deep, and
+//!   Ladle's Python-style printer recurses once per level;
 //! - a cap on `tojson`'s `indent` ([`MAX_INDENT`]);
 //! - a cap on the text a render produces ([`MAX_OUTPUT`]), counted both where values are
 //!   printed (including inside `{% set %}` blocks and macros) and where the final text
 //!   is written.
 //!
-//! Known gaps (minijinja offers no hook where they happen): a template that doubles a
-//! string by repeated concatenation (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it
-//! without printing it, so only the instruction budget limits the number of doublings;
-//! and minijinja's own string conversion of a namespace that holds itself (`ns ~ ''`,
-//! `ns|upper`, `ns|trim`, `ns|indent`, `'%s'|format(ns)`...) still recurses without
-//! bound. Printing, `string`, `tojson`, `pprint`, `e`, `safe` and `urlencode` are
-//! guarded here; the rest needs a recursion guard in minijinja's `Value` display.
+//! minijinja itself (vendored with Ladle's patches, `rust/vendor/minijinja/PATCHES.md`)
+//! bounds every other walk of a value: its own conversions to text (`~`, `upper`,
+//! `trim`, `format`, `join`...), comparisons (`==`, `in`, `sort`, `max`...), hashing
+//! (`unique`, dict keys) and (de)serialization stop past 256 levels of nesting, 10 million
+//! objects or 100 MB of text per instruction, and the instruction fails; dropping a deep
+//! value takes constant stack; and a namespace that holds itself is emptied when the
+//! render ends, so the cycle is freed. The checks here come first where both apply, and
+//! say what is wrong in Python's terms.
+//!
+//! Known gap: a template that doubles a string or a list by repeated concatenation
+//! (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it without printing it, so only the
+//! instruction budget limits the number of doublings, far more than memory allows.
 
 use std::cell::Cell;
 
@@ -176,7 +181,7 @@ mod tests {
     //! test binary.
 
     use std::collections::hash_map::DefaultHasher;
-    use std::hash::{Hash, Hasher};
+    use std::hash::Hash;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -246,6 +251,25 @@ mod tests {
                     );
                     assert!(err.len() < 2000, "{body}: {err}");
                 }
+            }
+        });
+    }
+
+    #[test]
+    fn walks_fit_the_stack_under_the_deepest_macro_recursion() {
+        // 82 nested macro calls is as deep as minijinja's recursion limit lets this go.
+        on_worker_stack(|| {
+            for use_ in ["{{ V == W }}", "{{ [V, W]|sort|length }}", "{{ V ~ '' }}"] {
+                let body = format!(
+                    "{SELF}{{% macro f(n) %}}{{% if n > 0 %}}{{{{ f(n - 1) }}}}{{% else %}}{}\
+                     {{% endif %}}{{% endmacro %}}{{{{ f(82) }}}}",
+                    use_.replace('V', "ns").replace('W', "n2")
+                );
+                let err = render(&body).expect_err(&body);
+                assert!(
+                    err.contains("nested deeper than 256 levels"),
+                    "{body}: {err}"
+                );
             }
         });
     }
