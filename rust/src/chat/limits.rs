@@ -307,6 +307,22 @@ mod tests {
     }
 
     #[test]
+    fn deep_values_dropped_while_a_thread_exits_use_constant_stack() {
+        // A value held in a thread-local is dropped after the thread's other
+        // thread-locals may be gone (upstream's own tests hit this while the patch still
+        // queued drops in a thread-local with a destructor: it aborted).
+        thread_local! {
+            static HELD: std::cell::RefCell<Option<Value>> = const { std::cell::RefCell::new(None) };
+        }
+        on_worker_stack(|| {
+            let deep = (0..200_000).fold(Value::from(0), |v, _| Value::from(vec![v]));
+            HELD.with(|h| *h.borrow_mut() = Some(deep));
+            // Registers the drop queue after HELD, so it would be destroyed first.
+            drop((0..1_000).fold(Value::from(0), |v, _| Value::from(vec![v])));
+        });
+    }
+
+    #[test]
     fn values_too_large_to_walk_end_in_a_template_error() {
         // 2^12 copies of a 1 MB string: 4 GB of text from 1 MB in memory. (Walks of 2^40
         // shared parts stop at the node budget, which takes long in a debug build; the

@@ -48,8 +48,13 @@ struct Walk {
 
 thread_local! {
     static WALK: Walk = Walk::default();
+    // A const `Cell` has no destructor, so it stays usable while the thread exits.
     static DROP_DEPTH: Cell<usize> = const { Cell::new(0) };
-    static DEFERRED_DROPS: RefCell<Vec<ManuallyDrop<DynObject>>> = const { RefCell::new(Vec::new()) };
+    // No destructor either (the queue is empty whenever no drop runs, and its buffer is
+    // freed after a long drain), so values that other thread-locals drop while the
+    // thread exits are still dropped iteratively.
+    static DEFERRED_DROPS: ManuallyDrop<RefCell<Vec<ManuallyDrop<DynObject>>>> =
+        const { ManuallyDrop::new(RefCell::new(Vec::new())) };
 }
 
 impl Walk {
@@ -166,10 +171,7 @@ pub(crate) fn end_instruction() -> bool {
 /// reference is queued instead (ownership moves into the queue) and released by the
 /// outermost drop once its own release returned, so the stack stays shallow.
 pub(crate) fn drop_object(obj: ManuallyDrop<DynObject>, release: fn(&DynObject)) {
-    let Ok(depth) = DROP_DEPTH.try_with(Cell::get) else {
-        // The thread is exiting and its queue is gone: drop in place, as upstream does.
-        return release(&obj);
-    };
+    let depth = DROP_DEPTH.with(Cell::get);
     if depth >= MAX_DROP_DEPTH {
         DEFERRED_DROPS.with(|q| q.borrow_mut().push(obj));
         return;
@@ -182,6 +184,12 @@ pub(crate) fn drop_object(obj: ManuallyDrop<DynObject>, release: fn(&DynObject))
         while let Some(next) = DEFERRED_DROPS.with(|q| q.borrow_mut().pop()) {
             release(&next);
         }
+        DEFERRED_DROPS.with(|q| {
+            let mut q = q.borrow_mut();
+            if q.capacity() > MAX_DROP_DEPTH {
+                *q = Vec::new();
+            }
+        });
     }
 }
 
@@ -197,6 +205,6 @@ impl DropLevel {
 
 impl Drop for DropLevel {
     fn drop(&mut self) {
-        let _ = DROP_DEPTH.try_with(|d| d.set(self.0));
+        DROP_DEPTH.with(|d| d.set(self.0));
     }
 }
