@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ladle-deps-stamp
 EXT_STAMP := $(VENV)/.ladle-ext-stamp
-RUST_SRC := $(shell find rust/src -name '*.rs') Cargo.toml
+RUST_SRC := $(shell find rust/src rust/vendor -name '*.rs') Cargo.toml
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: help setup build wheel test test-rust test-py lint demo bench clean

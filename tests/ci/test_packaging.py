@@ -124,3 +124,7 @@ def test_sdist_has_what_a_source_build_needs(tmp_path: Path) -> None:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     assert {"Cargo.toml", "Cargo.lock", "pyproject.toml", "rust/src/lib.rs"} <= names
     assert {"python/ladle/cli.py", "python/ladle/_core.pyi", "README.md"} <= names
+    # The patched minijinja that Cargo.toml's [patch.crates-io] points at, with its license.
+    vendored = "rust/vendor/minijinja/"
+    assert {vendored + f for f in ("Cargo.toml", "LICENSE", "PATCHES.md", "src/lib.rs")} <= names
+    assert vendored + "src/value/guard.rs" in names

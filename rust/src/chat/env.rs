@@ -141,8 +141,9 @@ fn strftime_now(fmt: String) -> Result<Value, Error> {
     strftime(&chrono::Local::now(), &fmt).map(Value::from)
 }
 
-/// minijinja's filters that turn any value into text, each behind the printable check:
-/// unguarded, a namespace that holds itself recurses until the stack overflows.
+/// minijinja's filters that turn any value into text, each behind the printable check so
+/// that a value too deep or too big is refused with Ladle's message (the patched
+/// minijinja would also stop it, at 256 levels).
 fn guarded_escape(state: &State, v: Value) -> Result<Value, Error> {
     limits::check_printable(&v)?;
     minijinja::filters::escape(state, &v)

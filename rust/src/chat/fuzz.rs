@@ -40,6 +40,8 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("{{ eos_token }}".to_string()),
         Just("{{ raise_exception('no') }}".to_string()),
         Just("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns }}".to_string()),
+        Just("{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns ~ m.content }}".to_string()),
+        Just("{{ [m, messages]|sort|length }}{{ messages|unique|list|length }}".to_string()),
         Just("{{ (m.content * 3)[1:] }}".to_string()),
         Just("{{ range(7)|join(',') }}".to_string()),
         Just("{{ m.tool_calls[0].function.name }}".to_string()),

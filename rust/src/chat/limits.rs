@@ -6,20 +6,25 @@
 //! (100 MB). Ladle adds:
 //! - an instruction budget per render ([`FUEL`], minijinja's `fuel`), so nested loops end;
 //! - a bound on the nesting and size of a value before it is printed or `tojson`ed
-//!   ([`check_printable`]): a namespace that holds itself is infinitely deep, and the
-//!   printer would otherwise recurse until the stack overflows (SIGSEGV);
+//!   ([`check_printable`]): a namespace that holds itself is infinitely deep, and
+//!   Ladle's Python-style printer recurses once per level;
 //! - a cap on `tojson`'s `indent` ([`MAX_INDENT`]);
 //! - a cap on the text a render produces ([`MAX_OUTPUT`]), counted both where values are
 //!   printed (including inside `{% set %}` blocks and macros) and where the final text
 //!   is written.
 //!
-//! Known gaps (minijinja offers no hook where they happen): a template that doubles a
-//! string by repeated concatenation (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it
-//! without printing it, so only the instruction budget limits the number of doublings;
-//! and minijinja's own string conversion of a namespace that holds itself (`ns ~ ''`,
-//! `ns|upper`, `ns|trim`, `ns|indent`, `'%s'|format(ns)`...) still recurses without
-//! bound. Printing, `string`, `tojson`, `pprint`, `e`, `safe` and `urlencode` are
-//! guarded here; the rest needs a recursion guard in minijinja's `Value` display.
+//! minijinja itself (vendored with Ladle's patches, `rust/vendor/minijinja/PATCHES.md`)
+//! bounds every other walk of a value: its own conversions to text (`~`, `upper`,
+//! `trim`, `format`, `join`...), comparisons (`==`, `in`, `sort`, `max`...), hashing
+//! (`unique`, dict keys) and (de)serialization stop past 256 levels of nesting, 10 million
+//! objects or 100 MB of text per instruction, and the instruction fails; dropping a deep
+//! value takes constant stack; and a namespace that holds itself is emptied when the
+//! render ends, so the cycle is freed. The checks here come first where both apply, and
+//! say what is wrong in Python's terms.
+//!
+//! Known gap: a template that doubles a string or a list by repeated concatenation
+//! (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it without printing it, so only the
+//! instruction budget limits the number of doublings, far more than memory allows.
 
 use std::cell::Cell;
 
@@ -166,4 +171,224 @@ impl std::io::Write for CappedWriter {
 /// The error a render that overflowed [`CappedWriter`] reports.
 pub fn output_overflow() -> Error {
     too_big("the rendered text")
+}
+
+#[cfg(test)]
+mod tests {
+    //! Values that recurse, through Ladle's renderer and through minijinja directly. Each
+    //! runs on a thread with the 2 MiB stack rayon gives its workers; before the vendored
+    //! patch (rust/vendor/minijinja/PATCHES.md) every case overflowed it and aborted the
+    //! test binary.
+
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::Hash;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use minijinja::value::{Object, Value};
+
+    use crate::chat::{ChatTemplate, Conversation};
+
+    fn on_worker_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .expect("thread")
+            .join()
+            .expect("no panic");
+    }
+
+    /// Renders `body` through Ladle's template path.
+    fn render(body: &str) -> Result<String, String> {
+        let conv = Conversation::from_json(r#"[{"role": "user", "content": "x"}]"#).unwrap();
+        ChatTemplate::new(body, &[])
+            .and_then(|t| t.render(&conv, false))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Two namespaces that hold themselves.
+    const SELF: &str = "{% set ns = namespace(a=1) %}{% set ns.me = ns %}\
+                        {% set n2 = namespace(a=1) %}{% set n2.me = n2 %}";
+    /// Two equal lists nested 20,000 levels deep (far past any stack), built within the
+    /// instruction budget.
+    const DEEP: &str = "{% set ns = namespace(l=[], m=[]) %}{% for i in range(100) %}\
+                        {% for j in range(200) %}{% set ns.l = [ns.l] %}{% set ns.m = [ns.m] %}\
+                        {% endfor %}{% endfor %}";
+
+    /// minijinja's own conversions and comparisons, on `V` and `W`.
+    const USES: &[&str] = &[
+        "{{ (V ~ '')|length }}",
+        "{{ V|upper|length }}",
+        "{{ V|trim|length }}",
+        "{{ V|indent|length }}",
+        "{{ V|replace('a', 'b')|length }}",
+        "{{ V|title|length }}",
+        "{{ '%s'|format(V)|length }}",
+        "{{ [V]|join(',')|length }}",
+        "{{ '{}'.format(V)|length }}",
+        "{{ V in [W] }}",
+        "{{ V == W }}",
+        "{{ V < W }}",
+        "{{ [V, W]|sort|length }}",
+        "{{ [V, W]|unique|list|length }}",
+        "{{ {'a': V, 'b': W}|dictsort(by='value')|length }}",
+        "{{ {V: 1}|length }}",
+        "{{ [V, W]|max is defined }}",
+        "{{ [V].count(W) }}",
+        "{{ raise_exception(V) }}",
+    ];
+
+    #[test]
+    fn values_that_recurse_end_in_a_template_error() {
+        on_worker_stack(|| {
+            for (setup, v, w) in [(SELF, "ns", "n2"), (DEEP, "ns.l", "ns.m")] {
+                for use_ in USES {
+                    let body = format!("{setup}{}", use_.replace('V', v).replace('W', w));
+                    let err = render(&body).expect_err(&body);
+                    assert!(
+                        err.contains("nested deeper than 256 levels"),
+                        "{body}: {err}"
+                    );
+                    assert!(err.len() < 2000, "{body}: {err}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn walks_fit_the_stack_under_the_deepest_macro_recursion() {
+        // 82 nested macro calls is as deep as minijinja's recursion limit lets this go.
+        on_worker_stack(|| {
+            for use_ in ["{{ V == W }}", "{{ [V, W]|sort|length }}", "{{ V ~ '' }}"] {
+                let body = format!(
+                    "{SELF}{{% macro f(n) %}}{{% if n > 0 %}}{{{{ f(n - 1) }}}}{{% else %}}{}\
+                     {{% endif %}}{{% endmacro %}}{{{{ f(82) }}}}",
+                    use_.replace('V', "ns").replace('W', "n2")
+                );
+                let err = render(&body).expect_err(&body);
+                assert!(
+                    err.contains("nested deeper than 256 levels"),
+                    "{body}: {err}"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn deep_values_are_dropped_without_recursion() {
+        on_worker_stack(|| {
+            let loop_ = |set: &str| {
+                format!(
+                    "{{% for i in range(100) %}}{{% for j in range(200) %}}{set}\
+                     {{% endfor %}}{{% endfor %}}done"
+                )
+            };
+            let cases = [
+                format!("{DEEP}done"),
+                format!(
+                    "{{% set ns = namespace(d={{}}) %}}{}",
+                    loop_("{% set ns.d = {'k': ns.d} %}")
+                ),
+                format!(
+                    "{{% set ns = namespace(c=none) %}}{}",
+                    loop_("{% set ns.c = namespace(next=ns.c) %}")
+                ),
+                // Appending at the tail: every assignment is shallow, the chain is not.
+                format!(
+                    "{{% set ns = namespace() %}}{{% set ns.t = namespace() %}}\
+                     {{% set ns.h = ns.t %}}{}",
+                    loop_("{% set t = namespace() %}{% set ns.t.n = t %}{% set ns.t = t %}")
+                ),
+            ];
+            for body in cases {
+                assert_eq!(render(&body).as_deref(), Ok("done"), "{body}");
+            }
+        });
+    }
+
+    #[test]
+    fn deep_values_dropped_while_a_thread_exits_use_constant_stack() {
+        // A value held in a thread-local is dropped after the thread's other
+        // thread-locals may be gone (upstream's own tests hit this while the patch still
+        // queued drops in a thread-local with a destructor: it aborted).
+        thread_local! {
+            static HELD: std::cell::RefCell<Option<Value>> = const { std::cell::RefCell::new(None) };
+        }
+        on_worker_stack(|| {
+            let deep = (0..200_000).fold(Value::from(0), |v, _| Value::from(vec![v]));
+            HELD.with(|h| *h.borrow_mut() = Some(deep));
+            // Registers the drop queue after HELD, so it would be destroyed first.
+            drop((0..1_000).fold(Value::from(0), |v, _| Value::from(vec![v])));
+        });
+    }
+
+    #[test]
+    fn values_too_large_to_walk_end_in_a_template_error() {
+        // 2^12 copies of a 1 MB string: 4 GB of text from 1 MB in memory. (Walks of 2^40
+        // shared parts stop at the node budget, which takes long in a debug build; the
+        // Python test in tests/data/test_chat_limits.py covers them.)
+        on_worker_stack(|| {
+            let body = "{% set ns = namespace(v='x' * 1000000) %}{% for i in range(12) %}\
+                        {% set ns.v = [ns.v, ns.v] %}{% endfor %}{{ (ns.v ~ '')|length }}";
+            let err = render(body).expect_err(body);
+            assert!(err.contains("too large to convert or compare"), "{err}");
+        });
+    }
+
+    #[test]
+    fn a_namespace_that_holds_itself_is_freed_after_the_render() {
+        // The render's state empties every namespace assigned an object when it drops,
+        // which breaks the cycle; before, the namespace and all it held leaked.
+        #[derive(Debug)]
+        struct DropProbe(Arc<AtomicBool>);
+        impl Object for DropProbe {}
+        impl Drop for DropProbe {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let probe = Value::from_object(DropProbe(dropped.clone()));
+        // `context!` clones the value: the render holds the only other reference.
+        let ctx = minijinja::context! { p => probe };
+        drop(probe);
+        let tmpl = "{% set ns = namespace(p=p) %}{% set ns.me = ns %}{{ ns.me.me.p is defined }}";
+        let out = minijinja::Environment::new().render_str(tmpl, ctx);
+        assert_eq!(out.unwrap(), "True");
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn deep_values_built_in_rust_are_walked_within_the_stack() {
+        on_worker_stack(|| {
+            let deep = || (0..200_000).fold(Value::from(0), |v, _| Value::from(vec![v]));
+            let (v, w) = (deep(), deep());
+            // Outside a render nobody reports a walk cut short: it answers, bounded.
+            let text = v.to_string();
+            assert!(text.len() < 1000 && text.contains("..."), "{}", text.len());
+            assert!(format!("{v:?}").len() < 1000);
+            assert_ne!(v, w);
+            let _ = v.cmp(&w);
+            v.hash(&mut DefaultHasher::new());
+            // serde reports it as an error.
+            assert!(serde_json::to_string(&v).is_err());
+            assert!(<serde_json::Value as serde::Deserialize>::deserialize(v.clone()).is_err());
+            // A render fails the instruction that met it.
+            let env = minijinja::Environment::new();
+            for tmpl in [
+                "{{ v }}",
+                "{{ v|tojson }}",
+                "{{ v == w }}",
+                "{{ v|pprint }}",
+            ] {
+                let ctx = minijinja::context! { v => v.clone(), w => w.clone() };
+                let err = env.render_str(tmpl, ctx).expect_err(tmpl).to_string();
+                assert!(
+                    err.contains("nested deeper than 256 levels"),
+                    "{tmpl}: {err}"
+                );
+            }
+            drop((v, w));
+        });
+    }
 }
