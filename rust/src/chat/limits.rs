@@ -22,9 +22,9 @@
 //! render ends, so the cycle is freed. The checks here come first where both apply, and
 //! say what is wrong in Python's terms.
 //!
-//! Known gap: a template that doubles a string or a list by repeated concatenation
-//! (`{% set ns.s = ns.s ~ ns.s %}` in a loop) grows it without printing it, so only the
-//! instruction budget limits the number of doublings, far more than memory allows.
+//! A template that doubles a string or a list by repeated concatenation (`{% set ns.s =
+//! ns.s ~ ns.s %}` in a loop) grows it without printing it; the vendored minijinja bounds
+//! `~` and `+` like string repetition (100 MB, 10 million list items; `PATCHES.md`, 4).
 
 use std::cell::Cell;
 
@@ -332,6 +332,33 @@ mod tests {
                         {% set ns.v = [ns.v, ns.v] %}{% endfor %}{{ (ns.v ~ '')|length }}";
             let err = render(body).expect_err(body);
             assert!(err.contains("too large to convert or compare"), "{err}");
+        });
+    }
+
+    #[test]
+    fn doubling_by_concatenation_ends_in_a_template_error() {
+        // 64 doublings is 2^64 bytes or items: before the bound, memory ran out (or the
+        // first `list` aborted on its allocation) long before the instruction budget.
+        on_worker_stack(|| {
+            for (init, step, use_, what) in [
+                ("'x'", "ns.v ~ ns.v", "ns.v|length", "string"),
+                ("'x'", "ns.v + ns.v", "ns.v|length", "string"),
+                ("'x'", "ns.v ~ ns.v ~ 1", "ns.v|length", "string"),
+                ("[1]", "ns.v + ns.v", "ns.v|list|length", "list"),
+            ] {
+                let msg = format!("concatenated {what} is too large");
+                let body = format!(
+                    "{{% set ns = namespace(v={init}) %}}{{% for i in range(64) %}}\
+                     {{% set ns.v = {step} %}}{{% endfor %}}{{{{ {use_} }}}}"
+                );
+                let err = render(&body).expect_err(&body);
+                assert!(err.contains(&msg), "{body}: {err}");
+            }
+            // Below the bound nothing changes.
+            let ok = "{% set ns = namespace(v='x', l=[1]) %}{% for i in range(20) %}\
+                      {% set ns.v = ns.v ~ ns.v %}{% set ns.l = ns.l + ns.l %}{% endfor %}\
+                      {{ ns.v|length }} {{ ns.l|list|length }}";
+            assert!(render(ok).unwrap().ends_with("1048576 1048576"));
         });
     }
 
