@@ -85,7 +85,7 @@ def test_quantize_bad_input_is_a_ladle_error() -> None:
     with pytest.raises(LadleError, match="index 40"):
         gguf_quantize(x, "q4_0")
     # an unknown type is an option error: a LadleError that is also a ValueError
-    with pytest.raises(ArgumentError, match='expected one of "q8_0", "q4_0"'):
+    with pytest.raises(ArgumentError, match='expected one of "q8_0", "q4_0", "q5_0", "q4_k"'):
         gguf_quantize(np.ones(32, np.float32), "q5_1")
 
 
