@@ -24,7 +24,6 @@ import gguf
 import numpy as np
 
 from ladle.errors import ModelError
-
 from ladle.gguf_types import FILE_TYPES, QUANTS, Q, tensor_type
 
 SUPPORTED = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA}

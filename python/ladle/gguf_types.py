@@ -41,9 +41,7 @@ def _use_more_bits(i_layer: int, n_layer: int) -> bool:
     # llama.cpp's heuristic: the first and last eighth of the layers, and every third
     # layer in between, are the sensitive ones.
     return (
-        i_layer < n_layer // 8
-        or i_layer >= 7 * n_layer // 8
-        or (i_layer - n_layer // 8) % 3 == 2
+        i_layer < n_layer // 8 or i_layer >= 7 * n_layer // 8 or (i_layer - n_layer // 8) % 3 == 2
     )
 
 
@@ -62,9 +60,8 @@ def _q4_k_m(name: str, shape: tuple[int, ...], n_layer: int, tied: bool) -> Any:
         qtype = Q.Q8_0 if ncols % 256 else Q.Q6_K
     elif name == "token_embd.weight":
         pass  # untied embedding: the default
-    elif "attn_v.weight" in name or "ffn_down" in name:
-        if _use_more_bits(_layer(name), n_layer):
-            qtype = Q.Q6_K
+    elif ("attn_v.weight" in name or "ffn_down" in name) and _use_more_bits(_layer(name), n_layer):
+        qtype = Q.Q6_K
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if ncols % block:
         qtype = _FALLBACK.get(qtype, qtype)
