@@ -1,32 +1,42 @@
-"""A real llama.cpp for the GGUF tests and benchmark: llama-cpp-python built once from
-its PyPI source and cached.
+"""A real llama.cpp for the GGUF tests and benchmarks, from llama-cpp-python's pinned PyPI
+source, everything cached under ``$LADLE_HOME/llama-cpp/`` (CI keeps that folder in its
+cache, ``.github/workflows/ci.yml``). Three levels, each built on first use:
 
-The first call runs ``pip wheel`` on the pinned sdist (it compiles the llama.cpp it
-vendors with cmake: CPU only, no examples, tools, server or multimodal parts) plus the
-one pure-Python dependency the package imports and this venv lacks (diskcache), then
-unpacks the wheels into ``$LADLE_HOME/llama-cpp/<version>/`` (built in a sibling
-folder and moved into place, so a killed build leaves nothing half-written). Later
-calls only put that folder on ``sys.path``. The build takes ~15-25 min on 2 busy cores
-(measured in the README); CI keeps the folder in its cache (``.github/workflows/ci.yml``).
+- ``source()``: the sdist (``pip download``, checked against its pinned SHA-256; it
+  vendors llama.cpp), ~75 MB, seconds.
+- ``ggml_quants()``: llama.cpp's reference quantizers alone, ``ggml/src/ggml-quants.c``
+  compiled with the flags of a Release build into a small shared library (~10 s): what
+  the block-level byte-identity tests call.
+- ``load()``: the whole package, ``pip wheel`` on the sdist (cmake compiles llama.cpp:
+  CPU only, no examples, tools, server or multimodal parts) plus the one pure-Python
+  dependency this venv lacks (diskcache), unpacked into a folder put on ``sys.path``;
+  ``llama_model_quantize`` (what ``llama-quantize`` runs) and inference. The build costs
+  ~15 CPU-minutes (measured figures in the README).
 
-When the build cannot run (no C++ compiler, no package index, a compile error) the
-caller gets ``LlamaCppUnavailable`` with the reason, and the tests skip with it.
+Every step builds in a sibling temporary folder and moves into place, under a file lock,
+so a killed or concurrent build leaves nothing half-written. When a step cannot run (no
+compiler, no package index, a compile error) the caller gets ``LlamaCppUnavailable``
+with the reason, and the tests skip with it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 VERSION = "0.3.36"
+SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 DISKCACHE = "5.6.3"
 # CPU only and small: no native -march (portable cache), no OpenMP, no BLAS, no curl,
 # and none of the binaries; the Python package needs only the shared libraries.
@@ -43,64 +53,120 @@ CMAKE_ARGS = " ".join(
         "-DLLAVA_BUILD=OFF",
     ]
 )
+# ggml-quants.c calls these only on paths the reference rows never take (IQ types,
+# asserts); the stubs let it link alone.
+_STUBS = """
+#include <stddef.h>
+#include <stdlib.h>
+void ggml_abort(const char * f, int l, const char * fmt, ...) { abort(); }
+size_t ggml_row_size(int t, long n) { abort(); }
+const char * ggml_type_name(int t) { return "?"; }
+size_t ggml_type_size(int t) { abort(); }
+"""
 
 
 class LlamaCppUnavailable(RuntimeError):
-    """llama-cpp-python could not be built or imported here (the message says why)."""
+    """llama.cpp could not be fetched, built or imported here (the message says why)."""
+
+
+def cache_dir() -> Path:
+    from ladle.paths import ladle_home
+
+    return ladle_home() / "llama-cpp"
+
+
+def _once(dest: Path, build: Callable[[Path], None]) -> Path:
+    """``dest``, made by ``build(staging_path)`` unless it exists; one builder at a time."""
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # One lock per artifact: a build takes the locks of what it needs (nested calls).
+    with (dest.parent / f".{dest.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not dest.exists():
+            with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
+                staged = Path(tmp) / dest.name
+                build(staged)
+                os.replace(staged, dest)
+    return dest
+
+
+def _run(cmd: list[str], log: Path, what: str, env: dict[str, str] | None = None) -> None:
+    with log.open("w") as out:
+        rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        tail = " | ".join(log.read_text(errors="replace").splitlines()[-4:])
+        raise LlamaCppUnavailable(f"{what} failed (exit {rc}): {tail}")
+
+
+def _sdist_path() -> Path:
+    def fetch(staged: Path) -> None:
+        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+        d = staged.parent / "dl"
+        spec = f"llama-cpp-python=={VERSION}"
+        _run([*pip, "-d", str(d), spec], staged.parent / "pip.log", f"pip download {spec}")
+        (got,) = d.glob("*.tar.gz")
+        if hashlib.sha256(got.read_bytes()).hexdigest() != SHA256:
+            raise LlamaCppUnavailable(f"{got.name} does not match its pinned SHA-256")
+        os.replace(got, staged)
+
+    return _once(cache_dir() / f"llama_cpp_python-{VERSION}.tar.gz", fetch)
+
+
+def source() -> Path:
+    """The vendored llama.cpp source tree of the pinned sdist."""
+
+    def unpack(staged: Path) -> None:
+        with tarfile.open(_sdist_path()) as tar:
+            tar.extractall(staged, filter="data")
+
+    root = _once(cache_dir() / f"{VERSION}-src", unpack)
+    return root / f"llama_cpp_python-{VERSION}" / "vendor" / "llama.cpp"
+
+
+def ggml_quants() -> ctypes.CDLL:
+    """llama.cpp's ``quantize_row_*_ref`` functions, compiled from the pinned source."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise LlamaCppUnavailable("no C compiler on PATH")
+
+    def compile_(staged: Path) -> None:
+        ggml = source() / "ggml"
+        stubs = staged.parent / "stubs.c"
+        stubs.write_text(_STUBS)
+        # ggml-base's Release flags: -O3 -DNDEBUG, C11 with GNU extensions, no -march
+        # (so no fused multiply-add contraction on x86-64).
+        cmd = [cc, "-O3", "-DNDEBUG", "-std=gnu11", "-fPIC", "-shared"]
+        cmd += ["-I", str(ggml / "include"), "-I", str(ggml / "src")]
+        cmd += [str(ggml / "src" / "ggml-quants.c"), str(stubs), "-lm", "-o", str(staged)]
+        _run(cmd, staged.parent / "cc.log", "compiling ggml-quants.c")
+
+    return ctypes.CDLL(str(_once(cache_dir() / f"{VERSION}-ggml-quants.so", compile_)))
 
 
 def site_dir() -> Path:
-    from ladle.paths import ladle_home
-
-    return ladle_home() / "llama-cpp" / VERSION
+    return cache_dir() / f"{VERSION}-site"
 
 
-def _build(dest: Path) -> None:
+def load() -> ModuleType:
+    """``llama_cpp`` from the cached build, building it first if needed."""
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise LlamaCppUnavailable("no C++ compiler on PATH to build llama.cpp")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".build-") as tmp:
-        wheels = Path(tmp) / "wheels"
+
+    def build(staged: Path) -> None:
+        wheels = staged.parent / "wheels"
         env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS}
         env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-w",
-            str(wheels),
-            f"llama-cpp-python=={VERSION}",
-            f"diskcache=={DISKCACHE}",
-        ]
-        log = Path(tmp) / "build.log"
-        with log.open("w") as out:
-            rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
-        if rc != 0:
-            tail = log.read_text(errors="replace").splitlines()[-5:]
-            raise LlamaCppUnavailable(
-                f"`pip wheel llama-cpp-python=={VERSION}` failed: " + " | ".join(tail)
-            )
-        staged = Path(tmp) / "site"
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels)]
+        cmd += [str(_sdist_path()), f"diskcache=={DISKCACHE}"]
+        _run(cmd, staged.parent / "build.log", f"pip wheel llama-cpp-python=={VERSION}", env)
         for whl in wheels.glob("*.whl"):
             with zipfile.ZipFile(whl) as z:
                 z.extractall(staged)
         for lib in (staged / "llama_cpp" / "lib").glob("*.so*"):
             lib.chmod(0o755)  # zipfile drops the mode bits
-        os.replace(staged, dest)
 
-
-def load() -> ModuleType:
-    """``llama_cpp`` from the cached build, building it first if needed."""
-    dest = site_dir()
-    if not (dest / "llama_cpp" / "__init__.py").is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # One build at a time (pytest-xdist workers, a benchmark started alongside).
-        with (dest.parent / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (dest / "llama_cpp" / "__init__.py").is_file():
-                _build(dest)
+    dest = _once(site_dir(), build)
     if str(dest) not in sys.path:
         sys.path.insert(0, str(dest))
     try:
@@ -108,22 +174,6 @@ def load() -> ModuleType:
     except (ImportError, OSError) as e:
         raise LlamaCppUnavailable(f"the llama_cpp build in {dest} does not import: {e}") from e
     return llama_cpp
-
-
-def ggml_base() -> ctypes.CDLL:
-    """ggml's base library from the build, for ``ggml_quantize_chunk``."""
-    lib = ctypes.CDLL(str(site_dir() / "llama_cpp" / "lib" / "libggml-base.so"))
-    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-    lib.ggml_quantize_chunk.argtypes = [
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-    ]
-    return lib
 
 
 def quantize_file(llama_cpp: ModuleType, src: Path, dst: Path, threads: int = 0) -> None:

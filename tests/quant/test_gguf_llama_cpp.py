@@ -1,8 +1,9 @@
-"""GGUF export checked against a real llama.cpp (llama-cpp-python built once from its PyPI
-source, cached; see ``tests/_llama_cpp.py``):
+"""GGUF export checked against a real llama.cpp (llama-cpp-python's pinned PyPI source,
+built and cached by ``tests/_llama_cpp.py``):
 
-- Ladle's Rust blocks equal ggml's own ``ggml_quantize_chunk`` (Q4_K, Q6_K, Q5_0, Q8_0,
-  Q4_0) on random and adversarial rows;
+- Ladle's Rust blocks equal llama.cpp's reference quantizers (``quantize_row_*_ref`` of
+  Q4_K, Q6_K, Q5_0, Q8_0, Q4_0, compiled from ggml-quants.c) on random and adversarial
+  rows and on real weights;
 - Ladle's ``q4_k_m`` file holds the same tensors (names, types, bytes) as the file
   ``llama_model_quantize(..., Q4_K_M)`` writes from Ladle's float32 export;
 - llama.cpp loads the q8_0 and q4_k_m exports, tokenizes prompts as the Hugging Face
@@ -32,6 +33,13 @@ from ladle._core import gguf_quantize  # noqa: E402
 
 Q = gguf.GGMLQuantizationType
 BLOCK_TYPES = {"q4_k": Q.Q4_K, "q6_k": Q.Q6_K, "q5_0": Q.Q5_0, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+REF_ROWS = {
+    "q4_k": "quantize_row_q4_K_ref",
+    "q6_k": "quantize_row_q6_K_ref",
+    "q5_0": "quantize_row_q5_0_ref",
+    "q8_0": "quantize_row_q8_0_ref",
+    "q4_0": "quantize_row_q4_0_ref",
+}
 CHATS = [
     [{"role": "user", "content": "Printer on floor 3 is jammed again!!"}],
     [
@@ -53,15 +61,19 @@ def llama_cpp() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def ggml(llama_cpp: ModuleType) -> ctypes.CDLL:
-    return _llama_cpp.ggml_base()
+def ggml() -> ctypes.CDLL:
+    try:
+        return _llama_cpp.ggml_quants()
+    except _llama_cpp.LlamaCppUnavailable as e:
+        pytest.skip(f"llama.cpp's quantizers unavailable: {e}")
 
 
-def ggml_quantize(lib: ctypes.CDLL, x: np.ndarray, qtype: Any) -> bytes:
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
+def ggml_quantize(lib: ctypes.CDLL, x: np.ndarray, name: str) -> bytes:
+    block, size = gguf.GGML_QUANT_SIZES[BLOCK_TYPES[name]]
     out = np.zeros(x.size // block * size, np.uint8)
     x = np.ascontiguousarray(x, np.float32)
-    lib.ggml_quantize_chunk(int(qtype), x.ctypes.data, out.ctypes.data, 0, 1, x.size, None)
+    row = getattr(lib, REF_ROWS[name])
+    row(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(out.ctypes.data), ctypes.c_int64(x.size))
     return out.tobytes()
 
 
@@ -95,13 +107,13 @@ def zero_block_led_by_negative_zero(x: np.ndarray) -> bool:
 @given(x=rows())
 @settings(max_examples=200, deadline=None)
 def test_blocks_are_byte_identical_to_ggml(ggml: ctypes.CDLL, x: np.ndarray) -> None:
-    for name, qtype in BLOCK_TYPES.items():
+    for name in BLOCK_TYPES:
         if name == "q4_0" and zero_block_led_by_negative_zero(x):
             # Ladle's Q4_0 is gguf.quants' (numpy): for an all-zero block it divides the
             # first value by -8, so a leading -0.0 gives scale +0.0 where ggml's is -0.0,
             # the one input on which the two references differ (both decode to zeros).
             continue
-        assert gguf_quantize(x, name).tobytes() == ggml_quantize(ggml, x, qtype), name
+        assert gguf_quantize(x, name).tobytes() == ggml_quantize(ggml, x, name), name
 
 
 def test_blocks_match_ggml_on_real_weights(ggml: ctypes.CDLL, smollm2_dir: Path) -> None:
@@ -109,11 +121,12 @@ def test_blocks_match_ggml_on_real_weights(ggml: ctypes.CDLL, smollm2_dir: Path)
 
     with safe_open(smollm2_dir / "model.safetensors", framework="np") as f:
         # a slice of every tensor kind: attention, MLP (SmolLM2 is dequantized from Q4_1)
-        names = [k for k in f.keys() if ".layers.3." in k and k.endswith("proj.weight")]  # noqa: SIM118
+        keys = list(f.keys())
+        names = [k for k in keys if ".layers.3." in k and k.endswith("proj.weight")]
         x = np.concatenate([f.get_tensor(k).astype(np.float32).reshape(-1) for k in names])
     x = x[: len(x) // 256 * 256]
-    for name, qtype in BLOCK_TYPES.items():
-        assert gguf_quantize(x, name).tobytes() == ggml_quantize(ggml, x, qtype), name
+    for name in BLOCK_TYPES:
+        assert gguf_quantize(x, name).tobytes() == ggml_quantize(ggml, x, name), name
 
 
 # ---------------------------------------------------------------- files
