@@ -1,14 +1,17 @@
 """What a GGUF export keeps of a trained run: the run's eval set answered by the merged
-model (transformers, Ladle's greedy ``generate``) and by llama.cpp running Ladle's q8_0
-and q4_k_m exports, each scored with the run's own metrics.
+model (transformers, Ladle's greedy ``generate``, fp32) and by Ladle's q8_0 and q4_k_m
+exports, each scored with the run's own metrics, with token agreement to the merged
+model's answers.
 
-llama.cpp is llama-cpp-python built from its PyPI source (cached, ``tests/_llama_cpp.py``).
-Every prompt is rendered by Ladle's renderer (the candidate prompt of the recipe, as
-``ladle eval`` asks it), tokenized by llama.cpp from the GGUF's own vocabulary (the
-report counts the prompts whose ids differ from the Hugging Face tokenizer's), and
-decoded greedily until an end-of-turn token or ``max_new_tokens``.
+The exports run in llama.cpp (``--runtime llama.cpp``, default: llama-cpp-python built
+from its PyPI source, cached by ``tests/_llama_cpp.py``; prompts tokenized by llama.cpp
+from the GGUF's own vocabulary, and the report counts those whose ids differ from the
+Hugging Face tokenizer's) or in transformers (``--runtime transformers``: its GGUF
+loader dequantizes the file, then the same ``generate`` as the merged model). Every
+prompt is rendered by Ladle's renderer (the recipe's candidate prompt, as ``ladle eval``
+asks it) and decoded greedily until an end-of-turn token or ``max_new_tokens``.
 
-    python benchmarks/gguf_eval.py RUN_DIR [--limit N] [--threads N]
+    python benchmarks/gguf_eval.py RUN_DIR [--limit N] [--threads N] [--runtime R]
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--limit", type=int, default=0, help="eval rows (0: the recipe's limit)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--runtime", choices=["llama.cpp", "transformers"], default="llama.cpp")
     args = ap.parse_args()
     import torch
 
@@ -90,7 +94,7 @@ def main() -> None:
     limit = args.limit or ev.limit or None
     examples = [split_row(r) for r in read_split(recipe, "eval")][:limit]
     refs = [e.reference for e in examples]
-    llama_cpp = _llama_cpp.load()
+    llama_cpp = _llama_cpp.load() if args.runtime == "llama.cpp" else None
     load = os.getloadavg()
     print(
         f"{args.run_dir}: {len(examples)} eval rows; threads {args.threads} (torch, llama.cpp); "
@@ -115,20 +119,25 @@ def main() -> None:
         }
         ref_ids = [tok(o[0], add_special_tokens=False)["input_ids"] for o in gen.outputs]
         del model
-        ids_by: dict[str, list[list[int]]] = {}
         for quant in ("q8_0", "q4_k_m"):
             path = write_gguf(merged, Path(tmp) / f"m.{quant}.gguf", quant=quant)
-            size = path.stat().st_size / 2**20
+            name = f"{quant} GGUF ({path.stat().st_size / 2**20:.1f} MiB, {args.runtime})"
             t = time.perf_counter()
-            ids, bad = llama_answers(llama_cpp, path, prompts, hf_ids, stops, max_new, args.threads)
-            name = f"{quant} GGUF ({size:.1f} MiB, llama.cpp)"
-            runs[name] = (
-                [tok.decode(i, skip_special_tokens=True) for i in ids],
-                time.perf_counter() - t,
-            )
-            ids_by[name] = ids
-            print(f"{name}: {bad} of {len(prompts)} prompts tokenized differently from HF")
-    base = None
+            if llama_cpp is not None:
+                ids, bad = llama_answers(
+                    llama_cpp, path, prompts, hf_ids, stops, max_new, args.threads
+                )
+                outputs = [tok.decode(i, skip_special_tokens=True) for i in ids]
+                print(f"{name}: {bad} of {len(prompts)} prompts tokenized differently from HF")
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    path.parent, gguf_file=path.name, dtype=torch.float32
+                ).eval()
+                g = generate(model, tok, prompts, ev.generation, seed=recipe.seed, precision="fp32")
+                outputs = [o[0] for o in g.outputs]
+                del model
+            runs[name] = (outputs, time.perf_counter() - t)
+    base: dict[str, float] | None = None
     for name, (outputs, secs) in runs.items():
         scores = score_samples(ev.metrics, [[o] for o in outputs], refs)
         vals = {k: s.value() for k, s in scores.items()}
@@ -138,7 +147,7 @@ def main() -> None:
             for k, v in vals.items()
         )
         extra = ""
-        if name in ids_by:
+        if vals is not base:
             same, prefix = agreement(
                 [tok(o, add_special_tokens=False)["input_ids"] for o in runs[name][0]], ref_ids
             )
