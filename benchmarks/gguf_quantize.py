@@ -7,7 +7,13 @@ same tensors and cores in one run.
    Q4_K_M. llama.cpp comes from llama-cpp-python built from its PyPI source (cached,
    ``tests/_llama_cpp.py``; the first run builds it). Both sides get the same thread
    count; the two output files are checked tensor-identical.
-2. ``q8_0`` / ``q4_0`` blocks: Ladle's Rust against ``gguf.quants.quantize`` (the numpy
+2. k-quant blocks: Ladle's Rust Q4_K / Q6_K / Q5_0 against llama.cpp's own
+   ``quantize_row_*_ref`` (the C code ``llama-quantize`` runs per row, compiled from the
+   same pinned source with Release flags by ``tests/_llama_cpp.py``, seconds), one
+   thread for the C code, the benchmark's thread count for Ladle, float32 input already
+   in memory, outputs checked identical first. ``llama-quantize`` splits rows over its
+   threads, so its rate is at most the C rate times the thread count.
+3. ``q8_0`` / ``q4_0`` blocks: Ladle's Rust against ``gguf.quants.quantize`` (the numpy
    reference llama.cpp's Python converter uses; single-threaded), float32 input already
    in memory, outputs checked identical first.
 
@@ -16,7 +22,7 @@ so the value distribution is a real one.
 
     python benchmarks/gguf_quantize.py                 # threads: all cores
     python benchmarks/gguf_quantize.py --threads 1     # one core each
-    python benchmarks/gguf_quantize.py --skip-llama    # only section 2
+    python benchmarks/gguf_quantize.py --skip-llama    # sections 2 and 3 (no full build)
 """
 
 from __future__ import annotations
@@ -62,6 +68,50 @@ def bench_llama(folder: Path, threads: int, n_values: int) -> None:
         f"ratio {ref / mine:.2f}x"
     )
     assert same, "Ladle's q4_k_m file differs from llama.cpp's"
+
+
+def bench_c_rows(mats: list[np.ndarray], n: int, threads: int) -> None:
+    import ctypes
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import _llama_cpp
+
+    from ladle._core import gguf_quantize
+
+    lib = _llama_cpp.ggml_quants()
+    k_mats = [np.ascontiguousarray(m).reshape(-1) for m in mats if m.shape[-1] % 256 == 0]
+    k_n = sum(m.size for m in k_mats)
+    for name, fn, block, size in (
+        ("q4_k", "quantize_row_q4_K_ref", 256, 144),
+        ("q6_k", "quantize_row_q6_K_ref", 256, 210),
+        ("q5_0", "quantize_row_q5_0_ref", 32, 22),
+    ):
+        flats = k_mats if block == 256 else [np.ascontiguousarray(m).reshape(-1) for m in mats]
+        count = k_n if block == 256 else n
+        row = getattr(lib, fn)
+        outs = [np.zeros(f.size // block * size, np.uint8) for f in flats]
+
+        def c_side(flats: list[np.ndarray] = flats, outs: list[np.ndarray] = outs) -> None:
+            for f, o in zip(flats, outs, strict=True):
+                row(ctypes.c_void_p(f.ctypes.data), ctypes.c_void_p(o.ctypes.data), f.size)
+
+        c_side()
+        assert all(
+            gguf_quantize(f, name).tobytes() == o.tobytes()
+            for f, o in zip(flats[:3], outs[:3], strict=True)
+        ), "outputs differ"
+        t = time.perf_counter()
+        c_side()
+        ref = time.perf_counter() - t
+        t = time.perf_counter()
+        for f in flats:
+            gguf_quantize(f, name)
+        ours = time.perf_counter() - t
+        print(
+            f"{name} blocks ({count / 1e6:.1f}M values): llama.cpp C ref, 1 thread {ref:.2f} s "
+            f"({count / ref / 1e6:.0f}M values/s), Ladle, {threads} threads {ours:.2f} s "
+            f"({count / ours / 1e6:.0f}M values/s), ratio {ref / ours:.1f}x"
+        )
 
 
 def bench_numpy(mats: list[np.ndarray], n: int) -> None:
@@ -116,6 +166,7 @@ def main() -> None:
     )
     if not args.skip_llama:
         bench_llama(folder, args.threads, n)
+    bench_c_rows(mats, n, args.threads)
     bench_numpy(mats, n)
 
 

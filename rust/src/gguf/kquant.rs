@@ -39,6 +39,7 @@ fn from_fp16(b: [u8; 2]) -> f32 {
 /// (scale, -min)) for one sub-block, trying `nstep + 1` candidate scales around
 /// nmax / (max - min) and keeping the least weighted squared (or absolute) error.
 #[allow(clippy::too_many_arguments)] // the C signature, kept for a line-by-line check
+#[inline]
 fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -51,26 +52,26 @@ fn make_qkx2_quants(
     use_mad: bool,
 ) -> (f32, f32) {
     let n = x.len();
+    let (l_out, laux, weights) = (&mut l_out[..n], &mut laux[..n], &weights[..n]);
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
+    for (&xi, &w) in x.iter().zip(weights).skip(1) {
+        if xi < min {
+            min = xi;
         }
-        if x[i] > max {
-            max = x[i];
+        if xi > max {
+            max = xi;
         }
-        let w = weights[i];
         sum_w += w;
-        sum_x += w * x[i];
+        sum_x += w * xi;
     }
     if min > 0.0 {
         min = 0.0;
     }
     if max == min {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         return (0.0, -min);
     }
     let nmaxf = nmax as f32;
@@ -78,11 +79,11 @@ fn make_qkx2_quants(
     let mut scale = 1.0 / iscale;
     let err = |d: f32| if use_mad { d.abs() } else { d * d };
     let mut best_error = 0.0f32;
-    for i in 0..n {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l_out[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * err(diff);
+    for ((&xi, &w), lo) in x.iter().zip(weights).zip(l_out.iter_mut()) {
+        let l = nearest_int(iscale * (xi - min)).clamp(0, nmax);
+        *lo = l as u8;
+        let diff = scale * l as f32 + min - xi;
+        best_error += w * err(diff);
     }
     if nstep < 1 {
         return (scale, -min);
@@ -90,13 +91,13 @@ fn make_qkx2_quants(
     for is in 0..=nstep {
         iscale = (rmin + rdelta * is as f32 + nmaxf) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let (w, lf) = (weights[i], l as f32);
+        for ((&xi, &w), la) in x.iter().zip(weights).zip(laux.iter_mut()) {
+            let l = nearest_int(iscale * (xi - min)).clamp(0, nmax);
+            *la = l as u8;
+            let lf = l as f32;
             sum_l += w * lf;
             sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
+            sum_xl += w * lf * xi;
         }
         let det = sum_w * sum_l2 - sum_l * sum_l;
         if det > 0.0 {
@@ -107,12 +108,12 @@ fn make_qkx2_quants(
                 this_scale = sum_xl / sum_l2;
             }
             let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * err(diff);
+            for ((&xi, &w), &la) in x.iter().zip(weights).zip(laux.iter()) {
+                let diff = this_scale * la as f32 + this_min - xi;
+                cur_error += w * err(diff);
             }
             if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
+                l_out.copy_from_slice(laux);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
@@ -125,6 +126,7 @@ fn make_qkx2_quants(
 /// ggml's `make_qx_quants` with `rmse_type` 1 and no importance weights (the only call
 /// Q6_K makes): symmetric codes `l + nmax` in 0..2*nmax, weights x², 19 candidate
 /// scales around -nmax / max.
+#[inline]
 fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -237,8 +239,11 @@ pub(crate) fn q4_k_block(x: &[f32], out: &mut [u8]) {
             continue; // the codes make_qkx2_quants chose stay
         }
         let dm = from_fp16(dmin16) * m as f32;
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, 15) as u8;
+        for (lo, &v) in l[32 * j..32 * j + 32]
+            .iter_mut()
+            .zip(&x[32 * j..32 * j + 32])
+        {
+            *lo = nearest_int((v + dm) / d).clamp(0, 15) as u8;
         }
     }
     out[0..2].copy_from_slice(&d16);
@@ -283,8 +288,11 @@ pub(crate) fn q6_k_block(x: &[f32], out: &mut [u8]) {
         if d == 0.0 {
             continue;
         }
-        for ii in 0..16 {
-            l[16 * j + ii] = (nearest_int(x[16 * j + ii] / d).clamp(-32, 31) + 32) as i8;
+        for (lo, &v) in l[16 * j..16 * j + 16]
+            .iter_mut()
+            .zip(&x[16 * j..16 * j + 16])
+        {
+            *lo = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
         }
     }
     let lu = l.map(|v| v as u8);

@@ -176,12 +176,19 @@ fn q5_0_block(x: &[f32], out: &mut [u8]) {
     let d = max / -16.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&fp16(d));
-    // C's `(int8_t)(x + 16.5f)`: truncate to int (x86: 0 for non-finite), keep the low byte.
-    let code = |v: f32| ((x86_cast(v * id + 16.5) as i8).min(31)) as u8;
+    // C's `(int8_t)(x + 16.5f)`: truncate to int, keep the low byte. With a finite
+    // reciprocal every |v * id| <= 16, so the cast is exact; an infinite one (subnormal
+    // scale) makes every code inf or NaN, which x86 turns into 0 (see `x86_cast`).
+    let mut codes = [0u8; BLOCK];
+    if id.is_finite() {
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = (((v * id + 16.5) as i32) as i8).min(31) as u8;
+        }
+    }
     let half = BLOCK / 2;
     let mut qh = 0u32;
     for j in 0..half {
-        let (lo, hi) = (code(x[j]), code(x[half + j]));
+        let (lo, hi) = (codes[j], codes[half + j]);
         out[6 + j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
         qh |= u32::from((lo & 0x10) >> 4) << j;
         qh |= u32::from((hi & 0x10) >> 4) << (j + half);
@@ -203,23 +210,31 @@ pub fn quantize(data: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
             data.len()
         )));
     }
-    if let Some(i) = data.par_iter().position_any(|v| !v.is_finite()) {
+    let nb = ty.block_bytes();
+    let mut out = vec![0u8; data.len() / len * nb];
+    // 8192 values per task: big enough to amortise scheduling, small enough to balance.
+    // Each task checks its values while they are in cache instead of a separate pass
+    // over the whole tensor (that pass cost as much as Q5_0 itself).
+    let per_task = 8192 / len;
+    let finite = out
+        .par_chunks_mut(nb * per_task)
+        .zip(data.par_chunks(len * per_task))
+        .try_for_each(|(o, x)| {
+            if !x.iter().all(|v| v.is_finite()) {
+                return Err(());
+            }
+            for (ob, xb) in o.chunks_exact_mut(nb).zip(x.chunks_exact(len)) {
+                ty.encode_block(xb, ob);
+            }
+            Ok(())
+        });
+    if finite.is_err() {
+        let i = data.iter().position(|v| !v.is_finite()).unwrap_or_default();
         return Err(LadleError::Quant(format!(
             "value {} at flat index {i} is not finite; the checkpoint is damaged",
             data[i]
         )));
     }
-    let nb = ty.block_bytes();
-    let mut out = vec![0u8; data.len() / len * nb];
-    // 8192 values per task: big enough to amortise scheduling, small enough to balance.
-    let per_task = 8192 / len;
-    out.par_chunks_mut(nb * per_task)
-        .zip(data.par_chunks(len * per_task))
-        .for_each(|(o, x)| {
-            for (ob, xb) in o.chunks_exact_mut(nb).zip(x.chunks_exact(len)) {
-                ty.encode_block(xb, ob);
-            }
-        });
     Ok(out)
 }
 
