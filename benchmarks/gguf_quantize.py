@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -75,7 +76,6 @@ def bench_c_rows(mats: list[np.ndarray], n: int, threads: int) -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     import _llama_cpp
-
     from ladle._core import gguf_quantize
 
     lib = _llama_cpp.ggml_quants()
@@ -91,7 +91,9 @@ def bench_c_rows(mats: list[np.ndarray], n: int, threads: int) -> None:
         row = getattr(lib, fn)
         outs = [np.zeros(f.size // block * size, np.uint8) for f in flats]
 
-        def c_side(flats: list[np.ndarray] = flats, outs: list[np.ndarray] = outs) -> None:
+        def c_side(
+            flats: list[np.ndarray] = flats, outs: list[np.ndarray] = outs, row: Any = row
+        ) -> None:
             for f, o in zip(flats, outs, strict=True):
                 row(ctypes.c_void_p(f.ctypes.data), ctypes.c_void_p(o.ctypes.data), f.size)
 
