@@ -136,8 +136,28 @@ fn q8_0_block(x: &[f32], out: &mut [u8]) {
     let d = amax / 127.0;
     let id = inverse(d);
     out[..2].copy_from_slice(&fp16(d));
+    if !id.is_finite() {
+        // subnormal scale: every v * id is inf or NaN, which x86 casts to code 0
+        out[2..].fill(0);
+        return;
+    }
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        *o = (x86_cast(roundf(v * id)) as i8) as u8;
+        *o = (round_small(v * id) as i8) as u8;
+    }
+}
+
+/// [`roundf`] for |v| < 2^23 without its two `floor` calls (libm calls on baseline
+/// x86-64, which made Q8_0 slower than numpy): truncate, and add one when the exact
+/// remainder is at least a half. Same integer for every such v.
+#[inline]
+fn round_small(v: f32) -> i32 {
+    let a = v.abs();
+    let t = a as i32;
+    let r = t + i32::from(a - t as f32 >= 0.5);
+    if v < 0.0 {
+        -r
+    } else {
+        r
     }
 }
 
@@ -287,6 +307,15 @@ mod tests {
         assert!(q4[2..].iter().all(|&b| b == 0));
         let q8 = quantize(&x, GgmlType::Q8_0).unwrap();
         assert!(q8[2..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn round_small_equals_roundf() {
+        for v in [
+            0.0f32, -0.0, 0.5, -0.5, 0.49999997, 1.5, -2.5, 126.5, 127.49, -127.5,
+        ] {
+            assert_eq!(round_small(v), roundf(v) as i32, "{v}");
+        }
     }
 
     #[test]
