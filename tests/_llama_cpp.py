@@ -13,6 +13,10 @@ cache, ``.github/workflows/ci.yml``). Three levels, each built on first use:
   ``llama_model_quantize`` (what ``llama-quantize`` runs) and inference. The build costs
   ~15 CPU-minutes (measured figures in the README).
 
+``LADLE_NO_LLAMA_CPP_BUILD=1`` makes ``load()`` use only an existing build (and the
+tests that need it skip), for a machine where a 15-minute compile inside the test run
+is unwelcome; the quick levels still run.
+
 Every step builds in a sibling temporary folder and moves into place, under a file lock,
 so a killed or concurrent build leaves nothing half-written. When a step cannot run (no
 compiler, no package index, a compile error) the caller gets ``LlamaCppUnavailable``
@@ -154,6 +158,8 @@ def load() -> ModuleType:
         raise LlamaCppUnavailable("no C++ compiler on PATH to build llama.cpp")
 
     def build(staged: Path) -> None:
+        if os.environ.get("LADLE_NO_LLAMA_CPP_BUILD") == "1":
+            raise LlamaCppUnavailable(f"no build in {site_dir()} and LADLE_NO_LLAMA_CPP_BUILD=1")
         wheels = staged.parent / "wheels"
         env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS}
         env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
