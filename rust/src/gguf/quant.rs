@@ -92,22 +92,6 @@ pub(crate) fn fp16(v: f32) -> [u8; 2] {
     f16::from_f32(v).to_le_bytes()
 }
 
-/// `np_roundf` of `gguf.quants`: round half away from zero, as C's `roundf`, written
-/// with floors so that numpy and this code take the same float32 steps.
-#[inline]
-fn roundf(n: f32) -> f32 {
-    let a = n.abs();
-    let floored = a.floor();
-    let b = floored + (2.0 * (a - floored)).floor();
-    if n < 0.0 {
-        -b
-    } else if n > 0.0 {
-        b
-    } else {
-        0.0 // numpy's sign(0) is 0, so -0.0 and 0.0 both give a zero code
-    }
-}
-
 /// numpy's float-to-int cast as x86 performs it: a non-finite value (a block whose
 /// scale is subnormal has an infinite reciprocal, so its codes are inf or NaN) becomes
 /// 0. Such a block holds values below 1e-37, so any code is harmless; 0 keeps the bytes
@@ -146,9 +130,10 @@ fn q8_0_block(x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// [`roundf`] for |v| < 2^23 without its two `floor` calls (libm calls on baseline
-/// x86-64, which made Q8_0 slower than numpy): truncate, and add one when the exact
-/// remainder is at least a half. Same integer for every such v.
+/// `np_roundf` of `gguf.quants` (round half away from zero, as C's `roundf`) for
+/// |v| < 2^23, without its two `floor` calls (libm calls on baseline x86-64, which made
+/// Q8_0 slower than numpy): truncate, and add one when the exact remainder is at least
+/// a half. Same integer for every such v; the floor form is the tests' reference.
 #[inline]
 fn round_small(v: f32) -> i32 {
     let a = v.abs();
@@ -262,6 +247,21 @@ pub fn quantize(data: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `np_roundf` of `gguf.quants`: round half away from zero, as C's `roundf`, written
+    /// with floors so that numpy and this code take the same float32 steps.
+    fn roundf(n: f32) -> f32 {
+        let a = n.abs();
+        let floored = a.floor();
+        let b = floored + (2.0 * (a - floored)).floor();
+        if n < 0.0 {
+            -b
+        } else if n > 0.0 {
+            b
+        } else {
+            0.0 // numpy's sign(0) is 0, so -0.0 and 0.0 both give a zero code
+        }
+    }
 
     fn scale(block: &[u8]) -> f32 {
         f16::from_le_bytes([block[0], block[1]]).to_f32()
