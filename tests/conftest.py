@@ -25,23 +25,28 @@ def smollm2_dir() -> Path:
     return resolve_model("builtin:smollm2-135m-instruct")
 
 
-def build_tiny_llama(out: Path, tokenizer_src: Path, seed: int = 0) -> Path:
+def build_tiny_llama(out: Path, tokenizer_src: Path, seed: int = 0, **sizes: Any) -> Path:
+    """A random Llama with the tokenizer of ``tokenizer_src``; ``sizes`` override the
+    config (e.g. ``hidden_size``, ``num_hidden_layers``, ``tie_word_embeddings``)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=49152,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
+        **{
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 49152,
+            "max_position_embeddings": 2048,
+            "tie_word_embeddings": True,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 2,
+            **sizes,
+        }
     )
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)

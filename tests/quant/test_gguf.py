@@ -85,7 +85,7 @@ def test_quantize_bad_input_is_a_ladle_error() -> None:
     with pytest.raises(LadleError, match="index 40"):
         gguf_quantize(x, "q4_0")
     # an unknown type is an option error: a LadleError that is also a ValueError
-    with pytest.raises(ArgumentError, match='expected one of "q8_0", "q4_0"'):
+    with pytest.raises(ArgumentError, match='expected one of "q8_0", "q4_0", "q5_0", "q4_k"'):
         gguf_quantize(np.ones(32, np.float32), "q5_1")
 
 
@@ -142,7 +142,7 @@ def greedy(model: torch.nn.Module, folder: Path, n: int = 8) -> list[list[int]]:
     return outs
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0"])
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0", "q4_k_m"])
 def test_transformers_loads_the_export_back_to_the_merged_weights(
     merged: Path, tmp_path: Path, quant: str
 ) -> None:
@@ -160,6 +160,10 @@ def test_transformers_loads_the_export_back_to_the_merged_weights(
             expect = w  # norms stay float32
         elif quant == "f16":
             expect = w.half().float()
+        elif quant == "q4_k_m":  # no numpy Q4_K quantizer: a bound, then the mapping
+            err = (got[name].float() - w).abs().max()
+            assert err <= w.abs().max() / 10, name  # 4-bit steps over a sub-block's range
+            continue
         else:  # what the reference quantizer and dequantizer make of the tensor
             tied = name in ("model.embed_tokens.weight", "lm_head.weight")
             q = Q.Q8_0 if (quant == "q8_0" or tied) else Q.Q4_0
@@ -261,6 +265,33 @@ def test_real_smollm2_q8_0_generates_like_the_float_model(
     want = greedy(ref, smollm2_dir, n=12)
     path = write_gguf(smollm2_dir, tmp_path / "s.q8_0.gguf", quant="q8_0")
     assert greedy(load_gguf(path), smollm2_dir, n=12) == want
+
+
+def test_q4_k_m_type_choices_follow_llama_quantize() -> None:
+    from ladle.gguf_types import tensor_type
+
+    Q4K, Q6K = Q.Q4_K, Q.Q6_K
+
+    def t(name: str, shape: tuple[int, ...], n_layer: int = 32, tied: bool = False) -> object:
+        return tensor_type(name, shape, "q4_k_m", n_layer=n_layer, tied=tied)
+
+    # Llama-2-7B's well-known Q4_K_M layout: attn_v and ffn_down get Q6_K on layers
+    # 0-3 and 28-31 and every third layer from 6 to 27; everything else Q4_K.
+    more = [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+    for i in range(32):
+        want = Q6K if i in more else Q4K
+        assert t(f"blk.{i}.attn_v.weight", (4096, 4096)) == want, i
+        assert t(f"blk.{i}.ffn_down.weight", (4096, 11008)) == want, i
+        assert t(f"blk.{i}.attn_q.weight", (4096, 4096)) == Q4K
+    assert t("output.weight", (32000, 4096)) == Q6K
+    assert t("token_embd.weight", (32000, 4096)) == Q4K  # untied: the default
+    assert t("token_embd.weight", (32000, 4096), tied=True) == Q6K
+    assert t("blk.0.attn_norm.weight", (4096,)) == Q.F32
+    # rows that do not hold 256-value blocks fall back, then to f16 below 32
+    assert t("blk.5.attn_q.weight", (576, 576)) == Q.Q5_0
+    assert t("blk.0.attn_v.weight", (192, 576)) == Q.Q8_0
+    assert t("token_embd.weight", (49152, 576), tied=True) == Q.Q8_0
+    assert t("blk.5.attn_q.weight", (40, 40)) == Q.F16
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from typing import Any
 
 from ladle.commands.common import add_recipe_args, subparser
 from ladle.errors import TrainError
+from ladle.gguf_types import QUANTS as GGUF_QUANTS
 
 TRAIN_EXAMPLE = """\
 ladle train recipes/support.yaml
@@ -92,9 +93,10 @@ def register(sub: Any) -> None:
     )
     e.add_argument(
         "--quant",
-        choices=["f16", "bf16", "q8_0", "q4_0"],
+        choices=GGUF_QUANTS,
         default="f16",
-        help="GGUF tensor type (norms stay f32; with q4_0 the token embedding is q8_0)",
+        help="GGUF tensor type (norms stay f32; with q4_0 the token embedding is q8_0; "
+        "q4_k_m mixes Q4_K/Q6_K exactly as llama-quantize does)",
     )
     e.add_argument(
         "--ollama", action="store_true", help="with --gguf: also write a Modelfile next to it"

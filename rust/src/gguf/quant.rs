@@ -1,17 +1,20 @@
-//! Q8_0 and Q4_0, bit for bit as `gguf.quants` (numpy) computes them.
+//! The block types, the parallel driver, and the 32-value formats Q8_0, Q4_0 and Q5_0,
+//! bit for bit as `gguf.quants` (numpy) and ggml's `quantize_row_*_ref` compute them.
 //!
-//! Both formats cut a row into blocks of 32 values and store one float16 scale per
-//! block followed by the codes. Each step below mirrors one numpy expression of the
+//! These formats cut a row into blocks of 32 values and store one float16 scale per
+//! block followed by the codes. Each step below mirrors one expression of the
 //! reference, in float32, with no fused multiply-add: reordering or fusing a single
 //! operation changes a code in a few blocks per million, which is exactly what a
-//! byte-identity test exists to catch.
+//! byte-identity test exists to catch. The 256-value k-quants live in [`super::kquant`].
 
 use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{LadleError, Result};
 
-/// Values per block in both formats.
+use super::kquant::{q4_k_block, q6_k_block, QK_K};
+
+/// Values per block of the 32-value formats.
 pub const BLOCK: usize = 32;
 
 /// The ggml block formats quantized here.
@@ -19,47 +22,74 @@ pub const BLOCK: usize = 32;
 pub enum GgmlType {
     Q8_0,
     Q4_0,
+    Q5_0,
+    Q4K,
+    Q6K,
 }
+
+const NAMES: [(&str, GgmlType); 5] = [
+    ("q8_0", GgmlType::Q8_0),
+    ("q4_0", GgmlType::Q4_0),
+    ("q5_0", GgmlType::Q5_0),
+    ("q4_k", GgmlType::Q4K),
+    ("q6_k", GgmlType::Q6K),
+];
 
 impl std::str::FromStr for GgmlType {
     type Err = LadleError;
     fn from_str(name: &str) -> Result<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "q8_0" => Ok(Self::Q8_0),
-            "q4_0" => Ok(Self::Q4_0),
-            other => Err(crate::error::bad_choice(
-                "GGUF block type",
-                other,
-                &["q8_0", "q4_0"],
-            )),
-        }
+        let lower = name.to_ascii_lowercase();
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == lower)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                crate::error::bad_choice("GGUF block type", &lower, &NAMES.map(|(n, _)| n))
+            })
     }
 }
 
 impl GgmlType {
-    /// Bytes one block of 32 values takes: the f16 scale and the codes.
+    /// Values one block holds.
+    pub fn block_len(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 | Self::Q5_0 => BLOCK,
+            Self::Q4K | Self::Q6K => QK_K,
+        }
+    }
+
+    /// Bytes one block takes (ggml's `block_*` structs, which have no padding).
     pub fn block_bytes(self) -> usize {
         match self {
             Self::Q8_0 => 2 + BLOCK,
             Self::Q4_0 => 2 + BLOCK / 2,
+            Self::Q5_0 => 2 + 4 + BLOCK / 2,
+            Self::Q4K => 2 + 2 + 12 + QK_K / 2,
+            Self::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+        }
+    }
+
+    fn encode_block(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            Self::Q8_0 => q8_0_block(x, out),
+            Self::Q4_0 => q4_0_block(x, out),
+            Self::Q5_0 => q5_0_block(x, out),
+            Self::Q4K => q4_k_block(x, out),
+            Self::Q6K => q6_k_block(x, out),
         }
     }
 }
 
-/// `np_roundf` of `gguf.quants`: round half away from zero, as C's `roundf`, written
-/// with floors so that numpy and this code take the same float32 steps.
+/// float32 -> float16 bits as ggml's `GGML_FP32_TO_FP16` computes them: round to
+/// nearest even (what `half` does too), except that every NaN becomes the one quiet NaN
+/// 0x7E00 with its sign, where `half` would keep the payload.
 #[inline]
-fn roundf(n: f32) -> f32 {
-    let a = n.abs();
-    let floored = a.floor();
-    let b = floored + (2.0 * (a - floored)).floor();
-    if n < 0.0 {
-        -b
-    } else if n > 0.0 {
-        b
-    } else {
-        0.0 // numpy's sign(0) is 0, so -0.0 and 0.0 both give a zero code
+pub(crate) fn fp16(v: f32) -> [u8; 2] {
+    if v.is_nan() {
+        let sign = ((v.to_bits() >> 16) & 0x8000) as u16;
+        return (sign | 0x7E00).to_le_bytes();
     }
+    f16::from_f32(v).to_le_bytes()
 }
 
 /// numpy's float-to-int cast as x86 performs it: a non-finite value (a block whose
@@ -89,9 +119,30 @@ fn q8_0_block(x: &[f32], out: &mut [u8]) {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = inverse(d);
-    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[..2].copy_from_slice(&fp16(d));
+    if !id.is_finite() {
+        // subnormal scale: every v * id is inf or NaN, which x86 casts to code 0
+        out[2..].fill(0);
+        return;
+    }
     for (o, &v) in out[2..].iter_mut().zip(x) {
-        *o = (x86_cast(roundf(v * id)) as i8) as u8;
+        *o = (round_small(v * id) as i8) as u8;
+    }
+}
+
+/// `np_roundf` of `gguf.quants` (round half away from zero, as C's `roundf`) for
+/// |v| < 2^23, without its two `floor` calls (libm calls on baseline x86-64, which made
+/// Q8_0 slower than numpy): truncate, and add one when the exact remainder is at least
+/// a half. Same integer for every such v; the floor form is the tests' reference.
+#[inline]
+fn round_small(v: f32) -> i32 {
+    let a = v.abs();
+    let t = a as i32;
+    let r = t + i32::from(a - t as f32 >= 0.5);
+    if v < 0.0 {
+        -r
+    } else {
+        r
     }
 }
 
@@ -107,7 +158,7 @@ fn q4_0_block(x: &[f32], out: &mut [u8]) {
     }
     let d = max / -8.0;
     let id = inverse(d);
-    out[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    out[..2].copy_from_slice(&fp16(d));
     // trunc, then the cast to uint8, then the clip to 15, in that order.
     let code = |v: f32| (x86_cast((v * id + 8.5).trunc()) as u8).min(15);
     let half = BLOCK / 2;
@@ -116,37 +167,79 @@ fn q4_0_block(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// ggml's `quantize_row_q5_0_ref` (gguf.quants' Q5_0 computes the same bytes): like Q4_0
+/// with 32 levels, the fifth bit of each code gathered into a 32-bit mask.
+fn q5_0_block(x: &[f32], out: &mut [u8]) {
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = inverse(d);
+    out[..2].copy_from_slice(&fp16(d));
+    // C's `(int8_t)(x + 16.5f)`: truncate to int, keep the low byte. With a finite
+    // reciprocal every |v * id| <= 16, so the cast is exact; an infinite one (subnormal
+    // scale) makes every code inf or NaN, which x86 turns into 0 (see `x86_cast`).
+    let mut codes = [0u8; BLOCK];
+    if id.is_finite() {
+        for (c, &v) in codes.iter_mut().zip(x) {
+            *c = (((v * id + 16.5) as i32) as i8).min(31) as u8;
+        }
+    }
+    let half = BLOCK / 2;
+    let mut qh = 0u32;
+    for j in 0..half {
+        let (lo, hi) = (codes[j], codes[half + j]);
+        out[6 + j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+        qh |= u32::from((lo & 0x10) >> 4) << j;
+        qh |= u32::from((hi & 0x10) >> 4) << (j + half);
+    }
+    out[2..6].copy_from_slice(&qh.to_le_bytes());
+}
+
 /// Quantize `data` (a tensor flattened row-major; its last dimension must be a multiple
-/// of 32, so blocks never straddle rows) into `ty`'s blocks, in parallel over blocks.
+/// of the block length, 32 or 256, so blocks never straddle rows) into `ty`'s blocks, in
+/// parallel over blocks.
 ///
 /// Non-finite values are refused: the reference turns them into platform-dependent
 /// codes, and a NaN weight is a broken checkpoint the user should hear about.
 pub fn quantize(data: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
-    if data.len() % BLOCK != 0 {
+    let len = ty.block_len();
+    if data.len() % len != 0 {
         return Err(LadleError::Quant(format!(
-            "{} values do not split into blocks of {BLOCK}",
+            "{} values do not split into blocks of {len}",
             data.len()
         )));
     }
-    if let Some(i) = data.par_iter().position_any(|v| !v.is_finite()) {
+    let nb = ty.block_bytes();
+    let mut out = vec![0u8; data.len() / len * nb];
+    // 8192 values per task: big enough to amortise scheduling, small enough to balance.
+    // Each task checks its values while they are in cache instead of a separate pass
+    // over the whole tensor (that pass cost as much as Q5_0 itself).
+    let per_task = 8192 / len;
+    let finite = out
+        .par_chunks_mut(nb * per_task)
+        .zip(data.par_chunks(len * per_task))
+        .try_for_each(|(o, x)| {
+            if !x.iter().all(|v| v.is_finite()) {
+                return Err(());
+            }
+            for (ob, xb) in o.chunks_exact_mut(nb).zip(x.chunks_exact(len)) {
+                ty.encode_block(xb, ob);
+            }
+            Ok(())
+        });
+    if finite.is_err() {
+        let i = data.iter().position(|v| !v.is_finite()).unwrap_or_default();
         return Err(LadleError::Quant(format!(
             "value {} at flat index {i} is not finite; the checkpoint is damaged",
             data[i]
         )));
     }
-    let nb = ty.block_bytes();
-    let mut out = vec![0u8; data.len() / BLOCK * nb];
-    // 256 blocks per task: big enough to amortise scheduling, small enough to balance.
-    out.par_chunks_mut(nb * 256)
-        .zip(data.par_chunks(BLOCK * 256))
-        .for_each(|(o, x)| {
-            for (ob, xb) in o.chunks_exact_mut(nb).zip(x.chunks_exact(BLOCK)) {
-                match ty {
-                    GgmlType::Q8_0 => q8_0_block(xb, ob),
-                    GgmlType::Q4_0 => q4_0_block(xb, ob),
-                }
-            }
-        });
     Ok(out)
 }
 
@@ -154,6 +247,21 @@ pub fn quantize(data: &[f32], ty: GgmlType) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `np_roundf` of `gguf.quants`: round half away from zero, as C's `roundf`, written
+    /// with floors so that numpy and this code take the same float32 steps.
+    fn roundf(n: f32) -> f32 {
+        let a = n.abs();
+        let floored = a.floor();
+        let b = floored + (2.0 * (a - floored)).floor();
+        if n < 0.0 {
+            -b
+        } else if n > 0.0 {
+            b
+        } else {
+            0.0 // numpy's sign(0) is 0, so -0.0 and 0.0 both give a zero code
+        }
+    }
 
     fn scale(block: &[u8]) -> f32 {
         f16::from_le_bytes([block[0], block[1]]).to_f32()
@@ -202,6 +310,15 @@ mod tests {
     }
 
     #[test]
+    fn round_small_equals_roundf() {
+        for v in [
+            0.0f32, -0.0, 0.5, -0.5, 0.49999997, 1.5, -2.5, 126.5, 127.49, -127.5,
+        ] {
+            assert_eq!(round_small(v), roundf(v) as i32, "{v}");
+        }
+    }
+
+    #[test]
     fn roundf_rounds_half_away_from_zero() {
         for (v, r) in [
             (0.5, 1.0),
@@ -244,13 +361,13 @@ mod tests {
 
         #[test]
         fn block_count_and_parallel_split_match_one_block_at_a_time(
-            x in proptest::collection::vec(-3.0f32..3.0, (32 * 300)..=(32 * 300))
+            x in proptest::collection::vec(-3.0f32..3.0, (256 * 40)..=(256 * 40))
         ) {
-            for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            for ty in NAMES.map(|(_, t)| t) {
                 let whole = quantize(&x, ty).unwrap();
-                let nb = ty.block_bytes();
-                prop_assert_eq!(whole.len(), 300 * nb);
-                for (b, xb) in x.chunks(32).enumerate() {
+                let (len, nb) = (ty.block_len(), ty.block_bytes());
+                prop_assert_eq!(whole.len(), x.len() / len * nb);
+                for (b, xb) in x.chunks(len).enumerate() {
                     prop_assert_eq!(&whole[b * nb..(b + 1) * nb], &quantize(xb, ty).unwrap()[..]);
                 }
             }

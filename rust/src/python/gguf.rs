@@ -8,8 +8,8 @@ use crate::error::LadleError;
 use crate::gguf::{quantize, GgmlType};
 
 /// Quantize a contiguous float32 vector (a tensor flattened row-major) into ggml
-/// `qtype` blocks (`q8_0` or `q4_0`), in parallel; the bytes `gguf.quants.quantize`
-/// returns for the same input.
+/// `qtype` blocks (`q8_0`, `q4_0`, `q5_0`, `q4_k`, `q6_k`), in parallel; the bytes
+/// llama.cpp's `quantize_row_*_ref` (and `gguf.quants.quantize`) write for the same input.
 #[pyfunction]
 #[pyo3(text_signature = "(data, qtype)")]
 pub fn gguf_quantize<'py>(
