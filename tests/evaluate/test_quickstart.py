@@ -103,31 +103,28 @@ def test_qlora_recipe_passes_its_gate_on_the_4bit_base(tmp_path: Path) -> None:
     assert "4-bit" in report["candidates"][0]["loaded_as"]
 
 
+# The DPO recipe at 24 steps of 2 pairs instead of 40 of 4 (the same rate and schedule).
+# Measured 2026-12-02: the whole gate passes at 1 and 2 torch threads (field accuracy
+# 0.56 vs 0.22-0.23, 95% CI of the gain from +0.17; valid JSON 1.00 vs 0.875).
+DPO_SCALED = [
+    "train.max_steps=24",
+    "train.micro_batch_size=2",
+    "evaluate.limit=16",
+    "evaluate.generation.max_new_tokens=40",
+    "evaluate.latency_sample=2",
+]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="#21 still open: recipes/dpo.yaml (6 steps) measured json_valid 0.74 vs the "
-    "base's 0.92 on 2026-12-02; the smoke scale is not verified",
-    strict=False,
-)
 def test_dpo_recipe_keeps_valid_json(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    code, report = _run(
-        "dpo.yaml",
-        run,
-        [
-            "train.max_steps=3",
-            "evaluate.limit=16",
-            "evaluate.generation.max_new_tokens=40",
-            "evaluate.latency_sample=2",
-            # The smoke scale trains too little for the field-accuracy condition; the
-            # verdict asserted is the JSON one.
-            "evaluate.gate=[{metric: json_valid, min_gain: 0.0}]",
-        ],
-    )
+    code, report = _run("dpo.yaml", run, DPO_SCALED)
     assert code == 0, report["gate"]
+    assert report["gate_passed"] is True
     cand_name = report["candidates"][0]["name"]
     (per_base,) = report["comparisons"][cand_name].values()
     cand = per_base["json_valid"]
     assert cand["candidate"] >= 0.9, cand
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert all("logps_chosen" in r for r in rows if "loss" in r)
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 24 and all("logps_chosen" in r for r in steps)
