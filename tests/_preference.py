@@ -96,3 +96,40 @@ def smoke_recipe(model_dir: Any, data: Any, method: str) -> dict[str, Any]:
             "report_to": ["none"],
         },
     }
+
+
+MAX_LEN = 64
+
+
+def tiny_recipe(
+    model_dir: Any,
+    method: str,
+    spec: dict[str, Any],
+    *,
+    model: dict[str, Any] | None = None,
+    **train: Any,
+) -> Any:
+    """A preference recipe on the tiny Llama: ``method`` with its ``spec`` (e.g.
+    ``{"beta": 0.5}``), LoRA r=8, 6 steps of 4, overridable through ``train``."""
+    from ladle.recipe.schema import Recipe
+
+    settings: dict[str, Any] = {
+        "method": method,
+        "lr": 5e-3,
+        "max_steps": 6,
+        "micro_batch_size": 4,
+        "save_every": 0,
+        "report_to": ["none"],
+        "lora": {"r": 8, "alpha": 16},
+        method: spec,
+    }
+    settings.update(train)
+    return Recipe.model_validate(
+        {
+            "name": "t",
+            "seed": 7,
+            "model": {"base": str(model_dir), **(model or {})},
+            "data": {"datasets": [{"path": "x", "format": "preference"}], "max_length": MAX_LEN},
+            "train": settings,
+        }
+    )

@@ -21,20 +21,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import gguf
-
-Q = gguf.GGMLQuantizationType
+# The names alone need no `gguf` package: the CLI lists them in `ladle export --help`
+# on the base install, where `gguf` (the [train] extra) may be missing.
 QUANTS = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m")
-FILE_TYPES = {
-    "f16": gguf.LlamaFileType.MOSTLY_F16,
-    "bf16": gguf.LlamaFileType.MOSTLY_BF16,
-    "f32": gguf.LlamaFileType.ALL_F32,
-    "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
-    "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
-    "q4_k_m": gguf.LlamaFileType.MOSTLY_Q4_K_M,
-}
-# tensor_type_fallback: a type whose block does not fit the row -> a 32-value type.
-_FALLBACK = {Q.Q4_K: Q.Q5_0, Q.Q6_K: Q.Q8_0}
+
+
+def __getattr__(name: str) -> Any:
+    # `Q` and `FILE_TYPES` import `gguf` on first use (PEP 562), for the reason above;
+    # any other name (the import system asks for `__path__`) is simply missing.
+    if name not in ("Q", "FILE_TYPES"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import gguf
+
+    if name == "Q":
+        return gguf.GGMLQuantizationType
+    t = gguf.LlamaFileType
+    return {
+        "f16": t.MOSTLY_F16,
+        "bf16": t.MOSTLY_BF16,
+        "f32": t.ALL_F32,
+        "q8_0": t.MOSTLY_Q8_0,
+        "q4_0": t.MOSTLY_Q4_0,
+        "q4_k_m": t.MOSTLY_Q4_K_M,
+    }
 
 
 def _use_more_bits(i_layer: int, n_layer: int) -> bool:
@@ -52,6 +61,11 @@ def _layer(name: str) -> int:
 
 
 def _q4_k_m(name: str, shape: tuple[int, ...], n_layer: int, tied: bool) -> Any:
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    # tensor_type_fallback: a type whose block does not fit the row -> a 32-value type.
+    fallback = {Q.Q4_K: Q.Q5_0, Q.Q6_K: Q.Q8_0}
     if len(shape) < 2 or not name.endswith("weight") or "_norm.weight" in name:
         return Q.F32  # not quantized: keeps the (float32) source type
     ncols = shape[-1]
@@ -64,7 +78,7 @@ def _q4_k_m(name: str, shape: tuple[int, ...], n_layer: int, tied: bool) -> Any:
         qtype = Q.Q6_K
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     if ncols % block:
-        qtype = _FALLBACK.get(qtype, qtype)
+        qtype = fallback.get(qtype, qtype)
         if ncols % gguf.GGML_QUANT_SIZES[qtype][0]:
             qtype = Q.F16
     return qtype
@@ -76,6 +90,9 @@ def tensor_type(
     """The ggml type tensor ``gguf_name`` of ``shape`` is stored as with ``--quant
     quant``, in a model of ``n_layer`` blocks whose output layer is (``tied``) or is not
     the token embedding."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
     if quant == "q4_k_m":
         return _q4_k_m(gguf_name, shape, n_layer, tied)
     if len(shape) <= 1 or gguf_name.endswith("_norm.weight") or quant == "f32":

@@ -12,36 +12,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _preference import pref_rows, reference_logps  # noqa: E402
+from _preference import MAX_LEN, pref_rows, reference_logps, tiny_recipe  # noqa: E402
 from ladle.errors import TrainError  # noqa: E402
 from ladle.recipe.schema import DpoSpec, Recipe  # noqa: E402
 from ladle.train import train  # noqa: E402
 
-MAX_LEN = 64
 LOG2 = float(np.log(2))
 
 
 def dpo_recipe(model_dir: Path, *, model: dict[str, Any] | None = None, **train: Any) -> Recipe:
-    settings: dict[str, Any] = {
-        "method": "dpo",
-        "lr": 5e-3,
-        "max_steps": 6,
-        "micro_batch_size": 4,
-        "save_every": 0,
-        "report_to": ["none"],
-        "lora": {"r": 8, "alpha": 16},
-        "dpo": {"beta": 0.5},
-    }
-    settings.update(train)
-    return Recipe.model_validate(
-        {
-            "name": "t",
-            "seed": 7,
-            "model": {"base": str(model_dir), **(model or {})},
-            "data": {"datasets": [{"path": "x", "format": "preference"}], "max_length": MAX_LEN},
-            "train": settings,
-        }
-    )
+    return tiny_recipe(model_dir, "dpo", {"beta": 0.5}, model=model, **train)
 
 
 def metrics(run: Path) -> list[dict[str, Any]]:

@@ -14,35 +14,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from _preference import pref_rows, reference_logps  # noqa: E402
+from _preference import MAX_LEN, pref_rows, reference_logps, tiny_recipe  # noqa: E402
 from ladle.recipe.schema import OrpoSpec, Recipe  # noqa: E402
 from ladle.train import train  # noqa: E402
 
-MAX_LEN = 64
 LOG2 = math.log(2)
 
 
 def orpo_recipe(model_dir: Path, **train: Any) -> Recipe:
-    settings: dict[str, Any] = {
-        "method": "orpo",
-        "lr": 5e-3,
-        "max_steps": 6,
-        "micro_batch_size": 4,
-        "save_every": 0,
-        "report_to": ["none"],
-        "lora": {"r": 8, "alpha": 16},
-        "orpo": {"beta": 1.0},
-    }
-    settings.update(train)
-    return Recipe.model_validate(
-        {
-            "name": "t",
-            "seed": 7,
-            "model": {"base": str(model_dir)},
-            "data": {"datasets": [{"path": "x", "format": "preference"}], "max_length": MAX_LEN},
-            "train": settings,
-        }
-    )
+    return tiny_recipe(model_dir, "orpo", {"beta": 1.0}, **train)
 
 
 def test_odds_ratio_term_matches_trl_and_a_hand_computation() -> None:
