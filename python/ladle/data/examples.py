@@ -130,19 +130,6 @@ class Docs:
         ]
 
 
-def encode_sft(
-    enc: Encoder,
-    rows: list[str],
-    kinds: list[str],
-    locations: list[str],
-    drops: Drops,
-    over: Overlong,
-    mask_methods: dict[int, str] | None = None,
-) -> list[tuple[int, Ids, Ids]]:
-    """:func:`encode_sft_flat` as ``(row index, ids, labels)`` per document."""
-    return encode_sft_flat(enc, rows, kinds, locations, drops, over, mask_methods).as_list()
-
-
 def encode_sft_flat(
     enc: Encoder,
     rows: list[str],

@@ -18,7 +18,7 @@ A prep folder holds:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,42 +100,45 @@ def write_packed(path: Path, packed: dict[str, Any]) -> None:
 
 def write_preference(folder: Path, triples: list[tuple[Any, Any, Any]]) -> list[str]:
     """DPO pairs as shards of ``prompt/chosen/rejected_input_ids``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    names = []
-    for s, a in enumerate(range(0, max(1, len(triples)), PREF_ROWS_PER_SHARD)):
-        part = triples[a : a + PREF_ROWS_PER_SHARD]
-        table = pa.table(
-            {
-                "prompt_input_ids": _ragged([t[0] for t in part]),
-                "chosen_input_ids": _ragged([t[1] for t in part]),
-                "rejected_input_ids": _ragged([t[2] for t in part]),
-            }
-        )
-        name = f"train-{s:05d}.parquet"
-        pq.write_table(table, folder / name, **_PARQUET)
-        names.append(name)
-    return names
+    return _write_row_shards(
+        folder,
+        triples,
+        lambda part: {
+            "prompt_input_ids": _ragged([t[0] for t in part]),
+            "chosen_input_ids": _ragged([t[1] for t in part]),
+            "rejected_input_ids": _ragged([t[2] for t in part]),
+        },
+    )
 
 
 def write_labelled(folder: Path, examples: list[tuple[Any, Any, bool]]) -> list[str]:
     """KTO examples as shards of ``prompt_input_ids``, ``completion_input_ids`` and
     ``label`` (true: desirable)."""
     import pyarrow as pa
+
+    return _write_row_shards(
+        folder,
+        examples,
+        lambda part: {
+            "prompt_input_ids": _ragged([t[0] for t in part]),
+            "completion_input_ids": _ragged([t[1] for t in part]),
+            "label": pa.array([t[2] for t in part], type=pa.bool_()),
+        },
+    )
+
+
+def _write_row_shards(
+    folder: Path, items: list[Any], columns: Callable[[list[Any]], dict[str, Any]]
+) -> list[str]:
+    """``items`` in shards of ``PREF_ROWS_PER_SHARD``, each a table of ``columns(part)``
+    (at least one shard, so an empty split still has a file)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = []
-    for s, a in enumerate(range(0, max(1, len(examples)), PREF_ROWS_PER_SHARD)):
-        part = examples[a : a + PREF_ROWS_PER_SHARD]
-        table = pa.table(
-            {
-                "prompt_input_ids": _ragged([t[0] for t in part]),
-                "completion_input_ids": _ragged([t[1] for t in part]),
-                "label": pa.array([t[2] for t in part], type=pa.bool_()),
-            }
-        )
+    for s, a in enumerate(range(0, max(1, len(items)), PREF_ROWS_PER_SHARD)):
         name = f"train-{s:05d}.parquet"
+        table = pa.table(columns(items[a : a + PREF_ROWS_PER_SHARD]))
         pq.write_table(table, folder / name, **_PARQUET)
         names.append(name)
     return names

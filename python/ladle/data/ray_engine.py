@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ladle._core import IGNORE_INDEX
-from ladle.data.examples import Encoder, Overlong, encode_sft, text_encoder
+from ladle.data.examples import Encoder, Overlong, encode_sft_flat, text_encoder
 from ladle.data.load import Drops
 from ladle.data.packing import assemble
 from ladle.data.prep import (
@@ -110,7 +110,8 @@ class Tokenize:
     ) -> tuple[list[Any], _Recorder, Overlong]:
         rec, over = _Recorder(), Overlong()
         locs = [f"\x00{i}\x00" for i in range(len(rows))]
-        return encode_sft(self.enc, rows, kinds, locs, rec, over, methods), rec, over
+        docs = encode_sft_flat(self.enc, rows, kinds, locs, rec, over, methods)
+        return docs.as_list(), rec, over
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
