@@ -11,6 +11,8 @@ autocast over fp32 weights on CPU, the same torch thread count (set and printed)
   (c) trl-padded  SFTTrainer, packing=False: right-padded batches of `--batch` documents
   (d) ladle       ladle.train.train on the same bfd bins (TRL's pack_dataset), stacked
                   into micro-batches of at most `--batch x --max-length` tokens
+  (e) ladle-gc    (d) with gradient checkpointing, which TRL's SFTConfig turns on by
+                  default (so (b) and (c) run with it): the like-for-like memory row
 
 Data (`--data tickets`, the default): the quickstart's support tickets (natural text,
 varied phrasing and typos) rendered with SmolLM2's chat template, loss on the JSON reply
@@ -46,7 +48,7 @@ import numpy as np
 from ladle._core import IGNORE_INDEX
 
 REPO = Path(__file__).resolve().parent.parent
-VARIANTS = ("plain", "trl-bfd", "trl-padded", "ladle")
+VARIANTS = ("plain", "trl-bfd", "trl-padded", "ladle", "ladle-gc")
 
 
 def ticket_docs(
@@ -213,7 +215,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         with prof as (tick, table):
             model, losses, train_s = plain_loop(args, bfd_rows(docs, args.max_length), lora, tick)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    elif args.one == "ladle":
+    elif args.one in ("ladle", "ladle-gc"):
         from ladle.recipe.schema import Recipe
         from ladle.train import train
 
@@ -234,6 +236,8 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
                     "report_to": ["none"],
                     "threads": args.threads,
                     "precision": "bf16",
+                    # TRL's SFTConfig turns it on by default: the memory comparison
+                    "gradient_checkpointing": args.one == "ladle-gc",
                 },
             }
         )

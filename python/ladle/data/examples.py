@@ -152,11 +152,13 @@ def encode_sft_flat(
     n = len(rows)
     ids, labels, off, ok = _encode_rows(enc, rows, kinds, locations, drops, mask_methods)
     lens = np.diff(off)
-    trained_cum = np.zeros(len(labels) + 1, np.int64)
-    np.cumsum(labels != IGNORE_INDEX, out=trained_cum[1:])
-    n_trained = trained_cum[off[1:]] - trained_cum[off[:-1]]
-    first_trained = np.zeros(n, bool)
+    # Trained tokens per row: a sum per segment of a bool array (an int64 cumsum over
+    # every token of the chunk cost a quarter of this function on a 100k-row corpus).
     has = lens > 0
+    n_trained = np.zeros(n, np.int64)
+    if has.any():
+        n_trained[has] = np.add.reduceat(labels != IGNORE_INDEX, off[:-1][has], dtype=np.int64)
+    first_trained = np.zeros(n, bool)
     first_trained[has] = labels[off[:-1][has]] != IGNORE_INDEX
     simple = ok & (lens <= enc.max_length) & (n_trained - first_trained > 0)
     p_ids: list[Ids] = []

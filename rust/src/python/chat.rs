@@ -49,6 +49,41 @@ fn flatten<'py>(py: Python<'py>, rows: impl Iterator<Item = Vec<i32>>, n: usize)
     )
 }
 
+/// Encoded rows in the flat layout `ChatEncoder.encode` returns; a failed row is empty.
+struct FlatEncoded {
+    ids: Vec<i32>,
+    labels: Vec<i32>,
+    offsets: Vec<i64>,
+    n_trained: Vec<i64>,
+}
+
+impl FlatEncoded {
+    fn new(rows: &[crate::Result<Encoded>]) -> Self {
+        let total = rows
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |e| e.input_ids.len()))
+            .sum();
+        let mut out = FlatEncoded {
+            ids: Vec::with_capacity(total),
+            labels: Vec::with_capacity(total),
+            offsets: Vec::with_capacity(rows.len() + 1),
+            n_trained: Vec::with_capacity(rows.len()),
+        };
+        out.offsets.push(0);
+        for r in rows {
+            if let Ok(e) = r {
+                // Token ids fit in i32: vocabularies are far below 2^31.
+                out.ids.extend(e.input_ids.iter().map(|&i| i as i32));
+                out.labels.extend_from_slice(&e.labels);
+            }
+            out.offsets.push(out.ids.len() as i64);
+            out.n_trained
+                .push(r.as_ref().map_or(0, |e| e.n_trained as i64));
+        }
+        out
+    }
+}
+
 /// A compiled chat template plus a tokenizer.json: renders, tokenizes and masks
 /// conversations given as JSON strings, in parallel with the GIL released.
 #[pyclass(name = "ChatEncoder", module = "ladle._core", frozen)]
@@ -115,33 +150,23 @@ impl PyChatEncoder {
         conversations: Vec<String>,
         train_on: Wrap<TrainOn>,
     ) -> EncodedRows<'py> {
-        let rows = py.detach(|| self.inner.encode_batch_json(&conversations, train_on.0));
+        // Encoding and flattening both run without the GIL; rows are copied once, into
+        // arrays sized up front (no per-row intermediate vectors).
+        let (rows, flat) = py.detach(|| {
+            let rows = self.inner.encode_batch_json(&conversations, train_on.0);
+            let flat = FlatEncoded::new(&rows);
+            (rows, flat)
+        });
         let errors = row_errors(py, &rows);
-        let n = rows.len();
-        let empty = Encoded {
-            input_ids: Vec::new(),
-            labels: Vec::new(),
-            n_trained: 0,
-            method: MaskMethod::None,
-        };
-        let rows: Vec<Encoded> = rows
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|_| empty.clone()))
+        let methods = rows
+            .iter()
+            .map(|r| r.as_ref().map_or(MaskMethod::None, |e| e.method).as_str())
             .collect();
-        let counts: Vec<i64> = rows.iter().map(|r| r.n_trained as i64).collect();
-        let methods = rows.iter().map(|r| r.method.as_str()).collect();
-        let (ids, offsets) = flatten(
-            py,
-            rows.iter()
-                .map(|r| r.input_ids.iter().map(|&i| i as i32).collect()),
-            n,
-        );
-        let (labels, _) = flatten(py, rows.into_iter().map(|r| r.labels), n);
         (
-            ids,
-            labels,
-            offsets,
-            PyArray1::from_vec(py, counts),
+            PyArray1::from_vec(py, flat.ids),
+            PyArray1::from_vec(py, flat.labels),
+            PyArray1::from_vec(py, flat.offsets),
+            PyArray1::from_vec(py, flat.n_trained),
             errors,
             methods,
         )
