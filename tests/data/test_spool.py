@@ -32,21 +32,20 @@ def _conv(i: int, words: int) -> dict[str, Any]:
 
 def test_spool_reads_rows_in_any_order_with_their_locations(tmp_path: Path) -> None:
     a = tmp_path / "a.jsonl"
-    a.write_text(
-        "\n".join(json.dumps(_conv(i, i % 3)) for i in range(5))
-        + "\n{broken\n"
-        # a row whose text holds newlines, a line separator and a NUL: still one line
-        + json.dumps({"text": "two\nlines\u2028and\x00 é"})
-        + "\n"
-    )
+    odd = {"messages": [{"role": "user", "content": "two\nlines\u2028and\x00 é"}]}
+    # a row whose text holds newlines, a line separator and a NUL is still one line
+    rows_a = [json.dumps(_conv(i, i % 3)) for i in range(5)] + ["{broken", json.dumps(odd)]
+    a.write_text("\n".join(rows_a) + "\n")
     b = tmp_path / "b.json"
     b.write_text(json.dumps([{"text": "item one"}, {"text": ""}, {"text": "item three"}]))
+    spec_a = DatasetSpec(path=str(a), format="messages")
+    spec_b = DatasetSpec(path=str(b), format="text")
     with RowSpool(tmp_path / "rows.jsonl") as spool:
-        da = load_dataset(DatasetSpec(path=str(a), format="auto"), 0, sink=spool.sink(0))
-        db = load_dataset(DatasetSpec(path=str(b), format="text"), 1, sink=spool.sink(1))
+        da = load_dataset(spec_a, 0, sink=spool.sink(0))
+        db = load_dataset(spec_b, 1, sink=spool.sink(1))
         spool.seal()
-        ref_a = load_dataset(DatasetSpec(path=str(a), format="auto"), 0, as_json=True)
-        ref_b = load_dataset(DatasetSpec(path=str(b), format="text"), 1, as_json=True)
+        ref_a = load_dataset(spec_a, 0, as_json=True)
+        ref_b = load_dataset(spec_b, 1, as_json=True)
         rows, locs = ref_a.rows + ref_b.rows, ref_a.locations + ref_b.locations
         assert (da.kept, db.kept) == (6, 2) and len(spool) == 8
         assert (da.rows, da.locations) == ([], [])  # a sink takes the rows instead
@@ -63,7 +62,7 @@ def test_spool_reads_rows_in_any_order_with_their_locations(tmp_path: Path) -> N
         assert picked[-1] == locs[2] and list(picked[1:]) == [locs[2], locs[2]]
         parsed = every.subset([6, 5]).parsed()
         assert list(parsed) == [json.loads(rows[6]), json.loads(rows[5])]
-        assert parsed[-1] == parsed[1] == {"text": "two\nlines\u2028and\x00 é"}
+        assert parsed[-1] == parsed[1] == odd
         with pytest.raises(IndexError):
             parsed[2]
 
@@ -95,12 +94,12 @@ def test_prep_holds_a_chunk_of_rows_not_the_corpus(
     chat_tokenizer: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Python's peak allocations while prep loads and tokenizes a corpus are a fraction
-    of the corpus when a chunk is small: its rows are not all held at once. (Holding
-    them, as JSON text plus a location string each, costs more than the corpus itself.)
-    The drops still name their rows' lines."""
+    """Python's peak allocations while prep loads and tokenizes a corpus hardly grow
+    with the corpus when a chunk is small: its rows are never all held at once. (Held as
+    JSON text plus a location string each, they would cost more than their bytes on
+    disk.) The drops still name their rows' lines."""
 
-    def recipe(name: str, rows: list[str]) -> Path:
+    def recipe(name: str, rows: list[str]) -> tuple[Path, Path]:
         src = tmp_path / f"{name}.jsonl"
         src.write_text("\n".join(rows) + "\n")
         path = tmp_path / f"{name}.json"
@@ -108,34 +107,39 @@ def test_prep_holds_a_chunk_of_rows_not_the_corpus(
         path.write_text(
             json.dumps({"name": name, "model": {"base": str(smollm2_dir)}, "data": data})
         )
-        return path
+        return path, src
 
-    rows = [json.dumps(_conv(i, 300)) for i in range(3000)]
-    # a small prep first (imports, caches), so that the traced one measures rows
-    prep_mod.prep(load_recipe(recipe("warm", rows[:5])), tokenizer=chat_tokenizer)
+    def traced(path: Path) -> tuple[int, Any]:
+        """Peak Python allocations up to packing (load and encode are done by then)."""
+        peaks: list[int] = []
+
+        def measured(*args: Any) -> Any:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            return plan_bins(*args)
+
+        with monkeypatch.context() as m:
+            m.setattr(prep_mod, "plan_bins", measured)
+            tracemalloc.start()
+            try:
+                res = prep_mod.prep(load_recipe(path), tokenizer=chat_tokenizer, force=True)
+            finally:
+                tracemalloc.stop()
+        (peak,) = peaks
+        return peak, res
+
+    plan_bins = prep_mod.plan_bins
+    rows = [json.dumps(_conv(i, 300)) for i in range(4000)]
     rows[1234] = "{broken"
-    recipe_path = recipe("big", rows)
-    src = tmp_path / "big.jsonl"
-    corpus = src.stat().st_size
+    small, small_src = recipe("small", rows[:1000])
+    big, big_src = recipe("big", rows)
+    prep_mod.prep(load_recipe(small), tokenizer=chat_tokenizer)  # imports and caches
     monkeypatch.setattr(prep_mod, "CHUNK_ROWS", 64)
     monkeypatch.setattr(io, "BLOCK_BYTES", 64 << 10)
-    peaks: list[int] = []
-    plan_bins = prep_mod.plan_bins
-
-    def measured(*args: Any) -> Any:  # load and encode are done when packing starts
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        return plan_bins(*args)
-
-    monkeypatch.setattr(prep_mod, "plan_bins", measured)
-    tracemalloc.start()
-    try:
-        res = prep_mod.prep(load_recipe(recipe_path), tokenizer=chat_tokenizer, force=True)
-    finally:
-        tracemalloc.stop()
-    (peak,) = peaks
-    assert corpus > 4_000_000
-    assert peak < corpus / 8, f"peak {peak:,} B of Python allocations for {corpus:,} B of rows"
+    peak_small, _ = traced(small)
+    peak_big, res = traced(big)
+    more = big_src.stat().st_size - small_src.stat().st_size
+    assert peak_big - peak_small < more / 8, (peak_small, peak_big, more)
     m = res.manifest.model_dump()
-    assert m["train"]["examples"] == 2999
-    assert m["drops"]["malformed_json"]["first"][0].startswith(f"{src}:1235: ")
+    assert m["train"]["examples"] == 3999
+    assert m["drops"]["malformed_json"]["first"][0].startswith(f"{big_src}:1235: ")
     assert not (res.path / ".work").exists()

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ class RowSpool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._out = open(path, "wb")  # noqa: SIM115 (closed by seal or close)
+        self._out: BinaryIO | None = open(path, "wb")  # noqa: SIM115 (closed by seal or close)
         self._fd = -1
         self._size = 0
         self._parts: list[tuple[Index, Index, Index, Index]] = []  # per block, until sealed
