@@ -149,8 +149,8 @@ impl Loaded {
 
     /// The kept rows as JSON lines, one buffer, and the byte offset where each line
     /// ends (after its `\n`). Compact JSON escapes every control character, so a row
-    /// never holds a raw newline: prep spools these lines to disk as they are and reads
-    /// a run of rows back with one split, instead of holding a Python string per row.
+    /// never holds a raw newline and the buffer is valid JSONL: prep spools it to disk
+    /// as it is instead of holding a Python string per row.
     pub fn to_jsonl(&self) -> (Vec<u8>, Vec<i64>) {
         let texts = self.json_texts();
         let mut buf = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
