@@ -39,6 +39,7 @@ __all__ = [
     "nf4_tables",
     "nf4_torch_sum",
     "normalize_rows",
+    "normalize_rows_flat",
     "pack",
 ]
 __version__: str
@@ -274,6 +275,30 @@ def normalize_rows(
     """Parse JSON rows and normalise a dataset format; returns ``(rows (dicts, or JSON
     text with as_json), line numbers, bad counts per reason, first bad rows (reason,
     line, field, message))``."""
+
+def normalize_rows_flat(
+    data: bytes,
+    format: str,
+    *,
+    columns: dict[str, str] | None = None,
+    roles: dict[str, str] | None = None,
+    system: str | None = None,
+    strict: bool = False,
+    limit: int | None = None,
+    source: str = "<data>",
+    unit: str = "line",
+    offset: int = 0,
+    json_array: bool = False,
+) -> tuple[
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    dict[str, int],
+    list[tuple[str, int, str, str]],
+]:
+    """``normalize_rows`` with the kept rows as one buffer of JSON lines (compact JSON,
+    each ended by a newline) and no Python object per row: ``(buffer, line ends,
+    line numbers, bad counts, first bad rows)``."""
 
 def pack(
     lengths: npt.NDArray[np.int64], capacity: int, strategy: str = "bfd", seed: int = 0

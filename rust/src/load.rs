@@ -138,6 +138,32 @@ pub struct Loaded {
     pub bad_first: Vec<Bad>,
 }
 
+impl Loaded {
+    /// Each kept row as compact JSON text (what the chat encoder parses).
+    pub fn json_texts(&self) -> Vec<String> {
+        self.rows
+            .par_iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect()
+    }
+
+    /// The kept rows as JSON lines, one buffer, and the byte offset where each line
+    /// ends (after its `\n`). Compact JSON escapes every control character, so a row
+    /// never holds a raw newline and the buffer is valid JSONL: prep spools it to disk
+    /// as it is instead of holding a Python string per row.
+    pub fn to_jsonl(&self) -> (Vec<u8>, Vec<i64>) {
+        let texts = self.json_texts();
+        let mut buf = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
+        let mut ends = Vec::with_capacity(texts.len());
+        for t in &texts {
+            buf.extend_from_slice(t.as_bytes());
+            buf.push(b'\n');
+            ends.push(buf.len() as i64);
+        }
+        (buf, ends)
+    }
+}
+
 impl Options {
     fn col<'a>(&'a self, name: &'a str) -> &'a str {
         self.columns.get(name).map(String::as_str).unwrap_or(name)
@@ -643,6 +669,27 @@ mod tests {
             unit: "line".into(),
             offset: 0,
         }
+    }
+
+    #[test]
+    fn jsonl_lines_are_the_json_texts() {
+        let data = "{\"text\": \"two\\nlines \\u2028 \\u0000 \u{e9}\"}\n{\"text\": \"b\"}\n";
+        let out = normalize_jsonl(data.as_bytes(), &opts("text")).unwrap();
+        let (buf, ends) = out.to_jsonl();
+        let texts = out.json_texts();
+        assert_eq!(ends.len(), 2);
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 2);
+        let mut start = 0;
+        for (t, &end) in texts.iter().zip(&ends) {
+            let end = end as usize;
+            assert_eq!(&buf[start..end - 1], t.as_bytes());
+            assert_eq!(buf[end - 1], b'\n');
+            start = end;
+        }
+        assert_eq!(
+            texts[0],
+            "{\"text\":\"two\\nlines \u{2028} \\u0000 \u{e9}\"}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ drop (``no_trained_tokens``), never a quiet row.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ def encode_sft_flat(
     enc: Encoder,
     rows: list[str],
     kinds: list[str],
-    locations: list[str],
+    locations: Sequence[str],
     drops: Drops,
     over: Overlong,
     mask_methods: dict[int, str] | None = None,
@@ -243,7 +243,7 @@ def _encode_rows(
     enc: Encoder,
     rows: list[str],
     kinds: list[str],
-    locations: list[str],
+    locations: Sequence[str],
     drops: Drops,
     mask_methods: dict[int, str] | None,
 ) -> tuple[Ids, Ids, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
@@ -318,7 +318,7 @@ def _encode_rows(
 def _encode_replies(
     enc: Encoder,
     rows: list[dict[str, Any]],
-    locations: list[str],
+    locations: Sequence[str],
     drops: Drops,
     over: Overlong,
 ) -> list[tuple[int, Ids, list[Ids]]]:
@@ -390,7 +390,7 @@ def _encode_replies(
 
 
 def encode_preference(
-    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+    enc: Encoder, rows: list[dict[str, Any]], locations: Sequence[str], drops: Drops, over: Overlong
 ) -> list[tuple[int, Ids, Ids, Ids]]:
     """Tokenize preference pairs into ``(row index, prompt, chosen, rejected)`` id triples
     (DPO, ORPO). A labelled single completion is no pair: a counted drop (``unpaired``)."""
@@ -406,7 +406,7 @@ def encode_preference(
 
 
 def encode_labelled(
-    enc: Encoder, rows: list[dict[str, Any]], locations: list[str], drops: Drops, over: Overlong
+    enc: Encoder, rows: list[dict[str, Any]], locations: Sequence[str], drops: Drops, over: Overlong
 ) -> list[tuple[int, Ids, Ids, bool]]:
     """Tokenize preference rows into KTO's ``(row index, prompt, completion, desirable)``
     examples: a labelled row gives one, a pair gives two (chosen desirable, rejected not)."""

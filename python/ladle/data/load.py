@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import glob
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ from ladle.recipe.schema import DatasetSpec
 
 FIRST_BAD = 5  # locations kept per drop reason (the Rust side keeps the same number)
 EVAL_SPLITS = ("eval", "validation", "valid", "test")  # DatasetDict names of an eval split
+RowSink = Callable[[io.Block, Any, Any, Any], None]
+"""Takes a block's kept rows instead of the loader: ``(block, buffer of JSON lines, line
+ends, line numbers)``, as ``_core.normalize_rows_flat`` returns them (``ladle prep``)."""
 
 
 def is_preference_row(row: Mapping[str, Any]) -> bool:
@@ -85,10 +88,11 @@ class LoadedDataset:
     index: int
     spec: DatasetSpec
     files: list[Path]
-    rows: list[Any]  # dicts, or JSON text per row with ``as_json``
+    rows: list[Any]  # dicts, or JSON text per row with ``as_json``; empty with a sink
     locations: list[str]  # "file:line" per row, for drop reports downstream
     rows_read: int
     drops: Drops
+    kept: int  # rows loaded (in ``rows``, or handed to the sink)
 
     @property
     def name(self) -> str:
@@ -116,6 +120,7 @@ class FileRows:
     rejected: list[Rejected] = field(default_factory=list)  # with keep_records
     rows_read: int = 0
     drops: Drops = field(default_factory=Drops)
+    kept: int = 0  # rows loaded (in ``rows``, or handed to the sink)
 
 
 def resolve_files(spec: DatasetSpec) -> list[Path]:
@@ -217,12 +222,16 @@ def read_file(
     limit: int | None = None,
     as_json: bool = False,
     keep_records: bool = False,
+    sink: RowSink | None = None,
 ) -> FileRows:
     """Read and normalise one data file (up to ``limit`` rows).
 
     ``keep_records`` also keeps each kept row as it was in the file (``ladle dedup``
-    writes those back) and every skipped row's bytes with its reason.
+    writes those back) and every skipped row's bytes with its reason. ``sink`` takes
+    each block's kept rows as JSON lines instead of ``rows``/``locations``.
     """
+    if sink is not None and keep_records:
+        raise ValueError("keep_records needs the rows in memory, not a sink")
     out = FileRows()
     # What each row is checked against: the same for every block of the file.
     rules: dict[str, Any] = {
@@ -231,11 +240,45 @@ def read_file(
         "system": system,
     }
     for block in io.blocks(path):
-        if limit is not None and len(out.rows) >= limit:
+        if limit is not None and out.kept >= limit:
             break
-        left = None if limit is None else limit - len(out.rows)
-        _take(out, block, format, rules, strict, left, as_json, keep_records)
+        left = None if limit is None else limit - out.kept
+        if sink is None:
+            _take(out, block, format, rules, strict, left, as_json, keep_records)
+            continue
+        buf, ends, lines, counts, first = _core.normalize_rows_flat(
+            block.data,
+            format,
+            limit=left,
+            source=block.source,
+            unit=block.unit,
+            offset=block.offset,
+            json_array=block.json_array,
+            strict=strict,
+            **rules,
+        )
+        sink(block, buf, ends, lines)
+        _count(out, block, len(lines), counts, first)
     return out
+
+
+def _count(
+    out: FileRows,
+    block: io.Block,
+    kept: int,
+    counts: dict[str, int],
+    first: list[tuple[str, int, str, str]],
+) -> None:
+    """A block's kept and dropped rows into ``out``'s counts and first bad locations."""
+    out.kept += kept
+    out.rows_read += kept + sum(counts.values())
+    for reason, n in counts.items():
+        out.drops.add(reason, None, n)
+    for reason, line, fld, msg in first:
+        where = io.location(block.source, block.unit, line)
+        locs = out.drops.first.setdefault(reason, [])
+        if len(locs) < FIRST_BAD:
+            locs.append(f"{where}: {fld + ': ' if fld else ''}{msg}")
 
 
 def _take(
@@ -262,14 +305,7 @@ def _take(
     )
     out.rows.extend(got)
     out.locations.extend(io.location(block.source, block.unit, n) for n in lines)
-    out.rows_read += len(got) + sum(counts.values())
-    for reason, n in counts.items():
-        out.drops.add(reason, None, n)
-    for reason, line, fld, msg in first:
-        where = io.location(block.source, block.unit, line)
-        locs = out.drops.first.setdefault(reason, [])
-        if len(locs) < FIRST_BAD:
-            locs.append(f"{where}: {fld + ': ' if fld else ''}{msg}")
+    _count(out, block, len(got), counts, first)
     if not keep_records:
         return
     kept = {n - block.offset - 1 for n in lines}
@@ -297,20 +333,27 @@ def _take(
 
 
 def load_dataset(
-    spec: DatasetSpec, index: int = 0, *, strict: bool = False, as_json: bool = False
+    spec: DatasetSpec,
+    index: int = 0,
+    *,
+    strict: bool = False,
+    as_json: bool = False,
+    sink: RowSink | None = None,
 ) -> LoadedDataset:
     """Read and normalise one recipe dataset (all its files, up to ``spec.limit`` rows).
 
     ``as_json`` keeps each row as compact JSON text instead of a dict: several times
     less memory on a large corpus, and the chat encoder parses JSON text anyway.
+    ``sink`` takes the rows a block at a time instead (``read_file``): memory then
+    holds one block, not the dataset.
     """
     files = resolve_files(spec)
     rows: list[Any] = []
     locations: list[str] = []
     drops = Drops()
-    read = 0
+    read = kept = 0
     for path in files:
-        left = None if spec.limit is None else spec.limit - len(rows)
+        left = None if spec.limit is None else spec.limit - kept
         if left is not None and left <= 0:
             break
         got = read_file(
@@ -322,12 +365,14 @@ def load_dataset(
             strict=strict,
             limit=left,
             as_json=as_json,
+            sink=sink,
         )
         rows.extend(got.rows)
         locations.extend(got.locations)
         read += got.rows_read
+        kept += got.kept
         drops.merge(got.drops)
-    return LoadedDataset(index, spec, files, rows, locations, read, drops)
+    return LoadedDataset(index, spec, files, rows, locations, read, drops, kept)
 
 
 def load_all(

@@ -9,9 +9,10 @@ the manifest is written last, inside a temporary folder renamed into place
 (``atomic_dir``), so its presence proves the entry is complete. File fingerprints are
 remembered by (path, size, mtime_ns), so a hit never rereads a large corpus.
 
-Memory stays bounded by the chunk size, not the corpus: rows are tokenized a chunk at
-a time into flat int32 files on disk, packing needs only the lengths, and packed rows
-are assembled shard by shard from those files through a memory map.
+Memory stays bounded by the chunk size, not the corpus: the loaded rows are spooled to
+a file a block at a time (``ladle.data.spool``) and read back a chunk at a time, rows
+are tokenized into flat int32 files on disk, packing needs only the lengths, and packed
+rows are assembled shard by shard from those files through a memory map.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 import ladle
 from ladle import _core
@@ -42,7 +44,7 @@ from ladle.data.examples import (
     encode_sft_flat,
     text_encoder,
 )
-from ladle.data.load import Drops, LoadedDataset, load_all, resolve_files
+from ladle.data.load import Drops, load_dataset, resolve_files
 from ladle.data.packing import assemble, pack
 from ladle.data.prepared import (
     MANIFEST,
@@ -56,6 +58,7 @@ from ladle.data.prepared import (
     write_packed,
     write_preference,
 )
+from ladle.data.spool import Rows, RowSpool
 from ladle.errors import DataError
 from ladle.models import TOKENIZER_FILES
 from ladle.paths import atomic_dir, atomic_write_text, ladle_home
@@ -261,17 +264,16 @@ def _lock(path: Path, *, wait: bool = True) -> int | None:
 
 @dataclass
 class _Rows:
-    """Rows of one split with their dataset index and source location."""
+    """Eval rows in memory (an eval split is small; the train split stays spooled, as
+    ``ladle.data.spool.Rows``): JSON text, dataset index and location of each."""
 
     rows: list[str] = field(default_factory=list)  # normalised rows as JSON text
     ds: list[int] = field(default_factory=list)
     loc: list[str] = field(default_factory=list)
 
-    def extend(self, d: LoadedDataset, idx: list[int] | None = None) -> None:
-        idx = list(range(len(d.rows))) if idx is None else idx
-        self.rows.extend(d.rows[i] for i in idx)
-        self.ds.extend([d.index] * len(idx))
-        self.loc.extend(d.locations[i] for i in idx)
+    @classmethod
+    def of(cls, rows: Rows) -> _Rows:
+        return cls(rows.texts(), rows.ds.tolist(), list(rows.locations()))
 
     def subset(self, idx: list[int]) -> _Rows:
         return _Rows(
@@ -287,32 +289,56 @@ def _build(
     tmp: Path,
     report: Progress,
 ) -> PrepManifest:
+    work = tmp / ".work"  # the row spool and the token files; removed before returning
+    work.mkdir()
+    try:
+        with RowSpool(work / "rows.jsonl") as spool:
+            return _build_spooled(recipe, model_dir, chat, spool, tmp, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_spooled(
+    recipe: Recipe,
+    model_dir: Path,
+    chat: Any,
+    spool: RowSpool,
+    tmp: Path,
+    report: Progress,
+) -> PrepManifest:
     data = recipe.data
     stages = Stages()
     report("load", 0, len(data.datasets))
     with stages("load"):
-        loaded = load_all(data.datasets, strict=data.strict, as_json=True)
+        loaded = [
+            load_dataset(spec, i, strict=data.strict, sink=spool.sink(i))
+            for i, spec in enumerate(data.datasets)
+        ]
+        spool.seal()
     report("load", len(data.datasets), len(data.datasets))
     drops = Drops()
     per_ds: list[DatasetStats] = []
-    train, evals = _Rows(), _Rows()
     for d in loaded:
-        per_ds.append(dataset_stats(d.name, d.spec, d.files, d.rows_read, len(d.rows), d.drops))
+        per_ds.append(dataset_stats(d.name, d.spec, d.files, d.rows_read, d.kept, d.drops))
         drops.merge(d.drops)
-        (evals if d.spec.split == "eval" else train).extend(d)
-    del loaded
+    is_eval = np.asarray([s.split == "eval" for s in data.datasets], bool)
+    in_eval = is_eval[spool.ds] if len(spool) else np.zeros(0, bool)
+    train = Rows(spool, np.flatnonzero(~in_eval).astype(np.int64))
+    evals = _Rows.of(Rows(spool, np.flatnonzero(in_eval).astype(np.int64)))
     rng = random.Random(recipe.seed)
     if not evals.rows and data.eval_fraction:
-        held, keep = split_off_eval(len(train.rows), data.eval_fraction, rng)
-        evals, train = train.subset(held), train.subset(keep)
+        held, keep = split_off_eval(len(train), data.eval_fraction, rng)
+        evals, train = _Rows.of(train.subset(held)), train.subset(keep)
 
     dedup_report: dict[str, Any] | None = None
-    if data.dedup.enabled and train.rows:
+    if data.dedup.enabled and len(train):
         with stages("dedup"):
             train, evals, dedup_report = _dedup(recipe, train, evals, drops)
     evals = check_eval_split(recipe, evals, drops)
 
-    train = _apply_weights(recipe, train, rng)
+    weighted = _apply_weights(recipe, train.ds, rng)
+    if weighted is not None:
+        train = train.subset(weighted)
     is_dpo = is_preference(recipe)
     with stages("tokenizer"):
         chat = _ready(chat)
@@ -465,35 +491,42 @@ def _check_eval_rows(evals: _Rows, drops: Drops, strict: bool) -> _Rows:
 
 
 def _dedup(
-    recipe: Recipe, train: _Rows, evals: _Rows, drops: Drops
-) -> tuple[_Rows, _Rows, dict[str, Any]]:
+    recipe: Recipe, train: Rows, evals: _Rows, drops: Drops
+) -> tuple[Rows, _Rows, dict[str, Any]]:
     """Exact/near dedup of the train rows and decontamination against the eval rows;
-    every removed row is a counted drop (``duplicate`` or ``contaminated``)."""
+    every removed row is a counted drop (``duplicate`` or ``contaminated``).
+
+    The rows are parsed a chunk at a time, but dedup compares every train row's text
+    with every other's, so those texts (not the rows' JSON) are all in memory at once."""
     from ladle.dedup import dedup_rows
 
     cfg = recipe.data.dedup
     against = [json.loads(r) for r in evals.rows] if (cfg.decontaminate and evals.rows) else None
+    locations = train.locations()
     res = dedup_rows(
-        [json.loads(r) for r in train.rows],
+        train.parsed(),
         cfg,
         against_rows=against,
-        locations=train.loc,
+        locations=locations,
         against_locations=evals.loc if against is not None else None,
     )
     for i, reason in res.removed().items():
-        drops.add(reason, train.loc[i])
-    kept = [int(i) for i in res.kept_indices]
-    return train.subset(kept), evals, res.report
+        drops.add(reason, locations[i])
+    return train.subset(np.asarray(res.kept_indices, np.int64)), evals, res.report
 
 
-def _apply_weights(recipe: Recipe, train: _Rows, rng: random.Random) -> _Rows:
-    """``weight: 2`` repeats a dataset's rows twice, ``0.5`` keeps a seeded half."""
+def _apply_weights(
+    recipe: Recipe, ds: npt.NDArray[np.int64], rng: random.Random
+) -> list[int] | None:
+    """The positions of the train rows (of datasets ``ds``) after weighting, or None when
+    every weight is 1: ``weight: 2`` repeats a dataset's rows twice, ``0.5`` keeps a
+    seeded half. Both engines select their rows with it."""
     specs = recipe.data.datasets
     if all(s.weight == 1.0 for s in specs):
-        return train
+        return None
     idx: list[int] = []
     by_ds: dict[int, list[int]] = {}
-    for i, d in enumerate(train.ds):
+    for i, d in enumerate(ds.tolist()):
         by_ds.setdefault(d, []).append(i)
     for d, rows in by_ds.items():
         w = specs[d].weight
@@ -501,13 +534,13 @@ def _apply_weights(recipe: Recipe, train: _Rows, rng: random.Random) -> _Rows:
         idx.extend(rows * whole)
         extra = round(len(rows) * frac)
         idx.extend(sorted(rng.sample(rows, extra)))
-    return train.subset(idx)
+    return idx
 
 
 def _prep_sft(
     recipe: Recipe,
     enc: Encoder,
-    train: _Rows,
+    train: Rows,
     tmp: Path,
     drops: Drops,
     over: Overlong,
@@ -518,26 +551,27 @@ def _prep_sft(
     data = recipe.data
     specs = data.datasets
     work = tmp / ".work"
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     lengths: list[np.ndarray] = []
     doc_ds: list[np.ndarray] = []
     trained_total = 0
     rows_out: dict[int, int] = {}
     mask_by_ds: dict[int, set[str]] = {}  # how each dataset's loss masks were located
-    n = len(train.rows)
-    ds_all = np.asarray(train.ds, dtype=np.int64)
+    n = len(train)
+    ds_all = train.ds
+    is_text = np.asarray([s.format == "text" for s in specs], bool)
     with open(work / "ids.bin", "wb") as fi, open(work / "labels.bin", "wb") as fl:
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
-            kinds = ["text" if specs[d].format == "text" else "chat" for d in train.ds[a:b]]
+            kinds = ["text" if t else "chat" for t in is_text[ds_all[a:b]].tolist()]
             methods: dict[int, str] = {}
             with stages("encode"):
-                docs = encode_sft_flat(
-                    enc, train.rows[a:b], kinds, train.loc[a:b], drops, over, methods
-                )
+                rows = train.texts(a, b)  # this chunk's rows, read from the spool
+                locs = train.locations(a, b)
+                docs = encode_sft_flat(enc, rows, kinds, locs, drops, over, methods)
+                del rows
             for i, m in methods.items():
-                mask_by_ds.setdefault(train.ds[a + i], set()).add(m)
-            train.rows[a:b] = [""] * (b - a)  # free the conversations as we go
+                mask_by_ds.setdefault(int(ds_all[a + i]), set()).add(m)
             fi.write(docs.ids.tobytes())
             lab = docs.labels.copy()
             lab[docs.offsets[:-1]] = IGNORE_INDEX  # a packed document's first label
@@ -578,9 +612,8 @@ def _prep_sft(
         with stages("write"), ThreadPoolExecutor(workers) as pool:
             for s, _ in enumerate(pool.map(write_shard, range(len(starts)))):
                 report("write", min(len(bins), starts[s] + per_shard), len(bins))
-    for f in work.iterdir():
-        f.unlink()
-    work.rmdir()
+    for name in ("ids.bin", "labels.bin"):
+        (work / name).unlink()
     return packed_stats(
         data.max_length,
         lens,
@@ -660,7 +693,7 @@ def _edges(max_length: int) -> list[int]:
 
 def _prep_preference(
     enc: Encoder,
-    train: _Rows,
+    train: Rows,
     tmp: Path,
     drops: Drops,
     over: Overlong,
@@ -670,15 +703,16 @@ def _prep_preference(
     """Pairs for DPO/ORPO; for KTO, labelled examples (a pair gives two)."""
     kto = method == "kto"
     examples: list[tuple[Any, ...]] = []
-    n = len(train.rows)
+    n = len(train)
+    ds_all = train.ds.tolist()
     rows_out: dict[int, int] = {}
     for a in range(0, n, CHUNK_ROWS):
         b = min(n, a + CHUNK_ROWS)
-        chunk = [json.loads(r) for r in train.rows[a:b]]
+        chunk = [json.loads(r) for r in train.texts(a, b)]
         encode = encode_labelled if kto else encode_preference
-        for i, *example in encode(enc, chunk, train.loc[a:b], drops, over):
+        for i, *example in encode(enc, chunk, train.locations(a, b), drops, over):
             examples.append(tuple(example))
-            rows_out[train.ds[a + i]] = rows_out.get(train.ds[a + i], 0) + 1
+            rows_out[ds_all[a + i]] = rows_out.get(ds_all[a + i], 0) + 1
         report("tokenize", b, n)
     if kto:
         shards = write_labelled(tmp, examples)

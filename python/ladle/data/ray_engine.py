@@ -30,7 +30,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -338,10 +338,9 @@ def build(
         keep, dedup_report = _dedup(recipe, rows_ds, train, keep, evals, drops, report)
     evals = check_eval_split(recipe, evals, drops)
 
-    # weights: the local engine's own code over row indices instead of rows
-    # (``_Rows`` only moves its items around, so row indices can stand in for rows)
-    sel_rows = _Rows(cast(list[str], keep.tolist()), train.ds_of(keep).tolist(), [""] * len(keep))
-    sel = np.asarray(_apply_weights(recipe, sel_rows, rng).rows, dtype=np.int64)
+    # weights: the local engine's own selection, over the rows left in ``keep``
+    weighted = _apply_weights(recipe, train.ds_of(keep), rng)
+    sel = keep if weighted is None else keep[np.asarray(weighted, dtype=np.int64)]
 
     work = tmp / ".work"
     work.mkdir()

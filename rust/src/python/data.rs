@@ -4,12 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use rayon::prelude::*;
 
 use super::errors::not_contiguous;
 use super::Wrap;
 use crate::error::LadleError;
-use crate::load::Format;
+use crate::load::{Format, Loaded};
 use crate::pack::Strategy;
 
 /// Hex xxh3-128 fingerprint of the bytes of `paths` (length-prefixed, in order).
@@ -25,12 +24,71 @@ pub fn fingerprint_bytes(data: &[u8]) -> String {
 }
 
 type BadRow = (String, usize, String, String);
+type BadReports = (BTreeMap<String, usize>, Vec<BadRow>);
 type NormalizeOut<'py> = (
     Bound<'py, PyAny>,
     Vec<usize>,
     BTreeMap<String, usize>,
     Vec<BadRow>,
 );
+type FlatOut<'py> = (
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    BTreeMap<String, usize>,
+    Vec<BadRow>,
+);
+
+/// The two bindings' common part: options from the Python arguments, then the one
+/// normaliser (`crate::load`), GIL released.
+#[allow(clippy::too_many_arguments)]
+fn normalize(
+    py: Python<'_>,
+    data: &[u8],
+    format: Format,
+    columns: Option<HashMap<String, String>>,
+    roles: Option<HashMap<String, String>>,
+    system: Option<String>,
+    strict: bool,
+    limit: Option<usize>,
+    source: String,
+    unit: String,
+    offset: usize,
+    json_array: bool,
+) -> PyResult<Loaded> {
+    let opts = crate::load::Options {
+        format,
+        columns: columns.unwrap_or_default(),
+        roles: roles.unwrap_or_default(),
+        system,
+        strict,
+        limit,
+        source,
+        unit,
+        offset,
+    };
+    Ok(py.detach(|| {
+        if json_array {
+            crate::load::normalize_json(data, &opts)
+        } else {
+            crate::load::normalize_jsonl(data, &opts)
+        }
+    })?)
+}
+
+/// Counts per bad-row reason and `(reason, line, field, message)` of the first few.
+fn bad_reports(loaded: &mut Loaded) -> BadReports {
+    let counts = loaded
+        .bad_counts
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let first = std::mem::take(&mut loaded.bad_first)
+        .into_iter()
+        .map(|b| (b.reason.to_string(), b.line, b.field, b.message))
+        .collect();
+    (counts, first)
+}
 
 /// Parse and normalise JSON rows into Ladle's internal conversation form.
 ///
@@ -59,49 +117,57 @@ pub fn normalize_rows<'py>(
     json_array: bool,
     as_json: bool,
 ) -> PyResult<NormalizeOut<'py>> {
-    let opts = crate::load::Options {
-        format: format.0,
-        columns: columns.unwrap_or_default(),
-        roles: roles.unwrap_or_default(),
-        system,
-        strict,
-        limit,
-        source,
-        unit,
-        offset,
-    };
-    let loaded = py.detach(|| {
-        if json_array {
-            crate::load::normalize_json(data, &opts)
-        } else {
-            crate::load::normalize_jsonl(data, &opts)
-        }
-    })?;
+    let mut loaded = normalize(
+        py, data, format.0, columns, roles, system, strict, limit, source, unit, offset, json_array,
+    )?;
     let rows = if as_json {
         // Compact JSON text per row: a fraction of the memory of Python dicts, and what
         // the chat encoder parses anyway.
-        let texts: Vec<String> = py.detach(|| {
-            loaded
-                .rows
-                .par_iter()
-                .map(|r| serde_json::to_string(r).unwrap_or_default())
-                .collect()
-        });
+        let texts = py.detach(|| loaded.json_texts());
         texts.into_pyobject(py)?.into_any()
     } else {
         pythonize::pythonize(py, &loaded.rows)?
     };
-    let counts = loaded
-        .bad_counts
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-    let first = loaded
-        .bad_first
-        .into_iter()
-        .map(|b| (b.reason.to_string(), b.line, b.field, b.message))
-        .collect();
+    let (counts, first) = bad_reports(&mut loaded);
     Ok((rows, loaded.lines, counts, first))
+}
+
+/// `normalize_rows` with the kept rows as one buffer of JSON lines, no Python object per
+/// row: `(buffer, line_ends, lines, bad_counts, bad_first)`, row `k` being
+/// `buffer[line_ends[k - 1]:line_ends[k]]` (its compact JSON and a `\n`).
+#[pyfunction]
+#[pyo3(signature = (data, format, *, columns=None, roles=None, system=None, strict=false,
+    limit=None, source="<data>".to_string(), unit="line".to_string(), offset=0, json_array=false),
+    text_signature = "(data, format, *, columns=None, roles=None, system=None, strict=False, \
+    limit=None, source='<data>', unit='line', offset=0, json_array=False)")]
+#[allow(clippy::too_many_arguments)]
+pub fn normalize_rows_flat<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    format: Wrap<Format>,
+    columns: Option<HashMap<String, String>>,
+    roles: Option<HashMap<String, String>>,
+    system: Option<String>,
+    strict: bool,
+    limit: Option<usize>,
+    source: String,
+    unit: String,
+    offset: usize,
+    json_array: bool,
+) -> PyResult<FlatOut<'py>> {
+    let mut loaded = normalize(
+        py, data, format.0, columns, roles, system, strict, limit, source, unit, offset, json_array,
+    )?;
+    let (buf, ends) = py.detach(|| loaded.to_jsonl());
+    let lines: Vec<i64> = loaded.lines.iter().map(|&l| l as i64).collect();
+    let (counts, first) = bad_reports(&mut loaded);
+    Ok((
+        buf.into_pyarray(py),
+        ends.into_pyarray(py),
+        lines.into_pyarray(py),
+        counts,
+        first,
+    ))
 }
 
 /// Pack documents of the given lengths into bins of at most `capacity` tokens.

@@ -46,7 +46,8 @@ mod _core {
 
     #[pymodule_export]
     use super::data::{
-        assemble_packed, fingerprint_bytes, fingerprint_files, normalize_rows, pack,
+        assemble_packed, fingerprint_bytes, fingerprint_files, normalize_rows, normalize_rows_flat,
+        pack,
     };
 
     #[pymodule_export]
