@@ -1,12 +1,26 @@
-"""Batched evaluation generation vs a plain per-example ``model.generate`` loop.
+"""Evaluation generation: a plain per-example ``model.generate`` loop, Ladle's batched
+path, and Ladle's batched path with the prompts' shared token prefix prefilled once.
 
-Same model (SmolLM2-135M-Instruct), same rendered prompts, same greedy settings and stop
-token; the anchor generates one prompt at a time, Ladle generates length-sorted,
-left-padded batches. Prints examples/s, the ratio, and whether the greedy outputs are
-identical (mismatches are listed, not hidden).
+Prompt sets (``--prompts``):
 
-    nice -n 10 python benchmarks/eval.py                 # 64 prompts, fp32 and bf16
-    python benchmarks/eval.py --rows 8 --precision fp32  # quick check
+- ``quickstart`` (default): the prompts ``ladle run recipes/quickstart.yaml`` evaluates,
+  built the same way (prep's eval rows, few-shot drawn from its deduplicated train split):
+  100 tickets asked of the **baseline** (system prompt + 3 few-shot turns + the ticket;
+  most of each prompt is shared) and of the **candidate** (the ticket alone). The
+  candidate prompts run on ``--candidate RUN`` (a trained run folder, its adapter merged
+  as the eval merges it), else on the base model (which rambles to the token limit, so
+  its times are not the fine-tuned model's).
+- ``synthetic``: 64 made-up tickets, every other one with two few-shot turns.
+
+Same model (SmolLM2-135M-Instruct), greedy, same stop token. For each prompt set and
+precision it prints seconds, examples/s, the ratio to the loop and to the batched path,
+and how many greedy outputs equal the batched path's (mismatches listed, not hidden).
+``--latency N`` adds the eval's latency pass: N requests (the eval's seeded sample) at
+batch size 1, prompts prefilled in full vs with the shared prefix cached.
+
+    nice -n 10 python benchmarks/eval.py --candidate runs/quickstart-...   # everything
+    python benchmarks/eval.py --variants batched,prefix --precision bf16   # no loop
+    python benchmarks/eval.py --prompts synthetic --rows 8 --precision fp32  # quick check
 """
 
 from __future__ import annotations
@@ -14,6 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+from typing import Any
+
+import corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
 
 PRODUCTS = ["router", "smartwatch", "laptop", "headphones", "mobile app", "subscription"]
 ISSUES = [
@@ -73,6 +94,29 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
     return out
 
 
+def quickstart_prompts(rows: int) -> tuple[Any, list[str], list[str]]:
+    """(recipe, baseline prompts, candidate prompts) of the quickstart, as ``ladle run``
+    renders them: prep's eval rows (the tickets are generated on first use), few-shot
+    examples drawn by the recipe's seed from the deduplicated train split."""
+    from ladle.data import prep
+    from ladle.evaluate.generate import prompt_renderer
+    from ladle.evaluate.prompts import build_conversation, select_few_shot, split_row
+    from ladle.models import resolve_model
+    from ladle.pipeline import eval_inputs
+    from ladle.recipe import load_recipe
+
+    recipe = load_recipe(QUICKSTART)
+    eval_rows, train_rows, _ = eval_inputs(recipe, prep(recipe))
+    ev = recipe.evaluate
+    examples = [split_row(r) for r in eval_rows[: min(rows, ev.limit or rows)]]
+    shots = select_few_shot([split_row(r) for r in train_rows], ev.few_shot_needed, recipe.seed)
+    render = prompt_renderer(resolve_model(recipe.model.base), recipe.data.template)
+    base = ev.named_baselines()[0][1]
+    baseline = [render(build_conversation(e, base, shots[: base.few_shot])) for e in examples]
+    candidate = [render(build_conversation(e, ev.candidate, [])) for e in examples]
+    return recipe, baseline, candidate
+
+
 def per_example_loop(model, tok, prompts, max_new_tokens, precision):  # type: ignore[no-untyped-def]
     """The anchor: the plain loop people write first."""
     import contextlib
@@ -109,79 +153,169 @@ def per_example_loop(model, tok, prompts, max_new_tokens, precision):  # type: i
     return outs
 
 
+REFERENCE = ("batched (", "latency pass (bs 1), prefilled in full")
+"""The methods the others are compared with: today's path, every prompt prefilled."""
+
+Row = tuple[str, str, str, float, int, list[str]]
+"""(precision, prompt set, method, seconds, examples, outputs)."""
+
+
+def bench_set(
+    label: str,
+    model: Any,
+    tok: Any,
+    prompts: list[str],
+    latency_picks: list[int],
+    args: argparse.Namespace,
+    precision: str,
+) -> list[Row]:
+    from ladle.evaluate.generate import Generation, generate
+    from ladle.recipe.schema import GenerationSpec
+
+    spec = GenerationSpec(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    print(
+        f"[{precision}] {label}: {len(prompts)} prompts, {min(map(len, ids))}-"
+        f"{max(map(len, ids))} tokens, load average {corpus.load_average()}",
+        flush=True,
+    )
+
+    def run(s: GenerationSpec, ps: list[str]) -> tuple[float, Generation]:
+        t0 = time.perf_counter()
+        g = generate(model, tok, ps, s, precision=precision)
+        return time.perf_counter() - t0, g
+
+    def add(method: str, secs: float, outs: list[str]) -> None:
+        rows.append((precision, label, method, secs, len(outs), outs))
+        print(f"  {method}: {secs:.1f}s ({secs / len(outs):.2f} s/example)", flush=True)
+
+    variants = args.variants.split(",")
+    rows: list[Row] = []
+    if "loop" in variants:
+        t0 = time.perf_counter()
+        outs = per_example_loop(model, tok, prompts, args.max_new_tokens, precision)
+        add("per-example model.generate", time.perf_counter() - t0, outs)
+    for cached in [False, True]:
+        if ("prefix" if cached else "batched") in variants:
+            secs, g = run(spec.model_copy(update={"prefix_cache": cached}), prompts)
+            shared = f" + shared prefix, {g.prefix_tokens} tokens" if cached else ""
+            add(f"batched{shared} (bs {args.batch_size})", secs, [o[0] for o in g.outputs])
+    if latency_picks:
+        one = spec.model_copy(update={"batch_size": 1})
+        picked = [prompts[i] for i in latency_picks]
+        for cached in [False, True]:
+            secs, g = run(one.model_copy(update={"prefix_cache": cached}), picked)
+            how = f"shared prefix, {g.prefix_tokens} tokens" if cached else "prefilled in full"
+            add(f"latency pass (bs 1), {how}", secs, [o[0] for o in g.outputs])
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    print()
+    print(
+        "| precision | prompts | method | seconds | examples/s | vs loop | vs batched "
+        "| greedy outputs equal to batched |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    groups: dict[tuple[str, str, bool], dict[str, Row]] = {}
+    for r in rows:
+        groups.setdefault((r[0], r[1], r[2].startswith("latency")), {})[r[2]] = r
+    for (prec, label, latency), methods in groups.items():
+        loop = next((r for m, r in methods.items() if m.startswith("per-example")), None)
+        ref = next((r for m, r in methods.items() if m.startswith(REFERENCE)), None)
+        for method, r in methods.items():
+            secs, n, outs = r[3], r[4], r[5]
+            vs_loop = f"{loop[3] / secs:.2f}x" if loop else "-"
+            vs_ref = f"{ref[3] / secs:.2f}x" if ref else "-"
+            if ref is None or r is ref:
+                same = "-"
+            else:
+                bad = [i for i, (a, b) in enumerate(zip(ref[5], outs, strict=True)) if a != b]
+                same = f"{n - len(bad)}/{n}"
+                for i in bad[:3]:
+                    print(
+                        f"  mismatch [{prec} {label} {method}] #{i}: {ref[5][i]!r} vs {outs[i]!r}"
+                    )
+            print(
+                f"| {prec} | {label} | {method} | {secs:.1f} | {n / secs:.2f} | {vs_loop} "
+                f"| {vs_ref} | {same} |"
+            )
+        if ref is not None and not latency:
+            for method, r in methods.items():
+                if r is loop:
+                    print(f"RATIO eval {prec} {label}: {ref[2]} vs {method} = {r[3] / ref[3]:.2f}x")
+                elif r is not ref:
+                    print(f"RATIO eval {prec} {label}: {method} vs {ref[2]} = {ref[3] / r[3]:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--rows", type=int, default=64, help="prompts (default 64)")
+    ap.add_argument("--prompts", choices=["quickstart", "synthetic"], default="quickstart")
+    ap.add_argument("--rows", type=int, help="prompts (default: quickstart 100, synthetic 64)")
+    ap.add_argument("--candidate", type=Path, help="a trained quickstart run folder")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    ap.add_argument(
+        "--variants",
+        default="loop,batched,prefix",
+        help="comma-separated: loop (per-example anchor), batched, prefix (default all)",
+    )
+    ap.add_argument(
+        "--latency", type=int, default=0, help="also time N requests at batch size 1 (eval: 32)"
+    )
     args = ap.parse_args()
 
     import torch
 
-    from ladle.evaluate.generate import ModelSource, generate, load_model, prompt_renderer
+    from ladle.evaluate.contestants import latency_indices
+    from ladle.evaluate.generate import (
+        ModelSource,
+        candidate_source,
+        generate,
+        load_model,
+        prompt_renderer,
+    )
     from ladle.models import resolve_model
     from ladle.recipe.schema import GenerationSpec
 
     torch.set_num_threads(args.threads)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {corpus.machine()}")
     print(f"torch threads: {torch.get_num_threads()} (set by --threads)", flush=True)
     folder = resolve_model("builtin:smollm2-135m-instruct")
     model, tok = load_model(ModelSource(folder))
-    render = prompt_renderer(folder)
-    prompts = [render(c) for c in conversations(args.rows)]
-    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    sets: list[tuple[str, Any, Any, list[str]]]
+    seed = 0
+    if args.prompts == "quickstart":
+        recipe, baseline, candidate = quickstart_prompts(args.rows or 100)
+        seed = recipe.seed
+        if args.candidate is not None:
+            src = candidate_source(args.candidate, folder, recipe)
+            cmodel, ctok = load_model(src)
+            cand_label = f"candidate ({src.describe()})"
+        else:
+            cmodel, ctok, cand_label = model, tok, "candidate prompts on the BASE model"
+        sets = [("baseline", model, tok, baseline), (cand_label, cmodel, ctok, candidate)]
+    else:
+        render = prompt_renderer(folder)
+        sets = [("synthetic", model, tok, [render(c) for c in conversations(args.rows or 64)])]
     print(
-        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens, "
-        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}"
+        f"max_new_tokens {args.max_new_tokens}, batch size {args.batch_size}, "
+        f"latency pass {args.latency or 'off'}"
     )
-    spec = GenerationSpec(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
 
-    rows = []
-    mismatches: dict[str, list[int]] = {}
+    rows: list[Row] = []
     for precision in ["fp32", "bf16"] if args.precision == "both" else [args.precision]:
-        # warm-up: first calls pay for one-off kernel selection
-        generate(
-            model,
-            tok,
-            prompts[:2],
-            spec.model_copy(update={"max_new_tokens": 4}),
-            precision=precision,
-        )
-        t0 = time.perf_counter()
-        anchor = per_example_loop(model, tok, prompts, args.max_new_tokens, precision)
-        t_anchor = time.perf_counter() - t0
-        print(f"[{precision}] per-example loop: {t_anchor:.1f}s", flush=True)
-        t0 = time.perf_counter()
-        gen = generate(model, tok, prompts, spec, precision=precision)
-        t_ladle = time.perf_counter() - t0
-        print(f"[{precision}] ladle batched: {t_ladle:.1f}s", flush=True)
-        ours = [o[0] for o in gen.outputs]
-        bad = [i for i, (a, b) in enumerate(zip(anchor, ours, strict=True)) if a != b]
-        mismatches[precision] = bad
-        same = f"{len(prompts) - len(bad)}/{len(prompts)}"
-        n = len(prompts)
-        rows.append((precision, "per-example model.generate", t_anchor, n / t_anchor, 1.0, same))
-        rows.append(
-            (
-                precision,
-                f"ladle batched (bs {args.batch_size})",
-                t_ladle,
-                n / t_ladle,
-                t_anchor / t_ladle,
-                same,
-            )
-        )
-        for i in bad[:3]:
-            print(f"[{precision}] mismatch #{i}:\n  loop:    {anchor[i]!r}\n  batched: {ours[i]!r}")
-
-    print()
-    print("| precision | method | seconds | examples/s | ratio | identical greedy outputs |")
-    print("|---|---|---:|---:|---:|---:|")
-    for prec, method, secs, eps, ratio, same in rows:
-        print(f"| {prec} | {method} | {secs:.1f} | {eps:.2f} | {ratio:.2f}x | {same} |")
+        for label, m, t, prompts in sets:
+            # warm-up: first calls pay for one-off kernel selection
+            generate(m, t, prompts[:2], GenerationSpec(max_new_tokens=4), precision=precision)
+            picks = latency_indices(len(prompts), args.latency, seed) if args.latency else []
+            rows += bench_set(label, m, t, prompts, picks, args, precision)
+    print_table(rows)
+    print(f"\nload average at the end: {corpus.load_average()}")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,12 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
     # The baseline's prompt carries the system prompt and two shots: more tokens.
     assert report.baseline.generation.prompt_tokens.min() > lora.generation.prompt_tokens.max()
     assert "Answer with JSON." in report.baseline.prompts[0]
+    # ... most of them shared: prefilled once, and the report says so
+    shared = report.baseline.generation.prefix_tokens
+    assert shared > 0 and report.baseline.operations["throughput"]["prefix_cached_tokens"] == shared
+    assert (
+        f"{shared}-token prompt prefix they share" in report.baseline.operations["latency_method"]
+    )
     assert all(c.completion_tokens.max() <= 6 for c in (report.baseline.generation,))
 
     files = {p.name for p in out.iterdir()}
@@ -169,6 +175,7 @@ def test_evaluate_end_to_end(workspace: Path, tiny_llama_dir: Path, monkeypatch)
     md = (out / "report.md").read_text()
     assert "| metric | baseline | candidate | diff [95% CI] | p |" in md
     assert "| exact_match |" in md and "| latency_p50 |" in md
+    assert f"batch 4, shared {shared}-token prefix cached" in md
     assert (
         "Decontamination: train rows overlapping eval prompts were removed (exact: 2, near: 1)"
         in md

@@ -9,6 +9,12 @@ Two timings, never confused:
   seeded sample of ``latency_sample`` prompts (a batch's wall time split over its rows
   is not any request's latency); an endpoint's latency is each fresh request's wall time
   at the configured concurrency, with time to first token when streaming.
+
+Both passes of a local model prefill the token prefix its prompts share (system prompt,
+few-shot turns) once and reuse its KV cache (``generation.prefix_cache``, on by
+default): they measure a server with prefix caching, as vLLM and llama.cpp's server run
+by default, and the report says how many tokens were shared. A request's latency then
+excludes that prefix's prefill; ``prefix_cache: false`` measures a server without it.
 """
 
 from __future__ import annotations
@@ -126,6 +132,19 @@ def latency_indices(n: int, sample: int, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).permutation(n)[:sample].tolist())
 
 
+def latency_method(requests: int, prefix_tokens: int) -> str:
+    """How a local model's latency was measured, for the report."""
+    if not requests:
+        return "not measured"
+    how = f"batch size 1, {requests} requests sampled by seed"
+    if prefix_tokens:
+        how += (
+            f"; the {prefix_tokens}-token prompt prefix they share prefilled once and cached "
+            "(a server with prefix caching)"
+        )
+    return how
+
+
 def _score(
     name: str,
     src: Source,
@@ -193,6 +212,7 @@ def run_model(
         model, tok, prompts, ev.generation, seed=recipe.seed, precision=ev.generation.precision
     )
     latency = np.array([])
+    timed_prefix = 0
     if ev.latency_sample:
         picked = latency_indices(len(prompts), ev.latency_sample, recipe.seed)
         progress(f"{name}: latency pass, {len(picked)} requests at batch size 1")
@@ -205,16 +225,15 @@ def run_model(
             seed=recipe.seed,
             precision=ev.generation.precision,
         )
-        latency = timed.latency_s
+        latency, timed_prefix = timed.latency_s, timed.prefix_tokens
     del model
     c = _score(name, src, spec, prompts, gen, examples, recipe)
     c.load_s = load_s
     c.loaded_as = src.describe()
     c.latency = latency
     c.operations["throughput"]["batch_size"] = ev.generation.batch_size
-    c.operations["latency_method"] = (
-        f"batch size 1, {latency.size} requests sampled by seed" if latency.size else "not measured"
-    )
+    c.operations["throughput"]["prefix_cached_tokens"] = gen.prefix_tokens
+    c.operations["latency_method"] = latency_method(latency.size, timed_prefix)
     progress(f"{name}: done in {gen.total_s:.1f}s ({gen.precision})")
     return c
 

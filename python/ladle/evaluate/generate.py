@@ -244,10 +244,16 @@ class Generation:
     """Per example: its batch's wall time split evenly over the batch. A share of a batch,
     not a request's latency: with batch size 1 (the latency pass) it is one."""
     total_s: float
+    """Wall time of all batches, plus the one prefill of the shared prefix (and the one
+    cast of the weights to bf16)."""
     precision: str
+    prefix_tokens: int = 0
+    """Leading prompt tokens prefilled once for all rows (0: every prompt in full). A
+    request's latency then excludes them, as on a server whose prefix cache holds them."""
 
 
-def _left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded ``[len(rows), longest]`` batch and its mask."""
     import torch
 
     width = max(len(r) for r in rows)
@@ -276,11 +282,15 @@ def generate(
     seed: int = 0,
     precision: str = "auto",
 ) -> Generation:
-    """Generate answers for rendered ``prompts`` in length-sorted, left-padded batches."""
+    """Generate answers for rendered ``prompts`` in length-sorted, left-padded batches,
+    with the prompts' shared token prefix prefilled once (``spec.prefix_cache``)."""
     import contextlib
 
     import torch
     from transformers import GenerationConfig
+
+    from ladle.evaluate.casting import bf16_linear_weights
+    from ladle.evaluate.prefix import prefill_prefix
 
     device = str(next(model.parameters()).device.type)
     precision = resolve_precision(precision, device)
@@ -305,32 +315,39 @@ def generate(
     outputs: list[list[str]] = [[] for _ in encoded]
     completion = np.zeros(len(encoded))
     latency = np.zeros(len(encoded))
-    autocast = (
-        torch.autocast(device_type=device, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
     torch.manual_seed(seed)
-    total = 0.0
-    for start in range(0, len(order), spec.batch_size):
-        batch = order[start : start + spec.batch_size]
-        ids, mask = _left_pad([encoded[i] for i in batch], pad_id)
-        t0 = time.perf_counter()
-        with torch.inference_mode(), autocast:
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if precision == "bf16":  # weights cast once, not at every step (casting.py)
+            stack.enter_context(bf16_linear_weights(model))
+        stack.enter_context(torch.inference_mode())
+        if precision == "bf16":
+            stack.enter_context(torch.autocast(device_type=device, dtype=torch.bfloat16))
+        prefix = prefill_prefix(model, encoded) if spec.prefix_cache else None
+        total = time.perf_counter() - t0  # the casts and the shared prefix's one prefill
+        skip = prefix.length if prefix is not None else 0
+        for start in range(0, len(order), spec.batch_size):
+            batch = order[start : start + spec.batch_size]
+            ids, mask = left_pad([encoded[i][skip:] for i in batch], pad_id)
+            t0 = time.perf_counter()
+            ids, mask = ids.to(device), mask.to(device)
+            extra: dict[str, Any] = {}
+            if prefix is not None:
+                ids, mask, extra = prefix.layout(ids, mask, n_ret)
             out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+                input_ids=ids, attention_mask=mask, generation_config=config, **extra
             )
-        dt = time.perf_counter() - t0
-        total += dt
-        new = out[:, ids.shape[1] :].tolist()
-        for k, i in enumerate(batch):
-            counts = []
-            for j in range(n_ret):
-                toks, count = _cut(new[k * n_ret + j], set(stops))
-                outputs[i].append(tokenizer.decode(toks, skip_special_tokens=True))
-                counts.append(count)
-            completion[i] = float(np.mean(counts))
-            latency[i] = dt / len(batch)
+            dt = time.perf_counter() - t0
+            total += dt
+            new = out[:, ids.shape[1] :].tolist()
+            for k, i in enumerate(batch):
+                counts = []
+                for j in range(n_ret):
+                    toks, count = _cut(new[k * n_ret + j], set(stops))
+                    outputs[i].append(tokenizer.decode(toks, skip_special_tokens=True))
+                    counts.append(count)
+                completion[i] = float(np.mean(counts))
+                latency[i] = dt / len(batch)
     return Generation(
         outputs=outputs,
         prompt_tokens=np.array([len(e) for e in encoded], dtype=np.float64),
@@ -338,4 +355,5 @@ def generate(
         latency_s=latency,
         total_s=total,
         precision=precision,
+        prefix_tokens=skip,
     )

@@ -192,6 +192,8 @@ def operations_md(report: EvalReport) -> list[str]:
             if "concurrency" in tp
             else f"batch {tp.get('batch_size')}"
         )
+        if tp.get("prefix_cached_tokens"):
+            at += f", shared {tp['prefix_cached_tokens']}-token prefix cached"
         throughput = (
             f"{tp.get('examples_per_s', math.nan):.2f} ex/s, "
             f"{tp.get('tokens_per_s', math.nan):.1f} tok/s ({at}"

@@ -728,6 +728,14 @@ class GenerationSpec(Section):
         "hardware has native bf16 (AVX-512 bf16/AMX CPUs, modern GPUs), else fp32. `fp32` "
         "gives the most reproducible greedy outputs across machines.",
     )
+    prefix_cache: bool = Field(
+        True,
+        description="Prefill the token prefix that all prompts share (system prompt, few-shot "
+        "turns) once and reuse its KV cache in every batch and in the latency pass, as a "
+        "server with prefix caching does; the report says how many tokens. `false`: every "
+        "prompt is prefilled in full (latency and throughput of a server without it). "
+        "Local models only.",
+    )
 
 
 class PowerSpec(Section):
