@@ -26,8 +26,10 @@ batch size 1, prompts prefilled in full vs with the shared prefix cached.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +155,22 @@ def per_example_loop(model, tok, prompts, max_new_tokens, precision):  # type: i
     return outs
 
 
-REFERENCE = ("batched (", "latency pass (bs 1), prefilled in full")
-"""The methods the others are compared with: today's path, every prompt prefilled."""
+Row = tuple[str, str, str, float, int, list[str], str]
+"""(precision, prompt set, method, seconds, examples, outputs, short name)."""
 
-Row = tuple[str, str, str, float, int, list[str]]
-"""(precision, prompt set, method, seconds, examples, outputs)."""
+
+@contextlib.contextmanager
+def weights_cast_every_step() -> Iterator[None]:
+    """The path before weights were cast once: plain autocast, which casts every fp32
+    linear weight to bf16 at every call."""
+    from ladle.evaluate import casting
+
+    saved = casting.bf16_linear_weights
+    setattr(casting, "bf16_linear_weights", lambda _model: contextlib.nullcontext(0))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(casting, "bf16_linear_weights", saved)  # noqa: B010
 
 
 def bench_set(
@@ -173,79 +186,105 @@ def bench_set(
     from ladle.recipe.schema import GenerationSpec
 
     spec = GenerationSpec(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    full = spec.model_copy(update={"prefix_cache": False})
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
     print(
         f"[{precision}] {label}: {len(prompts)} prompts, {min(map(len, ids))}-"
         f"{max(map(len, ids))} tokens, load average {corpus.load_average()}",
         flush=True,
     )
+    bf16 = precision == "bf16"
+    every_step = weights_cast_every_step if bf16 else contextlib.nullcontext
+    cast = ", bf16 weights cast every step" if bf16 else ""
+    once = ", weights cast once" if bf16 else ""
+    rows: list[Row] = []
 
     def run(s: GenerationSpec, ps: list[str]) -> tuple[float, Generation]:
         t0 = time.perf_counter()
         g = generate(model, tok, ps, s, precision=precision)
         return time.perf_counter() - t0, g
 
-    def add(method: str, secs: float, outs: list[str]) -> None:
-        rows.append((precision, label, method, secs, len(outs), outs))
+    def add(key: str, method: str, secs: float, outs: list[str]) -> None:
+        rows.append((precision, label, method, secs, len(outs), outs, key))
         print(f"  {method}: {secs:.1f}s ({secs / len(outs):.2f} s/example)", flush=True)
 
     variants = args.variants.split(",")
-    rows: list[Row] = []
+    bs = f"bs {args.batch_size}"
     if "loop" in variants:
         t0 = time.perf_counter()
         outs = per_example_loop(model, tok, prompts, args.max_new_tokens, precision)
-        add("per-example model.generate", time.perf_counter() - t0, outs)
-    for cached in [False, True]:
-        if ("prefix" if cached else "batched") in variants:
-            secs, g = run(spec.model_copy(update={"prefix_cache": cached}), prompts)
-            shared = f" + shared prefix, {g.prefix_tokens} tokens" if cached else ""
-            add(f"batched{shared} (bs {args.batch_size})", secs, [o[0] for o in g.outputs])
+        add("loop", "per-example model.generate", time.perf_counter() - t0, outs)
+    if "before" in variants:
+        with every_step():
+            secs, g = run(full, prompts)
+        add("before", f"before: batched ({bs}), prompts prefilled in full{cast}", secs, first(g))
+    if "cast" in variants and bf16:
+        secs, g = run(full, prompts)
+        add("cast", f"batched ({bs}), prompts prefilled in full{once}", secs, first(g))
+    if "prefix" in variants:
+        secs, g = run(spec, prompts)
+        add(
+            "prefix",
+            f"now: batched ({bs}) + shared prefix of {g.prefix_tokens} tokens{once}",
+            secs,
+            first(g),
+        )
     if latency_picks:
         one = spec.model_copy(update={"batch_size": 1})
         picked = [prompts[i] for i in latency_picks]
-        for cached in [False, True]:
-            secs, g = run(one.model_copy(update={"prefix_cache": cached}), picked)
-            how = f"shared prefix, {g.prefix_tokens} tokens" if cached else "prefilled in full"
-            add(f"latency pass (bs 1), {how}", secs, [o[0] for o in g.outputs])
+        with every_step():
+            secs, g = run(one.model_copy(update={"prefix_cache": False}), picked)
+        add(
+            "latency before",
+            f"latency pass before: bs 1, prompts prefilled in full{cast}",
+            secs,
+            first(g),
+        )
+        secs, g = run(one, picked)
+        add(
+            "latency now",
+            f"latency pass now: bs 1, shared prefix of {g.prefix_tokens} tokens{once}",
+            secs,
+            first(g),
+        )
     return rows
+
+
+def first(g: Any) -> list[str]:
+    return [o[0] for o in g.outputs]
 
 
 def print_table(rows: list[Row]) -> None:
     print()
     print(
-        "| precision | prompts | method | seconds | examples/s | vs loop | vs batched "
-        "| greedy outputs equal to batched |"
+        "| precision | prompts | method | seconds | examples/s | vs loop | vs before "
+        "| greedy outputs equal to before |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    groups: dict[tuple[str, str, bool], dict[str, Row]] = {}
+    groups: dict[tuple[str, str, bool], list[Row]] = {}
     for r in rows:
-        groups.setdefault((r[0], r[1], r[2].startswith("latency")), {})[r[2]] = r
-    for (prec, label, latency), methods in groups.items():
-        loop = next((r for m, r in methods.items() if m.startswith("per-example")), None)
-        ref = next((r for m, r in methods.items() if m.startswith(REFERENCE)), None)
-        for method, r in methods.items():
-            secs, n, outs = r[3], r[4], r[5]
-            vs_loop = f"{loop[3] / secs:.2f}x" if loop else "-"
-            vs_ref = f"{ref[3] / secs:.2f}x" if ref else "-"
-            if ref is None or r is ref:
-                same = "-"
-            else:
+        groups.setdefault((r[0], r[1], r[2].startswith("latency")), []).append(r)
+    for (prec, label, _latency), group in groups.items():
+        loop = next((r for r in group if r[2].startswith("per-example")), None)
+        ref = next((r for r in group if "before" in r[2]), None)
+        for r in group:
+            method, secs, n, outs = r[2], r[3], r[4], r[5]
+            same = "-"
+            if ref is not None and r is not ref:
                 bad = [i for i, (a, b) in enumerate(zip(ref[5], outs, strict=True)) if a != b]
                 same = f"{n - len(bad)}/{n}"
                 for i in bad[:3]:
                     print(
-                        f"  mismatch [{prec} {label} {method}] #{i}: {ref[5][i]!r} vs {outs[i]!r}"
+                        f"  mismatch [{prec} {label}] {method} #{i}: {ref[5][i]!r} vs {outs[i]!r}"
                     )
             print(
-                f"| {prec} | {label} | {method} | {secs:.1f} | {n / secs:.2f} | {vs_loop} "
-                f"| {vs_ref} | {same} |"
+                f"| {prec} | {label} | {method} | {secs:.1f} | {n / secs:.2f} "
+                f"| {f'{loop[3] / secs:.2f}x' if loop else '-'} "
+                f"| {f'{ref[3] / secs:.2f}x' if ref else '-'} | {same} |"
             )
-        if ref is not None and not latency:
-            for method, r in methods.items():
-                if r is loop:
-                    print(f"RATIO eval {prec} {label}: {ref[2]} vs {method} = {r[3] / ref[3]:.2f}x")
-                elif r is not ref:
-                    print(f"RATIO eval {prec} {label}: {method} vs {ref[2]} = {ref[3] / r[3]:.2f}x")
+        for r in group:
+            if ref is not None and r is not ref:
+                print(f"RATIO eval {prec} {label}: {r[6]} vs {ref[6]} = {ref[3] / r[3]:.2f}x")
 
 
 def main() -> None:
@@ -261,8 +300,11 @@ def main() -> None:
     ap.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
     ap.add_argument(
         "--variants",
-        default="loop,batched,prefix",
-        help="comma-separated: loop (per-example anchor), batched, prefix (default all)",
+        default="loop,before,cast,prefix",
+        help="comma-separated: loop (per-example anchor), before (batched, prompts prefilled "
+        "in full, autocast casting the weights at every step: the path before the shared "
+        "prefix), cast (the same with the weights cast once; bf16 only), prefix (today's "
+        "path) (default all)",
     )
     ap.add_argument(
         "--latency", type=int, default=0, help="also time N requests at batch size 1 (eval: 32)"

@@ -241,3 +241,42 @@ def test_sliding_window_model_is_prefilled_in_full(chat_tokenizer: Any, smollm2_
     assert g.prefix_tokens == 0
     off = generate(model, tok, prompts, spec.model_copy(update={"prefix_cache": False}))
     assert g.outputs == off.outputs
+
+
+def test_prefix_cache_on_a_qlora_candidate(tiny_llama_dir: Path, tmp_path: Path):
+    """A QLoRA candidate is evaluated on its 4-bit base with the adapter applied by peft:
+    its quantized layers keep their weights (only plain fp32 linears are cast) and the
+    shared prefix gives the answers of the full prefill."""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ladle.evaluate.generate import candidate_source
+
+    torch.manual_seed(0)
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    lora.save_pretrained(tmp_path / "run" / "adapter")
+    recipe = {
+        "name": "q",
+        "model": {"base": str(tiny_llama_dir)},
+        "data": {"datasets": [{"path": "x"}]},
+        "train": {"adapter": "qlora", "precision": "fp32", "lora": {"r": 4}},
+    }
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"recipe": recipe}))
+    src = candidate_source(tmp_path / "run", tiny_llama_dir)
+    assert src.quantized
+    model, tok = load_model(src)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    render = prompt_renderer(tiny_llama_dir)
+    prompts = [render({"messages": few_shot_conversation(t)}) for t in TICKETS[:5]]
+    for precision in ("fp32", "bf16"):
+        spec = GenerationSpec(max_new_tokens=6, batch_size=2, precision=precision)
+        cached = generate(model, tok, prompts, spec)
+        full = generate(model, tok, prompts, spec.model_copy(update={"prefix_cache": False}))
+        assert cached.prefix_tokens > 0
+        if precision == "fp32":
+            assert cached.outputs == full.outputs
+        assert cached.completion_tokens.shape == full.completion_tokens.shape
