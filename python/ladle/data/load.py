@@ -247,19 +247,24 @@ def read_file(
             _take(out, block, format, rules, strict, left, as_json, keep_records)
             continue
         buf, ends, lines, counts, first = _core.normalize_rows_flat(
-            block.data,
-            format,
-            limit=left,
-            source=block.source,
-            unit=block.unit,
-            offset=block.offset,
-            json_array=block.json_array,
-            strict=strict,
-            **rules,
+            block.data, format, **_block_args(block, left, strict), **rules
         )
         sink(block, buf, ends, lines)
         _count(out, block, len(lines), counts, first)
     return out
+
+
+def _block_args(block: io.Block, left: int | None, strict: bool) -> dict[str, Any]:
+    """The arguments both normalisers take for one block: where it comes from (so
+    locations name the file and line) and how many rows may still be kept."""
+    return {
+        "limit": left,
+        "source": block.source,
+        "unit": block.unit,
+        "offset": block.offset,
+        "json_array": block.json_array,
+        "strict": strict,
+    }
 
 
 def _count(
@@ -292,16 +297,7 @@ def _take(
     keep_records: bool,
 ) -> None:
     got, lines, counts, first = _core.normalize_rows(
-        block.data,
-        format,
-        limit=left,
-        source=block.source,
-        unit=block.unit,
-        offset=block.offset,
-        json_array=block.json_array,
-        as_json=as_json,
-        strict=strict,
-        **rules,
+        block.data, format, as_json=as_json, **_block_args(block, left, strict), **rules
     )
     out.rows.extend(got)
     out.locations.extend(io.location(block.source, block.unit, n) for n in lines)
