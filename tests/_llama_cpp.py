@@ -2,7 +2,7 @@
 source, everything cached under ``$LADLE_HOME/llama-cpp/`` (CI keeps that folder in its
 cache, ``.github/workflows/ci.yml``). Three levels, each built on first use:
 
-- ``source()``: the sdist (``pip download``, checked against its pinned SHA-256; it
+- ``source()``: the sdist (from PyPI's JSON API, checked against its pinned SHA-256; it
   vendors llama.cpp), ~75 MB, seconds.
 - ``ggml_quants()``: llama.cpp's reference quantizers alone, ``ggml/src/ggml-quants.c``
   compiled with the flags of a Release build into a small shared library (~10 s): what
@@ -29,12 +29,14 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -105,15 +107,29 @@ def _run(cmd: list[str], log: Path, what: str, env: dict[str, str] | None = None
 
 
 def _sdist_path() -> Path:
+    # Straight from the package index (its PEP 691 JSON listing, the index pip itself
+    # uses), not `pip download`: pip prepares the sdist's metadata, and with
+    # `--no-binary :all:` that means compiling the build backend's dependencies (cmake)
+    # from source, which ran for over an hour on a fresh CI machine. Every read has a
+    # timeout, so an unreachable index skips instead of hanging.
     def fetch(staged: Path) -> None:
-        pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-        d = staged.parent / "dl"
-        spec = f"llama-cpp-python=={VERSION}"
-        _run([*pip, "-d", str(d), spec], staged.parent / "pip.log", f"pip download {spec}")
-        (got,) = d.glob("*.tar.gz")
-        if hashlib.sha256(got.read_bytes()).hexdigest() != SHA256:
-            raise LlamaCppUnavailable(f"{got.name} does not match its pinned SHA-256")
-        os.replace(got, staged)
+        index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+        name = f"llama_cpp_python-{VERSION}.tar.gz"
+        listing = urllib.request.Request(
+            f"{index}/llama-cpp-python/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        try:
+            with urllib.request.urlopen(listing, timeout=60) as r:
+                (url,) = [f["url"] for f in json.load(r)["files"] if f["filename"] == name]
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=60) as r, staged.open("wb") as out:
+                while chunk := r.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, ValueError, KeyError) as e:  # URLError and timeouts are OSError
+            raise LlamaCppUnavailable(f"downloading llama-cpp-python {VERSION}: {e}") from e
+        if digest.hexdigest() != SHA256:
+            raise LlamaCppUnavailable(f"{url} does not match its pinned SHA-256")
 
     return _once(cache_dir() / f"llama_cpp_python-{VERSION}.tar.gz", fetch)
 
