@@ -200,6 +200,26 @@ def packing_leak(model: Any, device: torch.device, vocab: int | None = None) -> 
     return iso, leak
 
 
+def use_packed_attention(model: Any, device: torch.device) -> bool:
+    """Switch a packed-training model from sdpa's block-diagonal mask to Ladle's
+    per-document kernel (``train/attention.py``); True when switched.
+
+    CPU only: measured there (the fused causal kernel applies and the masked pairs are never
+    scored); on a GPU the per-document launches are untested, so sdpa stays. The switch is
+    for the training forward alone: Ladle never generates with this model object, and the
+    kernel hands any call with a KV cache or a 2-D mask back to sdpa.
+    """
+    from ladle.train import attention
+
+    if device.type != "cpu" or getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    if not attention.supports(model.config):
+        return False
+
+    model.set_attn_implementation(attention.register())
+    return True
+
+
 def verify_packing_isolation(model: Any, device: torch.device) -> float:
     """Raise TrainError when the loaded model lets packed documents attend to each other."""
     iso, leak = packing_leak(model, device)

@@ -258,10 +258,12 @@ def _train(ctx: RunContext, train_rows: Any, eval_rows: Any) -> RunResult:
         )
     seed_everything(recipe.seed)
     base = model_mod.load_base(recipe, model_dir, device)
+    packed = recipe.data.packing != "none" or recipe.train.method in PREFERENCE_METHODS
+    if packed:
+        model_mod.use_packed_attention(base, device)
     core = adapters.attach(
         base, recipe.train, recipe.model.adapter, reference=recipe.train.method in REFERENCED
     )
-    packed = recipe.data.packing != "none" or recipe.train.method in PREFERENCE_METHODS
     isolation = model_mod.verify_packing_isolation(core, device) if packed else None
 
     plan = _plan(recipe, obj, d.world, training=True)
