@@ -3,6 +3,7 @@ area). ``make lint`` checks them against the built module with ``mypy.stubtest``
 
 Each area keeps its own block."""
 
+import os
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -25,6 +26,7 @@ __all__ = [
     "TokenizerError",
     "__version__",
     "assemble_packed",
+    "assemble_packed_files",
     "dedup_minhash",
     "dedup_normalize",
     "dedup_optimal_params",
@@ -306,6 +308,19 @@ def pack(
 def assemble_packed(
     ids: npt.NDArray[np.int32],
     labels: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    bins: list[list[int]],
+) -> tuple[
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+]: ...
+def assemble_packed_files(
+    ids_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
     offsets: npt.NDArray[np.int64],
     bins: list[list[int]],
 ) -> tuple[

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ladle.data import IGNORE_INDEX, assemble, pack
+from ladle.data.packing import assemble_files
+from ladle.errors import LadleError
 
 lengths_st = st.lists(st.integers(min_value=1, max_value=128), max_size=400)
 
@@ -122,3 +127,37 @@ def test_packed_rows_layout(
     # Every trained token (except each document's first) appears exactly once.
     expected = [int(t) for lab in labels for t in lab[1:] if t != IGNORE_INDEX]
     assert sorted(trained_seen) == sorted(expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(docs=documents(), seed=st.integers(0, 99))
+def test_assemble_files_equals_assemble(
+    docs: tuple[list[np.ndarray], list[np.ndarray], int], seed: int
+) -> None:
+    """prep gathers each shard from its token files (pread), not from arrays in memory:
+    the same rows, to the byte."""
+    ids, labels, cap = docs
+    offsets = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    flat_ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    flat_lab = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    bins = pack([len(x) for x in ids], cap, "bfd", seed)
+    want = assemble(flat_ids, flat_lab, offsets, bins)
+    with tempfile.TemporaryDirectory() as d:
+        ids_path, lab_path = Path(d) / "ids.bin", Path(d) / "labels.bin"
+        ids_path.write_bytes(flat_ids.tobytes())
+        lab_path.write_bytes(flat_lab.tobytes())
+        got = assemble_files(ids_path, lab_path, offsets, bins)
+    assert want.keys() == got.keys()
+    for k in want:
+        assert want[k].dtype == got[k].dtype and np.array_equal(want[k], got[k]), k
+
+
+def test_assemble_files_refuses_offsets_past_the_files(tmp_path: Path) -> None:
+    ids = np.arange(10, dtype=np.int32)
+    (tmp_path / "ids.bin").write_bytes(ids.tobytes())
+    (tmp_path / "labels.bin").write_bytes(ids.tobytes())
+    with pytest.raises(LadleError, match="only 10 ids"):
+        assemble_files(tmp_path / "ids.bin", tmp_path / "labels.bin", np.array([0, 11]), [[0]])
+    with pytest.raises(LadleError, match=r"missing\.bin: "):
+        assemble_files(tmp_path / "missing.bin", tmp_path / "labels.bin", np.array([0, 1]), [[0]])

@@ -111,6 +111,52 @@ def test_packed_rows_match_encoded_examples(
     assert (ds["rows_in"], ds["rows_loaded"], ds["rows_out"], ds["tokens"]) == (42, 41, 40, tokens)
 
 
+def test_prep_holds_a_chunk_and_a_shard_not_the_corpus(
+    tmp_path: Path,
+    home: Path,
+    smollm2_dir: Path,
+    chat_tokenizer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What prep holds at once is bounded by a chunk of rows and a shard of tokens, not by
+    the corpus: rows are encoded ``CHUNK_ROWS`` at a time into token files, and each shard
+    is gathered from those files on its own, without mapping them (a memory map of them
+    put nearly all their pages in RSS: 5.1 GB at 1M rows). Small settings change how the
+    work is cut, never a row."""
+    src = jsonl(tmp_path / "d.jsonl", [conv(i, turns=1 + i % 3, long=i % 40) for i in range(1500)])
+    recipe = write_recipe(tmp_path, smollm2_dir, [{"path": src}])
+    default = run_prep(recipe, chat_tokenizer)
+    encoded: list[int] = []
+    gathered: list[int] = []
+    mapped: list[str] = []
+    encode, gather = prep_mod.encode_sft_flat, prep_mod.assemble_files
+
+    def encode_chunk(enc: Any, rows: list[str], *rest: Any) -> Any:
+        encoded.append(len(rows))
+        return encode(enc, rows, *rest)
+
+    def gather_shard(*args: Any) -> Any:
+        packed = gather(*args)
+        gathered.append(len(packed["input_ids"]))
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        mapped.extend(m for m in maps if "/.work/" in m)
+        return packed
+
+    monkeypatch.setattr(prep_mod, "encode_sft_flat", encode_chunk)
+    monkeypatch.setattr(prep_mod, "assemble_files", gather_shard)
+    monkeypatch.setattr(prep_mod, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(prep_mod, "SHARD_TOKENS", 4 * 256)  # 4 rows of max_length 256
+    small = run_prep(recipe, chat_tokenizer, force=True)
+    assert rows_of(small) == rows_of(default)
+    assert small.manifest.train == default.manifest.train.model_copy(
+        update={"shards": small.manifest.train.shards}
+    )
+    assert max(encoded) == 128 and sum(encoded) == 1500
+    assert len(gathered) == len(small.manifest.train.shards) > 10
+    assert max(gathered) <= 4 * 256
+    assert not mapped, mapped
+
+
 def test_cache_hit_byte_change_and_force(
     tmp_path: Path, home: Path, smollm2_dir: Path, chat_tokenizer: Any
 ) -> None:

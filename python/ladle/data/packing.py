@@ -7,6 +7,7 @@ document, first label of each document ignored). See ../shared/docs/reference-fo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Literal
 
@@ -14,6 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ladle import _core
+
+# the flat arrays of a packed shard, as both assemble functions return them
+_KEYS = ("input_ids", "labels", "position_ids", "row_offsets", "seq_lengths", "seq_offsets")
 
 
 def pack(
@@ -55,5 +59,19 @@ def assemble(
         np.ascontiguousarray(offsets, dtype=np.int64),
         bins,
     )
-    keys = ("input_ids", "labels", "position_ids", "row_offsets", "seq_lengths", "seq_offsets")
-    return dict(zip(keys, out, strict=True))
+    return dict(zip(_KEYS, out, strict=True))
+
+
+def assemble_files(
+    ids_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    offsets: npt.NDArray[np.int64],
+    bins: list[list[int]],
+) -> dict[str, npt.NDArray[np.int32] | npt.NDArray[np.int64]]:
+    """``assemble`` with the tokens in two files of native-endian int32 (as
+    ``ndarray.tobytes`` writes them), read document by document, so that only the rows
+    built are in memory, however large the files (``ladle prep``'s token spool)."""
+    out = _core.assemble_packed_files(
+        ids_path, labels_path, np.ascontiguousarray(offsets, dtype=np.int64), bins
+    )
+    return dict(zip(_KEYS, out, strict=True))

@@ -1,6 +1,7 @@
 //! Data preparation: fingerprints, row normalisation, packing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -213,12 +214,32 @@ pub fn assemble_packed<'py>(
     let labels = labels.as_slice().map_err(|_| not_contiguous("labels"))?;
     let offsets = offsets.as_slice().map_err(|_| not_contiguous("offsets"))?;
     let p = py.detach(|| crate::pack::assemble(ids, labels, offsets, &bins))?;
-    Ok((
+    Ok(packed_arrays(py, p))
+}
+
+/// `assemble_packed` with the tokens read from two files of native-endian int32 (the
+/// token files `ladle prep` spills while encoding), document by document, instead of
+/// from arrays in memory.
+#[pyfunction]
+pub fn assemble_packed_files<'py>(
+    py: Python<'py>,
+    ids_path: PathBuf,
+    labels_path: PathBuf,
+    offsets: PyReadonlyArray1<'py, i64>,
+    bins: Vec<Vec<usize>>,
+) -> PyResult<PackedArrays<'py>> {
+    let offsets = offsets.as_slice().map_err(|_| not_contiguous("offsets"))?;
+    let p = py.detach(|| crate::pack::assemble_files(&ids_path, &labels_path, offsets, &bins))?;
+    Ok(packed_arrays(py, p))
+}
+
+fn packed_arrays(py: Python<'_>, p: crate::pack::Packed) -> PackedArrays<'_> {
+    (
         p.input_ids.into_pyarray(py),
         p.labels.into_pyarray(py),
         p.position_ids.into_pyarray(py),
         p.row_offsets.into_pyarray(py),
         p.seq_lengths.into_pyarray(py),
         p.seq_offsets.into_pyarray(py),
-    ))
+    )
 }

@@ -46,8 +46,8 @@ mod _core {
 
     #[pymodule_export]
     use super::data::{
-        assemble_packed, fingerprint_bytes, fingerprint_files, normalize_rows, normalize_rows_flat,
-        pack,
+        assemble_packed, assemble_packed_files, fingerprint_bytes, fingerprint_files,
+        normalize_rows, normalize_rows_flat, pack,
     };
 
     #[pymodule_export]
