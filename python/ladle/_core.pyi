@@ -305,32 +305,29 @@ def normalize_rows_flat(
 def pack(
     lengths: npt.NDArray[np.int64], capacity: int, strategy: str = "bfd", seed: int = 0
 ) -> list[list[int]]: ...
+
+# Flat (input_ids, labels, position_ids, row_offsets, seq_lengths, seq_offsets).
+_PackedRows = tuple[
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+]
+
 def assemble_packed(
     ids: npt.NDArray[np.int32],
     labels: npt.NDArray[np.int32],
     offsets: npt.NDArray[np.int64],
     bins: list[list[int]],
-) -> tuple[
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int64],
-]: ...
+) -> _PackedRows: ...
 def assemble_packed_files(
     ids_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str],
     offsets: npt.NDArray[np.int64],
     bins: list[list[int]],
-) -> tuple[
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int32],
-    npt.NDArray[np.int64],
-]: ...
+) -> _PackedRows: ...
 
 # ---- gguf
 def gguf_quantize(data: npt.NDArray[np.float32], qtype: str) -> npt.NDArray[np.uint8]:
