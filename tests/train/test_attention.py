@@ -43,11 +43,23 @@ def _logits(m: Any, impl: str, **inputs: Any) -> Any:
 
 def test_segments_cut_where_positions_restart() -> None:
     pos = torch.tensor([[0, 1, 2, 0, 1, 0], [5, 6, 7, 8, 9, 10], [0, 0, 0, 1, 2, 0]])
-    assert attention.segments(pos) == [
+    assert attention.segments(pos, 3) == [
         [(0, 3), (3, 5), (5, 6)],
         [(0, 6)],  # a row that continues a document keeps it whole
         [(0, 1), (1, 2), (2, 5), (5, 6)],
     ]
+    # one row of position ids shared by the batch (transformers' unexpanded default)
+    assert attention.segments(torch.tensor([[0, 1, 0]]), 2) == [[(0, 2), (2, 3)]] * 2
+
+
+def test_boundaries_are_found_once_per_forward(model: Any, monkeypatch: Any) -> None:
+    calls = []
+    real = torch.Tensor.nonzero
+    monkeypatch.setattr(torch.Tensor, "nonzero", lambda t, *a, **k: calls.append(1) or real(t))
+    ids, pos = _packed([[10, 6], [16]])
+    with torch.no_grad():
+        _logits(model, attention.NAME, input_ids=ids, position_ids=pos)
+    assert len(calls) == 2  # one per row, not one per row and layer
 
 
 def test_equals_sdpa_mask_logits_and_gradients(model: Any) -> None:

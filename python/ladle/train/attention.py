@@ -28,13 +28,14 @@ NAME = "ladle_packed"
 _last: tuple[torch.Tensor, list[list[tuple[int, int]]]] | None = None
 
 
-def segments(position_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
-    """Per row, the ``(start, end)`` spans of its documents: a document starts wherever a
-    position id is not the previous one plus one."""
+def segments(position_ids: torch.Tensor, rows: int) -> list[list[tuple[int, int]]]:
+    """Per row (``position_ids`` of one row are shared by all ``rows``), the
+    ``(start, end)`` spans of its documents: a document starts wherever a position id is
+    not the previous one plus one."""
     global _last
     if _last is not None and _last[0] is position_ids:
         return _last[1]
-    pos = position_ids.detach().to("cpu", torch.int64)
+    pos = position_ids.detach().to("cpu", torch.int64).expand(rows, -1)
     cuts = torch.ones_like(pos, dtype=torch.bool)
     cuts[:, 1:] = pos[:, 1:] != pos[:, :-1] + 1
     length = pos.shape[1]
@@ -73,10 +74,11 @@ def packed_sdpa_forward(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    position_ids = position_ids.expand(query.shape[0], -1)
+    # The tensor transformers passes, not a view of it: the memo in ``segments`` keys on
+    # its identity, so the boundaries are found once per forward, not once per layer.
     groups = getattr(module, "num_key_value_groups", 1)
     rows = []
-    for b, spans in enumerate(segments(position_ids)):
+    for b, spans in enumerate(segments(position_ids, query.shape[0])):
         parts = [
             torch.nn.functional.scaled_dot_product_attention(
                 query[b : b + 1, :, s:e],
@@ -89,9 +91,8 @@ def packed_sdpa_forward(
             )
             for s, e in spans
         ]
-        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
-    out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
-    return out.transpose(1, 2).contiguous(), None
+        rows.append(torch.cat(parts, dim=2))
+    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 
 
 def packed_mask(**kwargs: Any) -> torch.Tensor | None:
